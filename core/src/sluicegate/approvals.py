@@ -1,0 +1,161 @@
+"""The approval workflow: policy and store together. Every channel goes through here.
+
+The HTTP API, the review pages, chat integrations and the CLI demo are thin layers over
+:class:`Approvals`, so the rules that matter hold in one place whatever the channel:
+
+- the server decides with the policy; nothing the pipeline sends can change the outcome
+  except the facts of the action itself;
+- an action the policy allows costs one audit row and nothing else;
+- a reviewer must be in the policy, in one of the rule's groups, and not the requester in
+  any of its identities; a refusal is recorded as ``decision.rejected``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sluicegate.audit import AuditEvent
+from sluicegate.exceptions import ForbiddenError
+from sluicegate.model import (
+    Action,
+    ApprovalRequest,
+    Channel,
+    Decision,
+    Requester,
+    Status,
+    Verdict,
+    utcnow,
+)
+from sluicegate.policy import Evaluation, Policy
+from sluicegate.store import DecisionOutcome, Store, request_event
+
+__all__ = ["Approvals", "GateAnswer"]
+
+
+@dataclass(frozen=True)
+class GateAnswer:
+    """What opening a gate gives back."""
+
+    #: ``allowed`` or ``denied`` straight from the policy, else the request's status.
+    status: str
+    evaluation: Evaluation
+    request: ApprovalRequest | None = None
+    #: False when the idempotency key already had a request (a retry reattached).
+    created: bool = False
+
+
+class Approvals:
+    """Open gates and record decisions, enforcing the policy."""
+
+    def __init__(self, store: Store, policy: Policy) -> None:
+        self.store = store
+        self.policy = policy
+
+    def open(
+        self,
+        *,
+        idempotency_key: str,
+        action: Action,
+        requester: Requester,
+        inherited: Mapping[tuple[str, str], Iterable[str]] | None = None,
+        now: datetime | None = None,
+    ) -> GateAnswer:
+        """Evaluate ``action`` and, if it needs approval, open (or reattach to) its request."""
+        existing = self.store.find(idempotency_key)
+        if existing is not None:
+            # A retry reattaches to what the first attempt opened, whatever the policy says now.
+            ev = self.policy.evaluate(action, requester, inherited=inherited)
+            return GateAnswer(existing.status.value, ev, existing, created=False)
+        ev = self.policy.evaluate(action, requester, inherited=inherited)
+        datasets = [str(a) for a in action.assets]
+        if ev.outcome in ("allow", "deny"):
+            kind = "policy.allowed" if ev.outcome == "allow" else "policy.denied"
+            self.store.record(
+                [
+                    AuditEvent(
+                        kind=kind, actor=requester.principal, job=requester.job or None,
+                        datasets=datasets,
+                        data={
+                            "idempotency_key": idempotency_key, "rule": ev.rule,
+                            "reason": ev.reason, "action_kind": action.kind,
+                            "fingerprint": action.fingerprint(),
+                            "run_id": requester.run_id, "policy": self.policy.digest,
+                        },
+                    )
+                ]
+            )
+            return GateAnswer("allowed" if ev.outcome == "allow" else "denied", ev)
+        req_spec = ev.requirement
+        assert req_spec is not None  # a require outcome always carries its requirement
+        request = ApprovalRequest.open(
+            idempotency_key=idempotency_key,
+            action=action,
+            requester=requester,
+            rule=ev.rule,
+            required_approvals=req_spec.approvals,
+            required_denials=req_spec.denials,
+            groups=req_spec.groups,
+            comment_on_deny=req_spec.comment_on_deny,
+            on_timeout=req_spec.on_timeout,
+            timeout=req_spec.timeout,
+            now=now,
+        )
+        created_event = request_event(
+            request, "request.created", actor=requester.principal,
+            rule=ev.rule, required_approvals=req_spec.approvals, groups=list(req_spec.groups),
+            eligible=[r.id for r in ev.eligible], satisfiable=ev.satisfiable,
+            fingerprint=request.fingerprint, policy=self.policy.digest,
+            expires_at=request.expires_at.isoformat() if request.expires_at else None,
+            triggered_by=requester.triggered_by, owner=requester.owner, run_id=requester.run_id,
+        )
+        stored, created = self.store.create_request(
+            request, policy_digest=self.policy.digest, events=[created_event]
+        )
+        return GateAnswer(stored.status.value, ev, stored, created=created)
+
+    def check_reviewer(self, request: ApprovalRequest, reviewer: str) -> str | None:
+        """None if ``reviewer`` may decide ``request``, else why not."""
+        return self.policy.may_decide(reviewer, request.groups, request.requester)
+
+    def decide(
+        self,
+        request_id: uuid.UUID | str,
+        *,
+        reviewer: str,
+        verdict: Verdict,
+        comment: str = "",
+        channel: Channel = Channel.API,
+        fingerprint: str | None = None,
+        now: datetime | None = None,
+    ) -> DecisionOutcome:
+        """Record ``reviewer``'s verdict; raises :class:`ForbiddenError` for one who may not."""
+        request = self.store.get(request_id)
+        why = self.check_reviewer(request, reviewer)
+        if why is not None:
+            self.store.record(
+                [request_event(request, "decision.rejected", actor=reviewer, reason=why,
+                               verdict=verdict.value, channel=channel.value)]
+            )
+            raise ForbiddenError(why)
+        decision = Decision(
+            reviewer=reviewer, verdict=verdict, comment=comment, channel=channel,
+            fingerprint=fingerprint or request.fingerprint, decided_at=now or utcnow(),
+        )
+        return self.store.decide(request.id, decision, now=now)
+
+    def cancel(self, request_id: uuid.UUID | str, *, principal: str, reason: str = "") -> ApprovalRequest:
+        """The requester withdraws its request."""
+        request = self.store.get(request_id)
+        if request.requester.principal != principal:
+            self.store.record([request_event(request, "cancel.rejected", actor=principal,
+                                             reason="only the principal that opened it may cancel")])
+            raise ForbiddenError("only the principal that opened a request may cancel it")
+        return self.store.transition(request.id, Status.CANCELLED, actor=principal, reason=reason)
+
+    def release(self, request_id: uuid.UUID | str, *, principal: str | None = None) -> None:
+        """Record that the gated step went ahead (``gate.released``)."""
+        request = self.store.get(request_id)
+        self.store.record([request_event(request, "gate.released", actor=principal, status=request.status.value)])

@@ -1,0 +1,96 @@
+"""Every error Sluicegate raises on purpose.
+
+The hierarchy is small on purpose, so that a boundary (the CLI, the HTTP error handler, an
+adapter) can map it to one exit code or status code without knowing every case::
+
+    SluicegateError                   base: catch this at a boundary
+    ├── ConfigError                   a setting or config file is wrong
+    ├── PolicyError                   the policy file is malformed (names file, line, field)
+    ├── ActionError                   an action / request payload is malformed
+    ├── StoreError                    the database failed or cannot be reached
+    │   └── MigrationError            the schema could not be brought up to date
+    ├── NotFoundError                 a request (or other object) does not exist
+    ├── ForbiddenError                this identity may not do that (self-approval, ineligible)
+    ├── TransitionError               an illegal status transition (e.g. approved -> denied)
+    │   └── ConflictError             a compare-and-set lost: someone else changed it first
+    └── AuditError                    the audit log cannot be read or written
+
+Messages name the bad value and where it came from, in one line, because they are shown to
+users as is: the CLI prints ``str(err)`` and exits 2.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActionError",
+    "AuditError",
+    "ConfigError",
+    "ConflictError",
+    "ForbiddenError",
+    "MigrationError",
+    "NotFoundError",
+    "PolicyError",
+    "SluicegateError",
+    "StoreError",
+    "TransitionError",
+]
+
+
+class SluicegateError(Exception):
+    """Base class of every error Sluicegate raises on purpose."""
+
+
+class ConfigError(SluicegateError):
+    """A setting, an environment variable or the config file holds a bad value."""
+
+
+class PolicyError(SluicegateError):
+    """The policy file cannot be read or does not validate.
+
+    ``str()`` is one line: ``FILE:LINE: FIELD: what is wrong``.
+    """
+
+    def __init__(
+        self, message: str, *, path: str | None = None, line: int | None = None, field: str = ""
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        self.reason = message
+        where = path or "<policy>"
+        if line is not None:
+            where = f"{where}:{line}"
+        text = f"{where}: {field}: {message}" if field else f"{where}: {message}"
+        super().__init__(text)
+
+
+class ActionError(SluicegateError):
+    """An action, requester or request payload is malformed."""
+
+
+class StoreError(SluicegateError):
+    """The database failed, or cannot be reached."""
+
+
+class MigrationError(StoreError):
+    """The database schema could not be brought up to date."""
+
+
+class NotFoundError(SluicegateError):
+    """The object asked for does not exist."""
+
+
+class ForbiddenError(SluicegateError):
+    """The identity is known but may not do this: self-approval, not eligible, not the owner."""
+
+
+class TransitionError(SluicegateError):
+    """A status change the status machine does not allow (terminal states are final)."""
+
+
+class ConflictError(TransitionError):
+    """A compare-and-set lost: the request changed between reading and writing it."""
+
+
+class AuditError(SluicegateError):
+    """The audit log cannot be read or written."""

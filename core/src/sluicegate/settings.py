@@ -1,0 +1,211 @@
+"""Every setting Sluicegate reads, and where it reads it from: one place.
+
+Precedence, highest first (the OpenLineage client's order, so one rule fits both):
+
+1. arguments (CLI options, or keywords to :func:`load_settings`);
+2. the config file: ``--config FILE``, else ``$SLUICEGATE_CONFIG``, else ``./sluicegate.yaml``
+   when it exists; YAML whose keys are the setting names below (nested for ``slack`` etc.);
+3. environment variables ``SLUICEGATE_<NAME>``, with ``__`` for nesting
+   (``SLUICEGATE_SLACK__BOT_TOKEN``);
+4. the defaults written here.
+
+Secrets are :class:`~pydantic.SecretStr`: they print as ``**********`` in reprs and logs.
+An unknown key in the config file, or a value of the wrong type anywhere, is an error that
+names where it came from, never a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from sluicegate.exceptions import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "DEFAULT_DB_URL",
+    "Settings",
+    "SlackSettings",
+    "TeamsSettings",
+    "WebhookSettings",
+    "load_settings",
+    "normalise_db_url",
+]
+
+DEFAULT_DB_URL = "sqlite:///./sluicegate.db"
+DEFAULT_CONFIG_FILE = "sluicegate.yaml"
+ENV_PREFIX = "SLUICEGATE_"
+
+
+def normalise_db_url(url: str) -> str:
+    """Accept the URLs people write and return the one SQLAlchemy needs.
+
+    ``postgres://`` and ``postgresql://`` mean psycopg 3 (the only PostgreSQL driver we ship
+    with); anything but SQLite and PostgreSQL is refused rather than half-supported.
+    """
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"database URL {url!r} has no scheme (sqlite:/// or postgresql://)")
+    scheme = scheme.lower()
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+        return f"postgresql+psycopg://{rest}"
+    if scheme in ("sqlite", "sqlite+pysqlite"):
+        return f"sqlite:///{rest.removeprefix('/')}" if rest.startswith("/") else f"sqlite://{rest}"
+    raise ValueError(f"database URL scheme {scheme!r} is not supported (use sqlite or postgresql)")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SlackSettings(_Section):
+    """Slack: a bot token for buttons and in-place updates, or an incoming webhook for links."""
+
+    bot_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    webhook_url: SecretStr | None = None
+    api_url: str = "https://slack.com/api/"
+
+
+class TeamsSettings(_Section):
+    """Microsoft Teams: a Workflows webhook that accepts Adaptive Cards."""
+
+    webhook_url: SecretStr | None = None
+
+
+class WebhookSettings(_Section):
+    """A generic JSON webhook signed with HMAC-SHA256."""
+
+    url: SecretStr | None = None
+    secret: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """Sluicegate's settings. Build them with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    db_url: str = Field(DEFAULT_DB_URL, description="SQLAlchemy URL of the store")
+    policy: Path | None = Field(None, description="path of the policy file")
+    server_url: str = Field("http://127.0.0.1:8000", description="base of review URLs")
+    token: SecretStr | None = Field(None, description="a client's bearer token")
+    secret_key: SecretStr | None = Field(None, description="signs links and CSRF tokens")
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    teams: TeamsSettings = Field(default_factory=TeamsSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+
+    @field_validator("db_url")
+    @classmethod
+    def _db_url(cls, value: str) -> str:
+        return normalise_db_url(value)
+
+    @field_validator("server_url")
+    @classmethod
+    def _server_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"server URL {value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Arguments, then the config file, then the environment (see the module docstring).
+        return (init_settings, _FileSource(settings_cls), env_settings)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The YAML config file, read once per :func:`load_settings` call."""
+
+    data: dict[str, Any] = {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file {path}: no such file") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path}: cannot read: {err}") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path}{line}: invalid YAML") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: must be a mapping of setting names to values")
+    return data
+
+
+def _where(loc: tuple[Any, ...], file_data: dict[str, Any], config: Path | None, args: dict[str, Any]) -> str:
+    top = str(loc[0]) if loc else ""
+    name = "__".join(str(p) for p in loc).upper()
+    if top in args:
+        return f"argument {'.'.join(str(p) for p in loc)}"
+    if top in file_data and config is not None:
+        return f"config file {config}: {'.'.join(str(p) for p in loc)}"
+    return f"environment variable {ENV_PREFIX}{name}"
+
+
+def load_settings(config_file: str | Path | None = None, **arguments: Any) -> Settings:
+    """Settings from arguments (``None`` means "not given"), the config file and the environment."""
+    args = {k: v for k, v in arguments.items() if v is not None}
+    path: Path | None = None
+    if config_file is not None:
+        path = Path(config_file)
+    elif os.environ.get(f"{ENV_PREFIX}CONFIG"):
+        path = Path(os.environ[f"{ENV_PREFIX}CONFIG"])
+    elif Path(DEFAULT_CONFIG_FILE).is_file():
+        path = Path(DEFAULT_CONFIG_FILE)
+    file_data = _read_config_file(path) if path is not None else {}
+
+    class _Bound(_FileSource):
+        data = file_data
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, _Bound(settings_cls), env_settings)
+
+    try:
+        loaded = _Loaded(**args)
+    except ValidationError as err:
+        first = err.errors()[0]
+        msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            msg = "is not a known setting"
+        raise ConfigError(f"{_where(tuple(first['loc']), file_data, path, args)}: {msg}") from err
+    return Settings.model_construct(**dict(loaded))

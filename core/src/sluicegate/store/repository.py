@@ -1,0 +1,394 @@
+"""The store: requests, decisions and the audit log, on SQLite or PostgreSQL.
+
+Every change is one transaction that also appends its audit rows, and every status change is
+a compare-and-set (``UPDATE ... WHERE status = 'pending'``), so concurrent decisions from
+threads, processes or server replicas end a request exactly once. A decision first locks its
+request row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
+serialises writers), so two approvals arriving together are counted together.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+
+# Imported as a module: sluicegate.audit imports this package's schema, so a from-import
+# of its names here would be circular.
+from sluicegate import audit
+from sluicegate.exceptions import (
+    ActionError,
+    ConflictError,
+    NotFoundError,
+    StoreError,
+    TransitionError,
+)
+from sluicegate.model import (
+    Action,
+    ApprovalRequest,
+    Channel,
+    Decision,
+    Requester,
+    Status,
+    Verdict,
+    canonical_json,
+    check_transition,
+    utcnow,
+)
+from sluicegate.store.db import READ, describe_db_error, make_engine, migrate
+from sluicegate.store.schema import decisions, request_datasets, requests
+
+__all__ = ["DecisionOutcome", "Store", "request_event"]
+
+
+def request_event(req: ApprovalRequest, kind: str, *, actor: str | None = None, **data: Any) -> audit.AuditEvent:
+    """An audit event about ``req``, carrying its job and datasets so exports can filter."""
+    return audit.AuditEvent(
+        kind=kind,
+        request_id=str(req.id),
+        actor=actor,
+        job=req.requester.job or None,
+        datasets=[str(a) for a in req.action.assets],
+        data=data,
+    )
+
+
+@dataclass(frozen=True)
+class DecisionOutcome:
+    """What recording a decision did."""
+
+    request: ApprovalRequest
+    #: The terminal status this decision caused, or None if the request still waits.
+    ended: Status | None
+
+
+class Store:
+    """Persistence for Sluicegate. Open it with a SQLAlchemy URL; migrations run on open."""
+
+    def __init__(self, url: str, *, auto_migrate: bool = True, **engine_kwargs: Any) -> None:
+        self.engine = make_engine(url, **engine_kwargs)
+        self.url = self.engine.url.render_as_string(hide_password=True)
+        if auto_migrate:
+            migrate(self.engine)
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; database failures become :class:`StoreError`."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except DBAPIError as err:
+            if isinstance(err, IntegrityError):
+                raise
+            raise StoreError(describe_db_error(err, str(self.engine.url))) from err
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction (runs beside writers on SQLite's WAL)."""
+        try:
+            with self.engine.connect().execution_options(**{READ: True}) as conn, conn.begin():
+                yield conn
+        except SQLAlchemyError as err:
+            raise StoreError(describe_db_error(err, str(self.engine.url))) from err
+
+    # ------------------------------------------------------------------ audit
+
+    def record(self, events: Sequence[audit.AuditEvent]) -> list[int]:
+        """Append audit events on their own (facts with no state change, e.g. a rejection)."""
+        with self.write() as conn:
+            return audit.append(conn, events)
+
+    # ------------------------------------------------------------------ requests
+
+    def create_request(
+        self,
+        req: ApprovalRequest,
+        *,
+        policy_digest: str | None = None,
+        events: Sequence[audit.AuditEvent] = (),
+    ) -> tuple[ApprovalRequest, bool]:
+        """Insert ``req`` unless its idempotency key exists; returns (request, created).
+
+        A retried task asks with the same key and gets the first request back, with no new
+        audit rows, so nothing downstream (notifications) fires twice.
+        """
+        try:
+            with self.write() as conn:
+                existing = self._by_key(conn, req.idempotency_key)
+                if existing is not None:
+                    return existing, False
+                conn.execute(insert(requests).values(**_row_of(req), policy_digest=policy_digest))
+                datasets = [
+                    {"request_id": str(req.id), "role": role, "namespace": a.namespace, "name": a.name}
+                    for role, assets in (("input", req.action.inputs), ("output", req.action.outputs))
+                    for a in assets
+                ]
+                if datasets:
+                    conn.execute(insert(request_datasets), datasets)
+                audit.append(conn, events, now=req.created_at)
+                return req, True
+        except IntegrityError:
+            # Another process inserted the same key between our check and our insert.
+            with self.read() as conn:
+                existing = self._by_key(conn, req.idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+
+    def get(self, request_id: uuid.UUID | str) -> ApprovalRequest:
+        """The request with its decisions; :class:`NotFoundError` if there is none."""
+        with self.read() as conn:
+            row = conn.execute(select(requests).where(requests.c.id == _id(request_id))).one_or_none()
+            if row is None:
+                raise NotFoundError(f"no request {request_id}")
+            return self._load(conn, row)
+
+    def find(self, idempotency_key: str) -> ApprovalRequest | None:
+        """The request opened with this idempotency key, if any."""
+        with self.read() as conn:
+            return self._by_key(conn, idempotency_key)
+
+    def list_requests(
+        self,
+        *,
+        status: Status | None = None,
+        dataset: str | None = None,
+        job: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[ApprovalRequest]:
+        """Newest first. ``before`` is the id of the last request of the previous page."""
+        stmt = select(requests).order_by(requests.c.id.desc()).limit(max(1, min(limit, 500)))
+        if status is not None:
+            stmt = stmt.where(requests.c.status == status.value)
+        if job:
+            stmt = stmt.where(requests.c.job == job)
+        if before:
+            stmt = stmt.where(requests.c.id < before)
+        if dataset:
+            ns, sep, name = dataset.partition("::")
+            cond = request_datasets.c.name == (name if sep else dataset)
+            if sep:
+                cond = cond & (request_datasets.c.namespace == ns)
+            stmt = stmt.where(requests.c.id.in_(select(request_datasets.c.request_id).where(cond)))
+        with self.read() as conn:
+            return [self._load(conn, row) for row in conn.execute(stmt).all()]
+
+    def count(self, status: Status | None = None) -> int:
+        """How many requests there are (in ``status``)."""
+        stmt = select(func.count()).select_from(requests)
+        if status is not None:
+            stmt = stmt.where(requests.c.status == status.value)
+        with self.read() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    # ------------------------------------------------------------------ changes
+
+    def transition(
+        self,
+        request_id: uuid.UUID | str,
+        new: Status,
+        *,
+        actor: str | None = None,
+        now: datetime | None = None,
+        **data: Any,
+    ) -> ApprovalRequest:
+        """Move a pending request to ``new`` (cancel, expire), with an audit row.
+
+        Raises :class:`TransitionError` when the request is already terminal, and
+        :class:`ConflictError` when another writer ended it between our read and our write.
+        """
+        now = now or utcnow()
+        with self.write() as conn:
+            req = self._locked(conn, request_id)
+            check_transition(req.status, new)
+            ended = self._cas(conn, req, new, now)
+            audit.append(conn, [request_event(ended, f"request.{new.value}", actor=actor, **data)], now=now)
+            return ended
+
+    def decide(self, request_id: uuid.UUID | str, decision: Decision, *, now: datetime | None = None) -> DecisionOutcome:
+        """Record one reviewer's decision and end the request if it reaches a threshold.
+
+        The caller has checked that the reviewer may decide (policy); this enforces what
+        depends on the request's state: still pending, not expired, the same action the
+        reviewer was shown, one decision per reviewer, a comment on deny where required.
+        """
+        now = now or utcnow()
+        expired: ApprovalRequest | None = None
+        with self.write() as conn:
+            req = self._locked(conn, request_id)
+            if req.status is Status.PENDING and req.is_expired(now):
+                expired = self._cas(conn, req, Status.EXPIRED, now)
+                audit.append(conn, [request_event(expired, "request.expired", on_timeout=req.on_timeout)], now=now)
+            else:
+                check_transition(req.status, Status.APPROVED)  # raises once terminal
+                if decision.fingerprint != req.fingerprint:
+                    raise ConflictError(
+                        "the action changed since the reviewer saw it (fingerprint mismatch)"
+                    )
+                if any(d.reviewer == decision.reviewer for d in req.decisions):
+                    raise ConflictError(f"{decision.reviewer!r} has already decided on this request")
+                if decision.verdict is Verdict.DENY and req.comment_on_deny and not decision.comment.strip():
+                    raise ActionError("the rule requires a comment to deny")
+                conn.execute(insert(decisions).values(**_decision_row(req.id, decision)))
+                req = req.model_copy(update={"decisions": (*req.decisions, decision)})
+                events = [
+                    request_event(
+                        req, "decision.recorded", actor=decision.reviewer,
+                        verdict=decision.verdict.value, comment=decision.comment,
+                        channel=decision.channel.value, fingerprint=decision.fingerprint,
+                        approvals=req.approvals, required=req.required_approvals,
+                    )
+                ]
+                ended: Status | None = None
+                if req.denials >= req.required_denials:
+                    ended = Status.DENIED
+                elif req.approvals >= req.required_approvals:
+                    ended = Status.APPROVED
+                if ended is not None:
+                    req = self._cas(conn, req, ended, now)
+                    events.append(
+                        request_event(req, f"request.{ended.value}", actor=decision.reviewer,
+                                      approvals=req.approvals, denials=req.denials)
+                    )
+                else:
+                    conn.execute(
+                        update(requests).where(requests.c.id == str(req.id)).values(version=requests.c.version + 1)
+                    )
+                audit.append(conn, events, now=now)
+                return DecisionOutcome(req, ended)
+        raise TransitionError(f"request {expired.id} expired at {expired.expires_at:%Y-%m-%d %H:%M:%S}Z")
+
+    def expire_due(self, now: datetime | None = None, *, limit: int = 100) -> list[ApprovalRequest]:
+        """End every pending request past its deadline; returns the ones this call ended."""
+        now = now or utcnow()
+        with self.read() as conn:
+            due = conn.execute(
+                select(requests.c.id)
+                .where(requests.c.status == Status.PENDING.value, requests.c.expires_at <= now)
+                .order_by(requests.c.expires_at)
+                .limit(limit)
+            ).scalars().all()
+        ended = []
+        for request_id in due:
+            try:
+                req = self.get(request_id)
+                ended.append(self.transition(request_id, Status.EXPIRED, now=now, on_timeout=req.on_timeout))
+            except TransitionError:
+                continue  # decided or expired by someone else meanwhile: exactly one wins
+        return ended
+
+    # ------------------------------------------------------------------ helpers
+
+    def _cas(self, conn: Connection, req: ApprovalRequest, new: Status, now: datetime) -> ApprovalRequest:
+        result = conn.execute(
+            update(requests)
+            .where(requests.c.id == str(req.id), requests.c.status == Status.PENDING.value)
+            .values(status=new.value, decided_at=now, version=requests.c.version + 1)
+        )
+        if result.rowcount != 1:
+            raise ConflictError(f"request {req.id} was ended by someone else first")
+        return req.transition(new)
+
+    def _locked(self, conn: Connection, request_id: uuid.UUID | str) -> ApprovalRequest:
+        row = conn.execute(
+            select(requests).where(requests.c.id == _id(request_id)).with_for_update()
+        ).one_or_none()
+        if row is None:
+            raise NotFoundError(f"no request {request_id}")
+        return self._load(conn, row)
+
+    def _by_key(self, conn: Connection, key: str) -> ApprovalRequest | None:
+        row = conn.execute(select(requests).where(requests.c.idempotency_key == key)).one_or_none()
+        return None if row is None else self._load(conn, row)
+
+    @staticmethod
+    def _load(conn: Connection, row: Row[Any]) -> ApprovalRequest:
+        ds = conn.execute(
+            select(decisions).where(decisions.c.request_id == row.id).order_by(decisions.c.id)
+        ).all()
+        return ApprovalRequest(
+            id=uuid.UUID(row.id),
+            idempotency_key=row.idempotency_key,
+            action=Action.model_validate(json.loads(row.action)),
+            requester=Requester.model_validate(json.loads(row.requester)),
+            rule=row.rule,
+            required_approvals=row.required_approvals,
+            required_denials=row.required_denials,
+            groups=tuple(json.loads(row.groups)),
+            comment_on_deny=row.comment_on_deny,
+            on_timeout=row.on_timeout,
+            status=Status(row.status),
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            fingerprint=row.fingerprint,
+            lineage_run_id=uuid.UUID(row.lineage_run_id),
+            decisions=tuple(
+                Decision(
+                    reviewer=d.reviewer, verdict=Verdict(d.verdict), comment=d.comment,
+                    channel=Channel(d.channel), fingerprint=d.fingerprint, decided_at=d.decided_at,
+                )
+                for d in ds
+            ),
+        )
+
+
+def _id(request_id: uuid.UUID | str) -> str:
+    try:
+        return str(uuid.UUID(str(request_id)))
+    except ValueError as err:
+        raise NotFoundError(f"no request {request_id!r} (not a request id)") from err
+
+
+def _row_of(req: ApprovalRequest) -> dict[str, Any]:
+    return {
+        "id": str(req.id),
+        "idempotency_key": req.idempotency_key,
+        "status": req.status.value,
+        "rule": req.rule,
+        "required_approvals": req.required_approvals,
+        "required_denials": req.required_denials,
+        "groups": canonical_json(list(req.groups)),
+        "comment_on_deny": req.comment_on_deny,
+        "on_timeout": req.on_timeout,
+        "fingerprint": req.fingerprint,
+        "action": canonical_json(req.action.model_dump(mode="json")),
+        "requester": canonical_json(req.requester.model_dump(mode="json")),
+        "orchestrator": req.requester.orchestrator,
+        "job": req.requester.job,
+        "created_at": req.created_at,
+        "expires_at": req.expires_at,
+        "lineage_run_id": str(req.lineage_run_id),
+        "version": 1,
+    }
+
+
+def _decision_row(request_id: uuid.UUID, d: Decision) -> dict[str, Any]:
+    return {
+        "request_id": str(request_id),
+        "reviewer": d.reviewer,
+        "verdict": d.verdict.value,
+        "comment": d.comment,
+        "channel": d.channel.value,
+        "fingerprint": d.fingerprint,
+        "decided_at": d.decided_at,
+    }

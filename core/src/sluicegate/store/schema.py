@@ -1,0 +1,136 @@
+"""The tables. Alembic migrations (``migrations/versions``) create exactly these.
+
+Everything that is hashed or fingerprinted is stored as canonical JSON text, not as a
+database JSON type, so that SQLite and PostgreSQL give back byte-identical values.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+__all__ = ["audit_events", "audit_head", "decisions", "metadata", "request_datasets", "requests"]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python, on both databases (SQLite has no time zones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: Sluicegate stores only timezone-aware UTC")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("idempotency_key", String(512), nullable=False, unique=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("rule", String(128)),
+    Column("required_approvals", Integer, nullable=False),
+    Column("required_denials", Integer, nullable=False, default=1),
+    Column("groups", Text, nullable=False, default="[]"),
+    Column("comment_on_deny", Boolean, nullable=False, default=False),
+    Column("on_timeout", String(8), nullable=False, default="deny"),
+    Column("fingerprint", String(80), nullable=False),
+    Column("action", Text, nullable=False),
+    Column("requester", Text, nullable=False),
+    Column("orchestrator", String(64), nullable=False),
+    Column("job", String(512), nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, index=True),
+    Column("decided_at", UTCDateTime),
+    Column("lineage_run_id", String(36), nullable=False),
+    Column("policy_digest", String(80)),
+    # Bumped by every change; a compare-and-set on status also bumps it.
+    Column("version", Integer, nullable=False, default=1),
+)
+
+request_datasets = Table(
+    "request_datasets",
+    metadata,
+    Column("request_id", String(36), ForeignKey("requests.id", ondelete="CASCADE"), nullable=False),
+    Column("role", String(8), nullable=False),  # input | output
+    Column("namespace", String(1024), nullable=False),
+    Column("name", String(1024), nullable=False),
+    Index("ix_request_datasets_name", "name"),
+    Index("ix_request_datasets_request_id", "request_id"),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(36), ForeignKey("requests.id", ondelete="CASCADE"), nullable=False),
+    Column("reviewer", String(256), nullable=False),
+    Column("verdict", String(8), nullable=False),
+    Column("comment", Text, nullable=False, default=""),
+    Column("channel", String(16), nullable=False),
+    Column("fingerprint", String(80), nullable=False),
+    Column("decided_at", UTCDateTime, nullable=False),
+    # One reviewer counts once, whatever channel or replica they come through.
+    UniqueConstraint("request_id", "reviewer"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("ts", String(32), nullable=False, index=True),
+    Column("kind", String(64), nullable=False),
+    Column("request_id", String(36), index=True),
+    Column("actor", String(256), index=True),
+    Column("job", String(512), index=True),
+    Column("datasets", Text, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# One row: the newest seq and hash. Appends lock it, which orders them into one chain, and
+# verify compares it with the last row, which catches a log whose tail was cut off.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)

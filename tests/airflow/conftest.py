@@ -1,0 +1,24 @@
+"""Airflow test setup: a throwaway AIRFLOW_HOME, set before anything imports Airflow.
+
+Airflow reads AIRFLOW_HOME (and writes airflow.cfg into it) when ``airflow`` is first
+imported, so it is set here at conftest import time, not in a fixture. This folder only runs
+in the airflow environment (``python3 dev.py test --only airflow``); elsewhere it is left out of
+collection, so a bare ``pytest`` in another environment does not fail on a missing Airflow.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import shutil
+import tempfile
+
+_home = tempfile.mkdtemp(prefix="sluicegate-airflow-home-")
+atexit.register(shutil.rmtree, _home, ignore_errors=True)
+os.environ["AIRFLOW_HOME"] = _home
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+
+if importlib.util.find_spec("airflow") is None:
+    collect_ignore_glob = ["test_*.py"]

@@ -1,0 +1,62 @@
+"""The Prefect integration is installed, importable and registered as a Prefect collection."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DIST = "prefect-sluicegate"
+
+
+def test_package_imports_with_its_version() -> None:
+    import prefect_sluicegate
+
+    assert prefect_sluicegate.__version__ == importlib.metadata.version(DIST)
+    assert "__version__" in prefect_sluicegate.__all__
+    assert (Path(prefect_sluicegate.__file__).parent / "py.typed").is_file()
+
+
+def test_prefect_is_3_9() -> None:
+    import prefect
+
+    assert importlib.metadata.version("prefect").startswith("3.9.")
+    assert prefect.__version__.startswith("3.9.")
+
+
+def test_collection_entry_point_is_registered_and_loads() -> None:
+    import prefect_sluicegate
+
+    eps = importlib.metadata.entry_points(group="prefect.collections")
+    ours = [ep for ep in eps if ep.dist is not None and ep.dist.name == DIST]
+    assert [(ep.name, ep.value) for ep in ours] == [("prefect_sluicegate", "prefect_sluicegate")]
+    assert ours[0].load() is prefect_sluicegate
+
+
+def test_prefect_loads_the_collection() -> None:
+    from prefect.plugins import load_prefect_collections
+
+    import prefect_sluicegate
+
+    collections = load_prefect_collections()
+    assert collections.get("prefect_sluicegate") is prefect_sluicegate, collections
+
+
+@pytest.mark.parametrize("other", ["apache-airflow", "dagster"])
+def test_no_other_orchestrator_installed(other: str) -> None:
+    # A Prefect user never installs Airflow or Dagster (DESIGN.md section 1).
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.version(other)
+
+
+def test_imports_no_other_adapter() -> None:
+    code = (
+        "import sys, prefect_sluicegate\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'airflow', 'sluicegate_airflow', 'dagster', 'dagster_sluicegate'})\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
