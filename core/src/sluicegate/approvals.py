@@ -76,13 +76,18 @@ class Approvals:
             self.store.record(
                 [
                     AuditEvent(
-                        kind=kind, actor=requester.principal, job=requester.job or None,
+                        kind=kind,
+                        actor=requester.principal,
+                        job=requester.job or None,
                         datasets=datasets,
                         data={
-                            "idempotency_key": idempotency_key, "rule": ev.rule,
-                            "reason": ev.reason, "action_kind": action.kind,
+                            "idempotency_key": idempotency_key,
+                            "rule": ev.rule,
+                            "reason": ev.reason,
+                            "action_kind": action.kind,
                             "fingerprint": action.fingerprint(),
-                            "run_id": requester.run_id, "policy": self.policy.digest,
+                            "run_id": requester.run_id,
+                            "policy": self.policy.digest,
                         },
                     )
                 ]
@@ -104,12 +109,20 @@ class Approvals:
             now=now,
         )
         created_event = request_event(
-            request, "request.created", actor=requester.principal,
-            rule=ev.rule, required_approvals=req_spec.approvals, groups=list(req_spec.groups),
-            eligible=[r.id for r in ev.eligible], satisfiable=ev.satisfiable,
-            fingerprint=request.fingerprint, policy=self.policy.digest,
+            request,
+            "request.created",
+            actor=requester.principal,
+            rule=ev.rule,
+            required_approvals=req_spec.approvals,
+            groups=list(req_spec.groups),
+            eligible=[r.id for r in ev.eligible],
+            satisfiable=ev.satisfiable,
+            fingerprint=request.fingerprint,
+            policy=self.policy.digest,
             expires_at=request.expires_at.isoformat() if request.expires_at else None,
-            triggered_by=requester.triggered_by, owner=requester.owner, run_id=requester.run_id,
+            triggered_by=requester.triggered_by,
+            owner=requester.owner,
+            run_id=requester.run_id,
         )
         stored, created = self.store.create_request(
             request, policy_digest=self.policy.digest, events=[created_event]
@@ -136,26 +149,50 @@ class Approvals:
         why = self.check_reviewer(request, reviewer)
         if why is not None:
             self.store.record(
-                [request_event(request, "decision.rejected", actor=reviewer, reason=why,
-                               verdict=verdict.value, channel=channel.value)]
+                [
+                    request_event(
+                        request,
+                        "decision.rejected",
+                        actor=reviewer,
+                        reason=why,
+                        verdict=verdict.value,
+                        channel=channel.value,
+                    )
+                ]
             )
             raise ForbiddenError(why)
         decision = Decision(
-            reviewer=reviewer, verdict=verdict, comment=comment, channel=channel,
-            fingerprint=fingerprint or request.fingerprint, decided_at=now or utcnow(),
+            reviewer=reviewer,
+            verdict=verdict,
+            comment=comment,
+            channel=channel,
+            fingerprint=fingerprint or request.fingerprint,
+            decided_at=now or utcnow(),
         )
         return self.store.decide(request.id, decision, now=now)
 
-    def cancel(self, request_id: uuid.UUID | str, *, principal: str, reason: str = "") -> ApprovalRequest:
+    def cancel(
+        self, request_id: uuid.UUID | str, *, principal: str, reason: str = ""
+    ) -> ApprovalRequest:
         """The requester withdraws its request."""
         request = self.store.get(request_id)
         if request.requester.principal != principal:
-            self.store.record([request_event(request, "cancel.rejected", actor=principal,
-                                             reason="only the principal that opened it may cancel")])
+            self.store.record(
+                [
+                    request_event(
+                        request,
+                        "cancel.rejected",
+                        actor=principal,
+                        reason="only the principal that opened it may cancel",
+                    )
+                ]
+            )
             raise ForbiddenError("only the principal that opened a request may cancel it")
         return self.store.transition(request.id, Status.CANCELLED, actor=principal, reason=reason)
 
     def release(self, request_id: uuid.UUID | str, *, principal: str | None = None) -> None:
         """Record that the gated step went ahead (``gate.released``)."""
         request = self.store.get(request_id)
-        self.store.record([request_event(request, "gate.released", actor=principal, status=request.status.value)])
+        self.store.record(
+            [request_event(request, "gate.released", actor=principal, status=request.status.value)]
+        )

@@ -48,7 +48,18 @@ __all__ = [
 #: The "previous hash" of the first row.
 GENESIS = "0" * 64
 _BATCH = 10_000
-_COLUMNS = ("seq", "ts", "kind", "request_id", "actor", "job", "datasets", "data", "prev_hash", "hash")
+_COLUMNS = (
+    "seq",
+    "ts",
+    "kind",
+    "request_id",
+    "actor",
+    "job",
+    "datasets",
+    "data",
+    "prev_hash",
+    "hash",
+)
 
 
 def format_ts(when: datetime) -> str:
@@ -84,7 +95,9 @@ class AuditEvent:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
-def append(conn: Connection, events: Iterable[AuditEvent], *, now: datetime | None = None) -> list[int]:
+def append(
+    conn: Connection, events: Iterable[AuditEvent], *, now: datetime | None = None
+) -> list[int]:
     """Append ``events`` on ``conn`` inside its open transaction; returns their seq numbers.
 
     The head row is locked first (``FOR UPDATE`` on PostgreSQL; SQLite's write lock is already
@@ -105,18 +118,27 @@ def append(conn: Connection, events: Iterable[AuditEvent], *, now: datetime | No
         seq += 1
         datasets = canonical_json(sorted(set(event.datasets)))
         data = canonical_json(dict(event.data))
-        digest = row_hash(prev, seq, ts, event.kind, event.request_id, event.actor, event.job, datasets, data)
+        digest = row_hash(
+            prev, seq, ts, event.kind, event.request_id, event.actor, event.job, datasets, data
+        )
         rows.append(
             {
-                "seq": seq, "ts": ts, "kind": event.kind, "request_id": event.request_id,
-                "actor": event.actor, "job": event.job, "datasets": datasets, "data": data,
-                "prev_hash": prev, "hash": digest,
+                "seq": seq,
+                "ts": ts,
+                "kind": event.kind,
+                "request_id": event.request_id,
+                "actor": event.actor,
+                "job": event.job,
+                "datasets": datasets,
+                "data": data,
+                "prev_hash": prev,
+                "hash": digest,
             }
         )
         prev = digest
     conn.execute(audit_events.insert(), rows)
     conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
-    return [r["seq"] for r in rows]
+    return list(range(seq - len(rows) + 1, seq + 1))
 
 
 @dataclass(frozen=True)
@@ -163,25 +185,48 @@ def verify(engine: Engine, *, anchor: tuple[int, str] | None = None) -> VerifyRe
                 return VerifyResult(False, expected_seq - 1, prev, seq, "seq out of order")
             if prev_hash != prev:
                 return VerifyResult(
-                    False, seq - 1, prev, seq,
-                    "its previous-hash does not match the row before it (a row was removed, inserted or moved)",
+                    False,
+                    seq - 1,
+                    prev,
+                    seq,
+                    "its previous-hash does not match the row before it "
+                    "(a row was removed, inserted or moved)",
                 )
             if row_hash(prev, seq, ts, kind, request_id, actor, job, datasets, data) != digest:
-                return VerifyResult(False, seq - 1, prev, seq, "its content does not match its hash (altered)")
+                return VerifyResult(
+                    False, seq - 1, prev, seq, "its content does not match its hash (altered)"
+                )
             if anchor is not None and seq == anchor[0]:
                 if digest != anchor[1]:
-                    return VerifyResult(False, seq - 1, prev, seq, "its hash is not the anchored one")
+                    return VerifyResult(
+                        False, seq - 1, prev, seq, "its hash is not the anchored one"
+                    )
                 anchor_seen = True
             prev = digest
             expected_seq += 1
         count = expected_seq - 1
-        head = conn.execute(select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)).one_or_none()
+        head = conn.execute(
+            select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+        ).one_or_none()
     if head is None:
         return VerifyResult(False, count, prev, count + 1, "the head row is missing")
     if int(head.seq) != count or head.hash != prev:
         if int(head.seq) > count:
-            return VerifyResult(False, count, prev, count + 1, f"the log ends at row {count} but its head says {head.seq}: rows were cut off the end")
-        return VerifyResult(False, count, prev, int(head.seq) + 1, f"row {int(head.seq) + 1} onwards were added outside the log's head")
+            return VerifyResult(
+                False,
+                count,
+                prev,
+                count + 1,
+                f"the log ends at row {count} but its head says {head.seq}: "
+                "rows were cut off the end",
+            )
+        return VerifyResult(
+            False,
+            count,
+            prev,
+            int(head.seq) + 1,
+            f"row {int(head.seq) + 1} onwards were added outside the log's head",
+        )
     if not anchor_seen:
         assert anchor is not None
         return VerifyResult(False, count, prev, anchor[0], "the anchored row no longer exists")
@@ -218,7 +263,9 @@ def _rows(engine: Engine, flt: ExportFilter) -> Iterator[tuple[Any, ...]]:
     if wanted:
         # The SQL narrows; the exact check below decides (a name may also be a suffix of another).
         needle = wanted if "::" in wanted else f"::{wanted}"
-        stmt = stmt.where(t.c.datasets.like(f"%{_like_escape(json.dumps(needle)[1:])}%", escape="\\"))
+        stmt = stmt.where(
+            t.c.datasets.like(f"%{_like_escape(json.dumps(needle)[1:])}%", escape="\\")
+        )
     with engine.connect().execution_options(**{READ: True}) as conn, conn.begin():
         for row in _stream(conn, stmt):
             if wanted:
@@ -246,7 +293,9 @@ def export(engine: Engine, out: TextIO, fmt: str = "jsonl", flt: ExportFilter | 
     if fmt == "jsonl":
         dumps = json.dumps
         buf: list[str] = []
-        for seq, ts, kind, request_id, actor, job, datasets, data, prev_hash, digest in _rows(engine, flt):
+        for seq, ts, kind, request_id, actor, job, datasets, data, prev_hash, digest in _rows(
+            engine, flt
+        ):
             # data and datasets are stored as canonical JSON: embed them as they are, once
             # checked to be JSON, so that a tampered value cannot smuggle extra fields in.
             buf.append(

@@ -37,8 +37,12 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", type=click.Path(dir_okay=False), default=None,
-              help="Config file (YAML). Default: $SLUICEGATE_CONFIG, else ./sluicegate.yaml if present.")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Config file (YAML). Default: $SLUICEGATE_CONFIG, else ./sluicegate.yaml if present.",
+)
 @click.version_option(package_name="sluicegate", prog_name="sluicegate")
 def cli(config: str | None) -> None:
     """Sluicegate: action-level approvals for data pipelines."""
@@ -79,18 +83,35 @@ def policy_validate(policy_file: str) -> None:
 
 @policy.command("check")
 @click.argument("policy_file", metavar="POLICY", type=click.Path(dir_okay=False))
-@click.option("--action", "action_file", required=True, type=click.Path(dir_okay=False),
-              help="JSON file with the action (kind, inputs, outputs, ...).")
-@click.option("--requester", "requester_file", type=click.Path(dir_okay=False),
-              help="JSON file with the requester (orchestrator, job, owner, triggered_by, principal).")
+@click.option(
+    "--action",
+    "action_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="JSON file with the action (kind, inputs, outputs, ...).",
+)
+@click.option(
+    "--requester",
+    "requester_file",
+    type=click.Path(dir_okay=False),
+    help="JSON file with the requester (orchestrator, job, owner, triggered_by, principal).",
+)
 @click.option("--owner", help="Job owner (overrides the requester file).")
 @click.option("--triggered-by", help="User or agent that triggered the run.")
 @click.option("--principal", help="API principal that would open the gate.")
 @click.option("--job", help="Job name (dag_id.task_id, asset key, flow/task).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 def policy_check(
-    policy_file: str, action_file: str, requester_file: str | None, owner: str | None,
-    triggered_by: str | None, principal: str | None, job: str | None, fmt: str,
+    policy_file: str,
+    action_file: str,
+    requester_file: str | None,
+    owner: str | None,
+    triggered_by: str | None,
+    principal: str | None,
+    job: str | None,
+    fmt: str,
 ) -> None:
     """Say what POLICY decides for an action, which rule decides it and why."""
     from sluicegate.model import Requester, parse_action
@@ -154,8 +175,9 @@ def policy_check(
 
 def _duration(seconds: float) -> str:
     s = int(seconds)
+    # Days only from two on: people write "24h", not "1d".
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size and s % size == 0:
+        if s >= size and s % size == 0 and (unit != "d" or s >= 2 * size):
             return f"{s // size}{unit}"
     return f"{s}s"
 
@@ -168,7 +190,9 @@ def audit() -> None:
     """Verify and export the tamper-evident audit log."""
 
 
-_db_option = click.option("--db", "db_url", help="Database URL (default: settings, sqlite:///./sluicegate.db).")
+_db_option = click.option(
+    "--db", "db_url", help="Database URL (default: settings, sqlite:///./sluicegate.db)."
+)
 
 
 def _store(ctx: click.Context, db_url: str | None) -> Any:
@@ -179,7 +203,9 @@ def _store(ctx: click.Context, db_url: str | None) -> Any:
 
 @audit.command("verify")
 @_db_option
-@click.option("--anchor", help="SEQ:HASH of a head printed earlier; the chain must still pass through it.")
+@click.option(
+    "--anchor", help="SEQ:HASH of a head printed earlier; the chain must still pass through it."
+)
 @click.pass_context
 def audit_verify(ctx: click.Context, db_url: str | None, anchor: str | None) -> None:
     """Exit 0 and print the row count if the chain is intact; exit 1 naming the first bad row."""
@@ -189,7 +215,9 @@ def audit_verify(ctx: click.Context, db_url: str | None, anchor: str | None) -> 
     if anchor is not None:
         seq, sep, digest = anchor.partition(":")
         if not sep or not seq.isdigit() or len(digest) != 64:
-            raise click.BadParameter("expected SEQ:HASH (a row number and a 64-hex-digit hash)", param_hint="--anchor")
+            raise click.BadParameter(
+                "expected SEQ:HASH (a row number and a 64-hex-digit hash)", param_hint="--anchor"
+            )
         pinned = (int(seq), digest.lower())
     with _store(ctx, db_url) as store:
         result = audit_log.verify(store.engine, anchor=pinned)
@@ -204,30 +232,49 @@ def _when(value: str | None, option: str) -> datetime | None:
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as err:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or time", param_hint=option) from err
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 date or time", param_hint=option
+        ) from err
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 @audit.command("export")
 @_db_option
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
+)
 @click.option("--since", help="Only rows at or after this time (ISO 8601, UTC if no offset).")
 @click.option("--until", help="Only rows before this time.")
 @click.option("--dataset", help="Only rows about this dataset (name, or namespace::name).")
 @click.option("--job", help="Only rows about this job.")
 @click.option("--reviewer", help="Only rows whose actor is this reviewer.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write here instead of stdout.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write here instead of stdout.",
+)
 @click.pass_context
 def audit_export(
-    ctx: click.Context, db_url: str | None, fmt: str, since: str | None, until: str | None,
-    dataset: str | None, job: str | None, reviewer: str | None, output: str | None,
+    ctx: click.Context,
+    db_url: str | None,
+    fmt: str,
+    since: str | None,
+    until: str | None,
+    dataset: str | None,
+    job: str | None,
+    reviewer: str | None,
+    output: str | None,
 ) -> None:
     """Stream audit rows as JSON Lines or CSV, with their hashes, for an auditor."""
     from sluicegate import audit as audit_log
 
     flt = audit_log.ExportFilter(
-        since=_when(since, "--since"), until=_when(until, "--until"),
-        dataset=dataset, job=job, reviewer=reviewer,
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+        dataset=dataset,
+        job=job,
+        reviewer=reviewer,
     )
     with _store(ctx, db_url) as store:
         if output is None:
@@ -243,8 +290,12 @@ def audit_export(
 
 @cli.command()
 @_db_option
-@click.option("--policy", "policy_file", type=click.Path(dir_okay=False),
-              help="Policy file (default: the bundled example policy).")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False),
+    help="Policy file (default: the bundled example policy).",
+)
 @click.pass_context
 def demo(ctx: click.Context, db_url: str | None, policy_file: str | None) -> None:
     """Walk through gates, decisions and the audit log on an embedded SQLite store."""
@@ -259,14 +310,19 @@ def demo(ctx: click.Context, db_url: str | None, policy_file: str | None) -> Non
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the CLI; every failure is one line and an exit code."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="sluicegate", standalone_mode=False)
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="sluicegate",
+            standalone_mode=False,
+        )
     except click.exceptions.Exit as err:
         sys.exit(err.exit_code)
     except click.exceptions.Abort:
         click.echo("sluicegate: aborted", err=True)
         sys.exit(130)
     except click.ClickException as err:
-        hint = f" (see 'sluicegate {err.ctx.command_path.partition(' ')[2]} --help')".replace("  ", " ") if getattr(err, "ctx", None) else ""
+        ctx = getattr(err, "ctx", None)  # usage errors know their command; name its --help
+        hint = f" (see '{ctx.command_path} --help')" if isinstance(ctx, click.Context) else ""
         click.echo(f"sluicegate: error: {err.format_message()}{hint}", err=True)
         sys.exit(2)
     except _Fail as err:

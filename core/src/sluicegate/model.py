@@ -252,7 +252,11 @@ class Action(_Frozen):
 
         def assets(items: Iterable[Asset]) -> list[dict[str, Any]]:
             rows = [
-                {"namespace": a.namespace, "name": a.name, "classifications": list(a.classifications)}
+                {
+                    "namespace": a.namespace,
+                    "name": a.name,
+                    "classifications": list(a.classifications),
+                }
                 for a in items
             ]
             return sorted(rows, key=lambda r: (r["namespace"], r["name"]))

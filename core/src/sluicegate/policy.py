@@ -30,10 +30,17 @@ from sluicegate.exceptions import PolicyError
 from sluicegate.model import Action, Asset, Requester
 
 __all__ = [
+    "ClassifySpec",
     "Evaluation",
+    "MatchSpec",
     "Policy",
+    "PolicySpec",
+    "RequesterMatchSpec",
+    "RequireSpec",
     "Requirement",
     "Reviewer",
+    "ReviewerSpec",
+    "RuleSpec",
     "load_policy",
     "parse_duration",
 ]
@@ -95,7 +102,9 @@ class ClassifySpec(_Spec):
     """Give every dataset whose name matches one of ``datasets`` the classifications ``add``."""
 
     datasets: _Globs
-    add: Annotated[list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.:-]{0,63}$")]], Field(min_length=1)]
+    add: Annotated[
+        list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.:-]{0,63}$")]], Field(min_length=1)
+    ]
 
     _lists = field_validator("datasets", "add", mode="before")(_as_list)
 
@@ -124,7 +133,12 @@ class MatchSpec(_Spec):
     requester: RequesterMatchSpec | None = None
 
     _lists = field_validator(
-        "actions", "datasets", "namespaces", "classifications", "environments", "destinations",
+        "actions",
+        "datasets",
+        "namespaces",
+        "classifications",
+        "environments",
+        "destinations",
         mode="before",
     )(_as_list)
 
@@ -165,7 +179,7 @@ class RuleSpec(_Spec):
     @classmethod
     def _targets(cls, value: list[str]) -> list[str]:
         for target in value:
-            scheme, sep, rest = target.partition(":")
+            scheme, _, rest = target.partition(":")
             if scheme not in _NOTIFY_SCHEMES:
                 raise ValueError(
                     f"notify target {target!r} must start with one of "
@@ -222,8 +236,9 @@ def _line_map(text: str, source: str) -> dict[tuple[Any, ...], int]:
                         "duplicate key", path=source, line=key_node.start_mark.line + 1, field=where
                     )
                 seen.add(key)
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                walk(value_node, (*path, key))
+                child = (*path, key)
+                lines[child] = key_node.start_mark.line + 1
+                walk(value_node, child)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 walk(item, (*path, i))
@@ -383,6 +398,8 @@ class _Facts:
     environment: str
     destination: str
     requester: Requester
+    #: Only when explaining: (namespace, name) -> classification -> where it came from.
+    sources: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
 
 
 # A condition answers True/False fast; ``explain`` answers the same with a sentence.
@@ -390,7 +407,9 @@ _Test = Callable[[_Facts], bool]
 _Explain = Callable[[_Facts], tuple[bool, str]]
 
 
-def _any_glob(label: str, globs: list[str], value: Callable[[_Facts], str]) -> tuple[_Test, _Explain]:
+def _any_glob(
+    label: str, globs: list[str], value: Callable[[_Facts], str]
+) -> tuple[_Test, _Explain]:
     regex = _glob_regex(globs)
 
     def test(f: _Facts) -> bool:
@@ -452,7 +471,9 @@ def _classification_condition(globs: list[str]) -> tuple[_Test, _Explain]:
         for ns, name, classes in f.assets:
             for c in sorted(classes):
                 if regex.match(c):
-                    return True, f"dataset {name!r} is classified {c!r}, which matches {globs}"
+                    origin = f.sources.get((ns, name), {}).get(c)
+                    via = f" ({origin})" if origin else ""
+                    return True, f"dataset {name!r} is classified {c!r}{via}, which matches {globs}"
         have = sorted(f.classifications) or ["(none)"]
         return False, f"classifications {have} do not match {globs}"
 
@@ -578,12 +599,16 @@ class Policy:
         except yaml.YAMLError as err:  # compose succeeded, so this is a constructor error
             raise PolicyError(f"invalid YAML: {err}", path=source) from err
         if not isinstance(data, dict):
-            raise PolicyError("a policy is a YAML mapping with version, rules, ...", path=source, line=1)
+            raise PolicyError(
+                "a policy is a YAML mapping with version, rules, ...", path=source, line=1
+            )
         try:
             spec = PolicySpec.model_validate(data)
         except ValidationError as err:
             first = err.errors()[0]
-            loc = [p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+            loc = [
+                p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-"))
+            ]
             msg = first["msg"].removeprefix("Value error, ")
             if first["type"] == "missing":
                 msg = "is required"
@@ -592,7 +617,9 @@ class Policy:
             more = err.error_count() - 1
             if more:
                 msg += f" (and {more} more error{'s' if more > 1 else ''})"
-            raise PolicyError(msg, path=source, line=_line_for(lines, loc), field=_field_name(loc)) from err
+            raise PolicyError(
+                msg, path=source, line=_line_for(lines, loc), field=_field_name(loc)
+            ) from err
         _cross_check(spec, lines, source)
         digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
         return cls(spec, source=source, digest=digest)
@@ -615,6 +642,21 @@ class Policy:
             out.update(c.lower() for c in inherited.get((asset.namespace, asset.name), ()))
         return frozenset(out)
 
+    def classification_sources(
+        self, asset: Asset, inherited: Mapping[tuple[str, str], Iterable[str]] | None = None
+    ) -> dict[str, str]:
+        """Each effective classification of ``asset`` and where it came from (first source)."""
+        out: dict[str, str] = {c: "given by the pipeline" for c in asset.classifications}
+        for i, (globs, add) in enumerate(self._classify):
+            hit = next((g.text for g in globs if g.matches(asset.namespace, asset.name)), None)
+            if hit is not None:
+                for c in sorted(add):
+                    out.setdefault(c, f"classify[{i}] {hit!r}")
+        if inherited:
+            for c in inherited.get((asset.namespace, asset.name), ()):
+                out.setdefault(c.lower(), "inherited through lineage")
+        return out
+
     def eligible_reviewers(
         self, requirement: Requirement, requester: Requester
     ) -> tuple[tuple[Reviewer, ...], tuple[tuple[Reviewer, str], ...]]:
@@ -633,7 +675,9 @@ class Policy:
                 eligible.append(r)
         return tuple(eligible), tuple(excluded)
 
-    def may_decide(self, reviewer_id: str, groups: Iterable[str], requester: Requester) -> str | None:
+    def may_decide(
+        self, reviewer_id: str, groups: Iterable[str], requester: Requester
+    ) -> str | None:
         """None if ``reviewer_id`` may decide; otherwise why not, in a sentence.
 
         ``groups`` are the groups of the rule that opened the request.
@@ -666,7 +710,9 @@ class Policy:
         assets = [
             (a.namespace, a.name, self.classifications_of(a, inherited)) for a in action.assets
         ]
-        union: frozenset[str] = frozenset().union(*(c for _, _, c in assets)) if assets else frozenset()
+        union: frozenset[str] = (
+            frozenset().union(*(c for _, _, c in assets)) if assets else frozenset()
+        )
         facts = _Facts(
             kind=action.kind,
             assets=assets,
@@ -674,6 +720,9 @@ class Policy:
             environment=action.environment or "",
             destination=action.destination or "",
             requester=requester,
+            sources={a.key: self.classification_sources(a, inherited) for a in action.assets}
+            if explain
+            else {},
         )
         # The kind index only skips rules that cannot match; explaining walks them all.
         candidates = self._rules if explain else self._by_kind.get(action.kind, self._any_kind)
@@ -681,13 +730,31 @@ class Policy:
         for rule in candidates:
             if all(t(facts) for t in rule.tests):
                 reasons = self._reasons(rule, facts) if explain else ()
-                return self._result(rule.outcome, rule.name, rule.requirement, rule.notify,
-                                    rule.reason, reasons, requester, assets, trace)
+                return self._result(
+                    rule.outcome,
+                    rule.name,
+                    rule.requirement,
+                    rule.notify,
+                    rule.reason,
+                    reasons,
+                    requester,
+                    assets,
+                    trace,
+                )
             if explain:
                 trace.append(self._why_not(rule, facts))
         why = ("no rule matched; the policy default applies",)
-        return self._result(self.spec.default, None, self._default_requirement,
-                            tuple(self.spec.default_notify), "", why, requester, assets, trace)
+        return self._result(
+            self.spec.default,
+            None,
+            self._default_requirement,
+            tuple(self.spec.default_notify),
+            "",
+            why,
+            requester,
+            assets,
+            trace,
+        )
 
     # ---- helpers
 
@@ -778,7 +845,8 @@ def _cross_check(spec: PolicySpec, lines: Mapping[tuple[Any, ...], int], source:
         available = sum(1 for r in spec.reviewers if not set(r.groups).isdisjoint(req.groups))
         if req.approvals > available:
             fail(
-                f"needs {req.approvals} approvals but groups {req.groups} have {available} reviewer(s)",
+                f"needs {req.approvals} approvals but groups {req.groups} "
+                f"have {available} reviewer(s)",
                 (*loc, "approvals"),
             )
 
@@ -787,5 +855,11 @@ def _cross_check(spec: PolicySpec, lines: Mapping[tuple[Any, ...], int], source:
         if rule.name in seen_rules:
             fail(f"rule name {rule.name!r} is used twice", ("rules", i, "name"))
         seen_rules.add(rule.name)
-        check_require(rule.require, ("rules", i, "require") if rule.require else ("rules", i), rule.outcome)
-    check_require(spec.default_require, ("default_require",) if spec.default_require else ("default",), spec.default)
+        check_require(
+            rule.require, ("rules", i, "require") if rule.require else ("rules", i), rule.outcome
+        )
+    check_require(
+        spec.default_require,
+        ("default_require",) if spec.default_require else ("default",),
+        spec.default,
+    )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
 class _FileSource(PydanticBaseSettingsSource):
     """The YAML config file, read once per :func:`load_settings` call."""
 
-    data: dict[str, Any] = {}
+    data: ClassVar[dict[str, Any]] = {}
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self.data.get(field_name), field_name, False
@@ -155,7 +155,10 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path}{line}: invalid YAML") from err
+        problem = getattr(err, "problem", None)
+        raise ConfigError(
+            f"config file {path}{line}: invalid YAML" + (f": {problem}" if problem else "")
+        ) from err
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -163,7 +166,9 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _where(loc: tuple[Any, ...], file_data: dict[str, Any], config: Path | None, args: dict[str, Any]) -> str:
+def _where(
+    loc: tuple[Any, ...], file_data: dict[str, Any], config: Path | None, args: dict[str, Any]
+) -> str:
     top = str(loc[0]) if loc else ""
     name = "__".join(str(p) for p in loc).upper()
     if top in args:

@@ -29,8 +29,12 @@ def bundled_policy_path() -> Path:
     return Path(str(files("sluicegate.demo").joinpath("policy.yaml")))
 
 
-def run_demo(*, db_url: str | None = None, policy_file: str | None = None,
-             echo: Callable[[str], None] = print) -> None:
+def run_demo(
+    *,
+    db_url: str | None = None,
+    policy_file: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> None:
     """Run the demo; ``db_url`` defaults to a new SQLite file in a temporary folder."""
     if db_url is None:
         folder = Path(tempfile.mkdtemp(prefix="sluicegate-demo-"))
@@ -62,48 +66,71 @@ def _show(echo: Callable[[str], None], step: str, answer: GateAnswer) -> None:
         assert req is not None
         again = "" if answer.created else " (a retry: reattached, nothing sent again)"
         echo(f"  -> {answer.status}{again}: request {req.id}")
-        echo(f"     rule {rule!r} needs {req.required_approvals} approval(s) from "
-             f"{', '.join(req.groups)}; eligible: {', '.join(r.id for r in ev.eligible) or '(none)'}")
+        echo(
+            f"     rule {rule!r} needs {req.required_approvals} approval(s) from "
+            f"{', '.join(req.groups)}; eligible: {', '.join(r.id for r in ev.eligible) or '(none)'}"
+        )
         for reviewer, why in ev.excluded:
             echo(f"     {reviewer.id} may not approve: {why}")
         if ev.notify:
             echo(f"     would notify {', '.join(ev.notify)}")
 
 
-def _decide(echo: Callable[[str], None], approvals: Approvals, request_id: str, reviewer: str,
-            verdict: Verdict, comment: str = "") -> None:
+def _decide(
+    echo: Callable[[str], None],
+    approvals: Approvals,
+    request_id: str,
+    reviewer: str,
+    verdict: Verdict,
+    comment: str = "",
+) -> None:
     try:
-        outcome = approvals.decide(request_id, reviewer=reviewer, verdict=verdict,
-                                   comment=comment, channel=Channel.CLI)
+        outcome = approvals.decide(
+            request_id, reviewer=reviewer, verdict=verdict, comment=comment, channel=Channel.CLI
+        )
     except ForbiddenError as err:
         echo(f"  {reviewer} tries to {verdict.value}: refused ({err})")
         return
     req = outcome.request
     said = f" ({comment})" if comment else ""
     if outcome.ended is None:
-        echo(f"  {reviewer} {_VERB[verdict]}{said}: {req.approvals} of {req.required_approvals} approvals")
+        echo(
+            f"  {reviewer} {_VERB[verdict]}{said}: "
+            f"{req.approvals} of {req.required_approvals} approvals"
+        )
     else:
         echo(f"  {reviewer} {_VERB[verdict]}{said}: request {outcome.ended.value}")
 
 
 def _story(approvals: Approvals, policy: Policy, echo: Callable[[str], None]) -> None:
-    echo(f"Policy {policy.source}: {len(policy.spec.rules)} rules, {len(policy.reviewers)} reviewers")
-    airflow = Requester(orchestrator="airflow", job="export_customers.publish",
-                        run_id="manual__2026-11-25", owner="carol", triggered_by="dave",
-                        principal="airflow-prod")
+    echo(
+        f"Policy {policy.source}: {len(policy.spec.rules)} rules, {len(policy.reviewers)} reviewers"
+    )
+    airflow = Requester(
+        orchestrator="airflow",
+        job="export_customers.publish",
+        run_id="manual__2026-11-25",
+        owner="carol",
+        triggered_by="dave",
+        principal="airflow-prod",
+    )
 
     echo("\n1. A routine read of the orders table")
     answer = approvals.open(
         idempotency_key="airflow:revenue.load:scheduled__2026-11-25:read:0",
-        action=Action(kind="read", summary="Read orders for the revenue report",
-                      inputs=(Asset(namespace=PROD, name="sales.public.orders"),)),
+        action=Action(
+            kind="read",
+            summary="Read orders for the revenue report",
+            inputs=(Asset(namespace=PROD, name="sales.public.orders"),),
+        ),
         requester=airflow.model_copy(update={"job": "revenue.load"}),
     )
     _show(echo, "read", answer)
 
     echo("\n2. Export customers (PII) to a partner bucket")
     export = Action(
-        kind="export", summary="Export customers to the partner bucket",
+        kind="export",
+        summary="Export customers to the partner bucket",
         inputs=(Asset(namespace=PROD, name="crm.public.customers"),),
         outputs=(Asset(namespace="s3://partner-share", name="exports/customers.csv"),),
         destination="s3://partner-share/exports/customers.csv",
@@ -124,23 +151,36 @@ def _story(approvals: Approvals, policy: Policy, echo: Callable[[str], None]) ->
 
     echo("\n3. Grant SELECT on the ledger to analytics")
     grant = Action(
-        kind="grant", summary="Grant SELECT on finance.public.ledger to analytics",
+        kind="grant",
+        summary="Grant SELECT on finance.public.ledger to analytics",
         outputs=(Asset(namespace=PROD, name="finance.public.ledger"),),
         context={"statement": "GRANT SELECT ON finance.public.ledger TO analytics"},
     )
-    answer = approvals.open(idempotency_key="airflow:grants.apply:manual__2026-11-25:grant:0",
-                            action=grant, requester=airflow.model_copy(update={"job": "grants.apply"}))
+    answer = approvals.open(
+        idempotency_key="airflow:grants.apply:manual__2026-11-25:grant:0",
+        action=grant,
+        requester=airflow.model_copy(update={"job": "grants.apply"}),
+    )
     _show(echo, "grant", answer)
     assert answer.request is not None
-    _decide(echo, approvals, str(answer.request.id), "erin", Verdict.DENY,
-            "analytics reads the ledger through the reporting view")
+    _decide(
+        echo,
+        approvals,
+        str(answer.request.id),
+        "erin",
+        Verdict.DENY,
+        "analytics reads the ledger through the reporting view",
+    )
     echo("  -> the grant task fails without retrying; nothing was granted")
 
     echo("\n4. Export a table of secrets")
     answer = approvals.open(
         idempotency_key="airflow:vault.sync:manual__2026-11-25:export:0",
-        action=Action(kind="export", summary="Copy API keys to a partner",
-                      inputs=(Asset(namespace=PROD, name="vault.api_keys", classifications=("secret",)),)),
+        action=Action(
+            kind="export",
+            summary="Copy API keys to a partner",
+            inputs=(Asset(namespace=PROD, name="vault.api_keys", classifications=("secret",)),),
+        ),
         requester=airflow.model_copy(update={"job": "vault.sync"}),
     )
     _show(echo, "secrets", answer)

@@ -48,7 +48,9 @@ from sluicegate.store.schema import decisions, request_datasets, requests
 __all__ = ["DecisionOutcome", "Store", "request_event"]
 
 
-def request_event(req: ApprovalRequest, kind: str, *, actor: str | None = None, **data: Any) -> audit.AuditEvent:
+def request_event(
+    req: ApprovalRequest, kind: str, *, actor: str | None = None, **data: Any
+) -> audit.AuditEvent:
     """An audit event about ``req``, carrying its job and datasets so exports can filter."""
     return audit.AuditEvent(
         kind=kind,
@@ -138,8 +140,16 @@ class Store:
                     return existing, False
                 conn.execute(insert(requests).values(**_row_of(req), policy_digest=policy_digest))
                 datasets = [
-                    {"request_id": str(req.id), "role": role, "namespace": a.namespace, "name": a.name}
-                    for role, assets in (("input", req.action.inputs), ("output", req.action.outputs))
+                    {
+                        "request_id": str(req.id),
+                        "role": role,
+                        "namespace": a.namespace,
+                        "name": a.name,
+                    }
+                    for role, assets in (
+                        ("input", req.action.inputs),
+                        ("output", req.action.outputs),
+                    )
                     for a in assets
                 ]
                 if datasets:
@@ -157,7 +167,9 @@ class Store:
     def get(self, request_id: uuid.UUID | str) -> ApprovalRequest:
         """The request with its decisions; :class:`NotFoundError` if there is none."""
         with self.read() as conn:
-            row = conn.execute(select(requests).where(requests.c.id == _id(request_id))).one_or_none()
+            row = conn.execute(
+                select(requests).where(requests.c.id == _id(request_id))
+            ).one_or_none()
             if row is None:
                 raise NotFoundError(f"no request {request_id}")
             return self._load(conn, row)
@@ -222,10 +234,14 @@ class Store:
             req = self._locked(conn, request_id)
             check_transition(req.status, new)
             ended = self._cas(conn, req, new, now)
-            audit.append(conn, [request_event(ended, f"request.{new.value}", actor=actor, **data)], now=now)
+            audit.append(
+                conn, [request_event(ended, f"request.{new.value}", actor=actor, **data)], now=now
+            )
             return ended
 
-    def decide(self, request_id: uuid.UUID | str, decision: Decision, *, now: datetime | None = None) -> DecisionOutcome:
+    def decide(
+        self, request_id: uuid.UUID | str, decision: Decision, *, now: datetime | None = None
+    ) -> DecisionOutcome:
         """Record one reviewer's decision and end the request if it reaches a threshold.
 
         The caller has checked that the reviewer may decide (policy); this enforces what
@@ -238,7 +254,11 @@ class Store:
             req = self._locked(conn, request_id)
             if req.status is Status.PENDING and req.is_expired(now):
                 expired = self._cas(conn, req, Status.EXPIRED, now)
-                audit.append(conn, [request_event(expired, "request.expired", on_timeout=req.on_timeout)], now=now)
+                audit.append(
+                    conn,
+                    [request_event(expired, "request.expired", on_timeout=req.on_timeout)],
+                    now=now,
+                )
             else:
                 check_transition(req.status, Status.APPROVED)  # raises once terminal
                 if decision.fingerprint != req.fingerprint:
@@ -246,17 +266,28 @@ class Store:
                         "the action changed since the reviewer saw it (fingerprint mismatch)"
                     )
                 if any(d.reviewer == decision.reviewer for d in req.decisions):
-                    raise ConflictError(f"{decision.reviewer!r} has already decided on this request")
-                if decision.verdict is Verdict.DENY and req.comment_on_deny and not decision.comment.strip():
+                    raise ConflictError(
+                        f"{decision.reviewer!r} has already decided on this request"
+                    )
+                if (
+                    decision.verdict is Verdict.DENY
+                    and req.comment_on_deny
+                    and not decision.comment.strip()
+                ):
                     raise ActionError("the rule requires a comment to deny")
                 conn.execute(insert(decisions).values(**_decision_row(req.id, decision)))
                 req = req.model_copy(update={"decisions": (*req.decisions, decision)})
                 events = [
                     request_event(
-                        req, "decision.recorded", actor=decision.reviewer,
-                        verdict=decision.verdict.value, comment=decision.comment,
-                        channel=decision.channel.value, fingerprint=decision.fingerprint,
-                        approvals=req.approvals, required=req.required_approvals,
+                        req,
+                        "decision.recorded",
+                        actor=decision.reviewer,
+                        verdict=decision.verdict.value,
+                        comment=decision.comment,
+                        channel=decision.channel.value,
+                        fingerprint=decision.fingerprint,
+                        approvals=req.approvals,
+                        required=req.required_approvals,
                     )
                 ]
                 ended: Status | None = None
@@ -267,39 +298,56 @@ class Store:
                 if ended is not None:
                     req = self._cas(conn, req, ended, now)
                     events.append(
-                        request_event(req, f"request.{ended.value}", actor=decision.reviewer,
-                                      approvals=req.approvals, denials=req.denials)
+                        request_event(
+                            req,
+                            f"request.{ended.value}",
+                            actor=decision.reviewer,
+                            approvals=req.approvals,
+                            denials=req.denials,
+                        )
                     )
                 else:
                     conn.execute(
-                        update(requests).where(requests.c.id == str(req.id)).values(version=requests.c.version + 1)
+                        update(requests)
+                        .where(requests.c.id == str(req.id))
+                        .values(version=requests.c.version + 1)
                     )
                 audit.append(conn, events, now=now)
                 return DecisionOutcome(req, ended)
-        raise TransitionError(f"request {expired.id} expired at {expired.expires_at:%Y-%m-%d %H:%M:%S}Z")
+        raise TransitionError(
+            f"request {expired.id} expired at {expired.expires_at:%Y-%m-%d %H:%M:%S}Z"
+        )
 
     def expire_due(self, now: datetime | None = None, *, limit: int = 100) -> list[ApprovalRequest]:
         """End every pending request past its deadline; returns the ones this call ended."""
         now = now or utcnow()
         with self.read() as conn:
-            due = conn.execute(
-                select(requests.c.id)
-                .where(requests.c.status == Status.PENDING.value, requests.c.expires_at <= now)
-                .order_by(requests.c.expires_at)
-                .limit(limit)
-            ).scalars().all()
+            due = (
+                conn.execute(
+                    select(requests.c.id)
+                    .where(requests.c.status == Status.PENDING.value, requests.c.expires_at <= now)
+                    .order_by(requests.c.expires_at)
+                    .limit(limit)
+                )
+                .scalars()
+                .all()
+            )
         ended = []
         for request_id in due:
             try:
                 req = self.get(request_id)
-                ended.append(self.transition(request_id, Status.EXPIRED, now=now, on_timeout=req.on_timeout))
+                ended.append(
+                    self.transition(request_id, Status.EXPIRED, now=now, on_timeout=req.on_timeout)
+                )
             except TransitionError:
                 continue  # decided or expired by someone else meanwhile: exactly one wins
         return ended
 
     # ------------------------------------------------------------------ helpers
 
-    def _cas(self, conn: Connection, req: ApprovalRequest, new: Status, now: datetime) -> ApprovalRequest:
+    def _cas(
+        self, conn: Connection, req: ApprovalRequest, new: Status, now: datetime
+    ) -> ApprovalRequest:
         result = conn.execute(
             update(requests)
             .where(requests.c.id == str(req.id), requests.c.status == Status.PENDING.value)
@@ -344,8 +392,12 @@ class Store:
             lineage_run_id=uuid.UUID(row.lineage_run_id),
             decisions=tuple(
                 Decision(
-                    reviewer=d.reviewer, verdict=Verdict(d.verdict), comment=d.comment,
-                    channel=Channel(d.channel), fingerprint=d.fingerprint, decided_at=d.decided_at,
+                    reviewer=d.reviewer,
+                    verdict=Verdict(d.verdict),
+                    comment=d.comment,
+                    channel=Channel(d.channel),
+                    fingerprint=d.fingerprint,
+                    decided_at=d.decided_at,
                 )
                 for d in ds
             ),

@@ -55,7 +55,9 @@ def upgrade() -> None:
         sa.Column("namespace", sa.String(1024), nullable=False),
         sa.Column("name", sa.String(1024), nullable=False),
         sa.ForeignKeyConstraint(
-            ["request_id"], ["requests.id"], ondelete="CASCADE",
+            ["request_id"],
+            ["requests.id"],
+            ondelete="CASCADE",
             name="fk_request_datasets_request_id_requests",
         ),
     )
@@ -74,7 +76,9 @@ def upgrade() -> None:
         sa.Column("decided_at", UTCDateTime, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_decisions"),
         sa.ForeignKeyConstraint(
-            ["request_id"], ["requests.id"], ondelete="CASCADE",
+            ["request_id"],
+            ["requests.id"],
+            ondelete="CASCADE",
             name="fk_decisions_request_id_requests",
         ),
         sa.UniqueConstraint("request_id", "reviewer", name="uq_decisions_request_id_reviewer"),

@@ -1,0 +1,245 @@
+"""The ``sluicegate`` command, run as a subprocess the way a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+EXAMPLES = ROOT / "examples"
+SLUICEGATE = str(Path(sys.executable).with_name("sluicegate"))
+
+
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEGATE_")}
+    return subprocess.run(
+        [SLUICEGATE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**base, **(env or {})},
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("sluicegate: error: "), proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert fragment in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A store filled by `sluicegate demo`."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('demo')}/sluicegate.db"
+    proc = run("demo", "--db", url)
+    assert proc.returncode == 0, proc.stderr
+    return url
+
+
+def test_help_lists_the_commands() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0
+    for command in ("audit", "demo", "policy"):
+        assert command in proc.stdout
+
+
+def test_demo_tells_the_story_and_leaves_an_intact_log(tmp_path: Path) -> None:
+    proc = run("demo", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "allowed by rule 'routine-reads'" in out
+    assert "carol tries to approve: refused" in out and "is the job owner" in out
+    assert "reattached, nothing sent again" in out
+    assert "bob approves: request approved" in out
+    assert "erin denies" in out and "request denied" in out
+    assert "denied by rule 'no-secrets-leave'" in out
+    assert "audit log intact: 11 rows" in out
+
+
+# ----------------------------------------------------------------- policy check
+
+
+def test_policy_check_prints_outcome_rule_why_and_reviewers() -> None:
+    proc = run(
+        "policy",
+        "check",
+        str(EXAMPLES / "policy.yaml"),
+        "--action",
+        str(EXAMPLES / "actions" / "pii-export.json"),
+        "--owner",
+        "carol",
+        "--triggered-by",
+        "dave",
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "outcome:   require" in out
+    assert "rule:      rule 'pii-export'" in out
+    assert (
+        "dataset 'crm.public.customers' is classified 'pii' (classify[0] 'crm.public.customers*')"
+        in out
+    )
+    assert "requires:  2 approval(s) from data-stewards; timeout 24h then deny" in out
+    assert "eligible:  alice, bob" in out
+    assert "excluded:  carol (is the job owner)" in out
+    assert "no-secrets-leave: classifications ['pii', 'prod'] do not match ['secret']" in out
+
+
+def test_policy_check_json_and_routine_read() -> None:
+    proc = run(
+        "policy",
+        "check",
+        str(EXAMPLES / "policy.yaml"),
+        "--action",
+        str(EXAMPLES / "actions" / "routine-read.json"),
+        "--format",
+        "json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["outcome"], result["rule"], result["eligible_reviewers"]) == (
+        "allow",
+        "routine-reads",
+        [],
+    )
+
+
+def test_policy_check_accepts_a_gate_request_body(tmp_path: Path) -> None:
+    body = {
+        "idempotency_key": "k",
+        "action": json.loads((EXAMPLES / "actions" / "grant.json").read_text()),
+        "requester": {"orchestrator": "airflow", "job": "grants.apply", "triggered_by": "erin"},
+    }
+    path = tmp_path / "body.json"
+    path.write_text(json.dumps(body))
+    proc = run("policy", "check", str(EXAMPLES / "policy.yaml"), "--action", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "rule 'privilege-change'" in proc.stdout
+    assert "excluded:  erin (is the user who triggered the run)" in proc.stdout
+    assert "could never be approved" in proc.stdout
+
+
+def test_policy_validate() -> None:
+    proc = run("policy", "validate", str(EXAMPLES / "policy.yaml"))
+    assert proc.returncode == 0
+    assert "valid: 5 rules, 4 reviewers" in proc.stdout
+
+
+def test_bad_policy_is_one_line_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nrules:\n  - name: r\n    outcome: maybe\n")
+    proc = run("policy", "check", str(bad), "--action", str(EXAMPLES / "actions" / "grant.json"))
+    one_line_error(proc, f"{bad}:4: rules[0].outcome: Input should be 'allow', 'deny' or 'require'")
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("{not json", "invalid JSON"),
+        ('{"kind": "export", "inputs": [{"name": "t"}]}', "inputs.0.namespace: Field required"),
+        ('["export"]', "Input should be a valid dictionary"),
+    ],
+)
+def test_bad_action_file_is_one_line_exit_2(tmp_path: Path, content: str, fragment: str) -> None:
+    action = tmp_path / "action.json"
+    action.write_text(content)
+    proc = run("policy", "check", str(EXAMPLES / "policy.yaml"), "--action", str(action))
+    one_line_error(proc, fragment)
+    assert str(action) in proc.stderr
+
+
+def test_missing_files_and_options_are_one_line_exit_2(tmp_path: Path) -> None:
+    one_line_error(
+        run("policy", "check", str(tmp_path / "nope.yaml"), "--action", "x.json"), "no such file"
+    )
+    one_line_error(
+        run("policy", "check", str(EXAMPLES / "policy.yaml")), "Missing option '--action'"
+    )
+    one_line_error(run("audit", "export", "--format", "xml"), "'xml' is not one of 'jsonl', 'csv'")
+    one_line_error(run("nonsense"), "No such command 'nonsense'")
+
+
+# ----------------------------------------------------------------- audit
+
+
+def test_audit_verify_intact(demo_db: str) -> None:
+    proc = run("audit", "verify", "--db", demo_db)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("audit log intact: 11 rows, head ")
+    head = proc.stdout.split("--anchor ")[1].rstrip(")\n")
+    assert run("audit", "verify", "--db", demo_db, "--anchor", head).returncode == 0
+    one_line_error(
+        run("audit", "verify", "--db", demo_db, "--anchor", "nonsense"), "expected SEQ:HASH"
+    )
+
+
+def test_audit_verify_reads_the_db_from_the_environment(demo_db: str) -> None:
+    proc = run("audit", "verify", env={"SLUICEGATE_DB_URL": demo_db})
+    assert proc.returncode == 0 and "11 rows" in proc.stdout
+
+
+def test_audit_verify_names_the_first_tampered_row(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    assert run("demo", "--db", url).returncode == 0
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        conn.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 4")
+    proc = run("audit", "verify", "--db", url)
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        == "audit log tampered: row 4: its content does not match its hash (altered)"
+    )
+
+
+def test_audit_export_jsonl_and_csv_with_filters(demo_db: str, tmp_path: Path) -> None:
+    proc = run("audit", "export", "--db", demo_db)
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["seq"] for r in rows] == list(range(1, 12))
+    assert {"request.created", "decision.rejected", "request.approved", "gate.released"} <= {
+        r["kind"] for r in rows
+    }
+
+    proc = run("audit", "export", "--db", demo_db, "--format", "csv", "--reviewer", "bob")
+    table = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert {r["actor"] for r in table} == {"bob"}
+    assert [r["kind"] for r in table] == ["decision.recorded", "request.approved"]
+
+    out = tmp_path / "ledger.jsonl"
+    proc = run(
+        "audit", "export", "--db", demo_db, "--dataset", "finance.public.ledger", "-o", str(out)
+    )
+    assert proc.returncode == 0 and "wrote 3 rows" in proc.stderr
+    kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines()]
+    assert kinds == ["request.created", "decision.recorded", "request.denied"]
+
+    proc = run("audit", "export", "--db", demo_db, "--job", "vault.sync")
+    assert [json.loads(line)["kind"] for line in proc.stdout.splitlines()] == ["policy.denied"]
+
+    proc = run("audit", "export", "--db", demo_db, "--since", "2999-01-01")
+    assert proc.returncode == 0 and proc.stdout == ""
+    one_line_error(
+        run("audit", "export", "--db", demo_db, "--since", "yesterday"), "not an ISO 8601"
+    )
+
+
+def test_unreachable_database_is_one_line_exit_2(tmp_path: Path) -> None:
+    one_line_error(
+        run("audit", "verify", "--db", "postgresql://nobody@127.0.0.1:1/none"), "127.0.0.1"
+    )
+    one_line_error(
+        run("audit", "verify", "--db", f"sqlite:///{tmp_path}/missing/dir/x.db"), "does not exist"
+    )
+    one_line_error(run("audit", "verify", "--db", "mysql://x/y"), "not supported")
