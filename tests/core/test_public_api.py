@@ -43,7 +43,9 @@ def test_public_functions_and_classes_are_in_all(name: str) -> None:
         and (inspect.isclass(obj) or inspect.isfunction(obj))
         and getattr(obj, "__module__", None) == module.__name__
     }
-    assert public <= set(module.__all__), f"{name} does not export {sorted(public - set(module.__all__))}"
+    assert public <= set(module.__all__), (
+        f"{name} does not export {sorted(public - set(module.__all__))}"
+    )
 
 
 def test_core_imports_no_orchestrator() -> None:
@@ -55,8 +57,8 @@ def test_core_imports_no_orchestrator() -> None:
 
 
 def test_package_ships_type_information() -> None:
-    import sluicegate
-
     from pathlib import Path
+
+    import sluicegate
 
     assert Path(inspect.getfile(sluicegate)).with_name("py.typed").is_file()

@@ -92,6 +92,15 @@ def canonical_json(value: Any) -> str:
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL text cannot hold NUL and SQLite can: refuse it up front, on both, as bad
+        # input (a 4xx), rather than fail on one database only.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
 
 class Status(str, enum.Enum):
     """Where a request is in its life. Only ``pending`` can change."""
