@@ -308,16 +308,19 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _json_or_string(text: str) -> str:
-    """``text`` as is when it is the canonical JSON the log writes, else as a JSON string.
+    """``text`` as is when it is one strict JSON value on one line, else as a JSON string.
 
-    Untampered rows are canonical; anything else (a newline that would split the line, NaN,
-    smuggled keys) is exported as a quoted string, so every line stays one valid record.
+    Untampered rows always are; anything else (a line break that would split the record, NaN,
+    text that is not JSON at all) is exported as a quoted string, so every line stays exactly
+    one valid record. (Whether the content is genuine is verify's job, not export's.)
     """
-    try:
-        if _encode(json.loads(text, parse_constant=_refuse_constant)) == text:
+    if "\n" not in text and "\r" not in text:
+        try:
+            json.loads(text, parse_constant=_refuse_constant)
+        except ValueError:
+            pass
+        else:
             return text
-    except ValueError:
-        pass
     return json.dumps(text)
 
 
