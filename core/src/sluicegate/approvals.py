@@ -148,18 +148,7 @@ class Approvals:
         request = self.store.get(request_id)
         why = self.check_reviewer(request, reviewer)
         if why is not None:
-            self.store.record(
-                [
-                    request_event(
-                        request,
-                        "decision.rejected",
-                        actor=reviewer,
-                        reason=why,
-                        verdict=verdict.value,
-                        channel=channel.value,
-                    )
-                ]
-            )
+            self.reject(request, actor=reviewer, reason=why, verdict=verdict, channel=channel)
             raise ForbiddenError(why)
         decision = Decision(
             reviewer=reviewer,
@@ -170,6 +159,31 @@ class Approvals:
             decided_at=now or utcnow(),
         )
         return self.store.decide(request.id, decision, now=now)
+
+    def reject(
+        self,
+        request: ApprovalRequest | uuid.UUID | str,
+        *,
+        actor: str | None,
+        reason: str,
+        verdict: Verdict | None = None,
+        channel: Channel = Channel.API,
+    ) -> None:
+        """Record a refused decision (``decision.rejected``): who tried, through what, and why."""
+        if not isinstance(request, ApprovalRequest):
+            request = self.store.get(request)
+        self.store.record(
+            [
+                request_event(
+                    request,
+                    "decision.rejected",
+                    actor=actor,
+                    reason=reason,
+                    verdict=verdict.value if verdict else None,
+                    channel=channel.value,
+                )
+            ]
+        )
 
     def cancel(
         self, request_id: uuid.UUID | str, *, principal: str, reason: str = ""

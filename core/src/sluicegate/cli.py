@@ -285,6 +285,253 @@ def audit_export(
             click.echo(f"wrote {count} rows to {output}", err=True)
 
 
+# ---------------------------------------------------------------------------- server
+
+
+@cli.command()
+@_db_option
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False),
+    help="Policy file (or SLUICEGATE_POLICY).",
+)
+@click.option("--host", help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default 8000).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    db_url: str | None,
+    policy_file: str | None,
+    host: str | None,
+    port: int | None,
+    log_level: str,
+) -> None:
+    """Run the approval server (HTTP API, review pages, metrics)."""
+    try:
+        import uvicorn
+
+        from sluicegate.server import create_app
+    except ImportError as err:
+        raise _Fail(
+            f"sluicegate: error: the server needs its extra: pip install 'sluicegate[server]' ({err})",
+            2,
+        ) from err
+    settings = _settings(ctx, db_url=db_url, policy=policy_file, host=host, port=port)
+    app = create_app(settings)
+    _log_setup(log_level)
+    click.echo(
+        f"sluicegate: serving on http://{settings.host}:{settings.port} "
+        f"(db {app.state.sluicegate.store.url}, policy {settings.policy})",
+        err=True,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        log_config=None,
+    )
+
+
+def _log_setup(level: str) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+
+@cli.group()
+def token() -> None:
+    """Create API tokens (stored hashed; shown once)."""
+
+
+@token.command("create")
+@_db_option
+@click.option(
+    "--principal", required=True, help="Who the token speaks for (a reviewer id for review tokens)."
+)
+@click.option(
+    "--scope",
+    required=True,
+    type=click.Choice(["request", "review"]),
+    help="request: open and cancel gates; review: decide.",
+)
+@click.pass_context
+def token_create(ctx: click.Context, db_url: str | None, principal: str, scope: str) -> None:
+    """Print a new token, alone on its line."""
+    with _store(ctx, db_url) as store:
+        click.echo(store.create_token(principal, scope))
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+@cli.group()
+def requests() -> None:
+    """List, inspect and decide requests on a server (for reviewers)."""
+
+
+def _client(ctx: click.Context, server: str | None, token_value: str | None) -> Any:
+    from sluicegate.client import SluicegateClient
+
+    settings = _settings(ctx, server_url=server)
+    if token_value is None and settings.token is not None:
+        token_value = settings.token.get_secret_value()
+    if not token_value:
+        raise click.UsageError("no token: pass --token or set SLUICEGATE_TOKEN")
+    return SluicegateClient(settings.server_url, token_value)
+
+
+_server_option = click.option("--server", help="Server URL (default: SLUICEGATE_SERVER_URL).")
+_token_option = click.option(
+    "--token", "token_value", help="Bearer token (default: SLUICEGATE_TOKEN)."
+)
+_format_option = click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+
+
+def _show_request(r: Any, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(r.model_dump_json(indent=2))
+        return
+    action = r.action or {}
+    click.echo(
+        f"{r.id}  {r.status}  rule {r.rule or '-'}  {r.approvals} of {r.required_approvals} approvals"
+    )
+    if action.get("summary"):
+        click.echo(f"  {action['summary']}")
+    for role in ("inputs", "outputs"):
+        for a in action.get(role, []):
+            effective = r.classifications.get(f"{a['namespace']}::{a['name']}")
+            classes = ", ".join(effective or a.get("classifications") or []) or "unclassified"
+            click.echo(f"  {role[:-1]}: {a['namespace']}::{a['name']}  [{classes}]")
+    req = r.requester or {}
+    if req:
+        click.echo(
+            f"  requested by {req.get('principal')} for {req.get('orchestrator')} job {req.get('job') or '-'}"
+            f" (owner {req.get('owner') or '-'}, triggered by {req.get('triggered_by') or '-'})"
+        )
+    for d in r.decisions:
+        said = f": {d.comment}" if d.comment else ""
+        click.echo(f"  {d.reviewer} {d.verdict.value}d via {d.channel.value}{said}")
+    if r.expires_at and r.status == "pending":
+        click.echo(f"  expires {r.expires_at:%Y-%m-%d %H:%M} UTC; review at {r.review_url}")
+
+
+@requests.command("list")
+@_server_option
+@_token_option
+@click.option(
+    "--status", type=click.Choice(["pending", "approved", "denied", "expired", "cancelled"])
+)
+@click.option("--dataset", help="Dataset name, or namespace::name.")
+@click.option("--job", help="Job name.")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@_format_option
+@click.pass_context
+def requests_list(
+    ctx: click.Context,
+    server: str | None,
+    token_value: str | None,
+    status: str | None,
+    dataset: str | None,
+    job: str | None,
+    limit: int,
+    fmt: str,
+) -> None:
+    """Requests, newest first."""
+    with _client(ctx, server, token_value) as client:
+        page = client.list(status=status, dataset=dataset, job=job, limit=limit)
+    if fmt == "json":
+        click.echo(page.model_dump_json(indent=2))
+        return
+    if not page.items:
+        click.echo("no requests")
+    for r in page.items:
+        summary = (r.action or {}).get("summary", "")
+        click.echo(
+            f"{r.id}  {r.status:<9} {r.approvals}/{r.required_approvals}  {r.rule or '-':<20} {summary}"
+        )
+
+
+@requests.command("show")
+@click.argument("request_id")
+@_server_option
+@_token_option
+@_format_option
+@click.pass_context
+def requests_show(
+    ctx: click.Context, request_id: str, server: str | None, token_value: str | None, fmt: str
+) -> None:
+    """One request with its decisions."""
+    with _client(ctx, server, token_value) as client:
+        _show_request(client.get(request_id), fmt)
+
+
+def _decide(
+    ctx: click.Context,
+    request_id: str,
+    server: str | None,
+    token_value: str | None,
+    verdict: str,
+    comment: str,
+    fmt: str,
+) -> None:
+    with _client(ctx, server, token_value) as client:
+        shown = client.get(request_id)  # decide on what we were shown: bind the fingerprint
+        _show_request(
+            client.decide(request_id, verdict, comment, fingerprint=shown.fingerprint), fmt
+        )
+
+
+@requests.command("approve")
+@click.argument("request_id")
+@_server_option
+@_token_option
+@click.option("--comment", default="", help="Why (optional).")
+@_format_option
+@click.pass_context
+def requests_approve(
+    ctx: click.Context,
+    request_id: str,
+    server: str | None,
+    token_value: str | None,
+    comment: str,
+    fmt: str,
+) -> None:
+    """Approve a request (needs a review token)."""
+    _decide(ctx, request_id, server, token_value, "approve", comment, fmt)
+
+
+@requests.command("deny")
+@click.argument("request_id")
+@_server_option
+@_token_option
+@click.option("--comment", default="", help="Why (some rules require it).")
+@_format_option
+@click.pass_context
+def requests_deny(
+    ctx: click.Context,
+    request_id: str,
+    server: str | None,
+    token_value: str | None,
+    comment: str,
+    fmt: str,
+) -> None:
+    """Deny a request (needs a review token)."""
+    _decide(ctx, request_id, server, token_value, "deny", comment, fmt)
+
+
 # ---------------------------------------------------------------------------- demo
 
 

@@ -13,7 +13,9 @@ adapter) can map it to one exit code or status code without knowing every case::
     ├── ForbiddenError                this identity may not do that (self-approval, ineligible)
     ├── TransitionError               an illegal status transition (e.g. approved -> denied)
     │   └── ConflictError             a compare-and-set lost: someone else changed it first
-    └── AuditError                    the audit log cannot be read or written
+    ├── AuditError                    the audit log cannot be read or written
+    └── ClientError                   the server answered with an error (client side)
+        └── UnreachableError          the server could not be reached
 
 Messages name the bad value and where it came from, in one line, because they are shown to
 users as is: the CLI prints ``str(err)`` and exits 2.
@@ -24,6 +26,7 @@ from __future__ import annotations
 __all__ = [
     "ActionError",
     "AuditError",
+    "ClientError",
     "ConfigError",
     "ConflictError",
     "ForbiddenError",
@@ -33,6 +36,7 @@ __all__ = [
     "SluicegateError",
     "StoreError",
     "TransitionError",
+    "UnreachableError",
 ]
 
 
@@ -94,3 +98,20 @@ class ConflictError(TransitionError):
 
 class AuditError(SluicegateError):
     """The audit log cannot be read or written."""
+
+
+class ClientError(SluicegateError):
+    """The server answered an API call with an error (``{"error", "detail"}``)."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(f"{detail} (HTTP {status} {error})" if status else detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+class UnreachableError(ClientError):
+    """The server could not be reached (connection refused, timeout, DNS)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(0, "unreachable", detail)

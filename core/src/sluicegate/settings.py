@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(None, description="signs links and CSRF tokens")
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    sso_header: str | None = Field(
+        None, description="trusted proxy header naming the signed-in reviewer (off when unset)"
+    )
+    link_ttl: str = Field("24h", description="how long a signed review link stays valid")
+    expiry_interval: Annotated[float, Field(gt=0, le=60)] = Field(
+        1.0, description="seconds between sweeps that expire overdue requests"
+    )
     slack: SlackSettings = Field(default_factory=SlackSettings)
     teams: TeamsSettings = Field(default_factory=TeamsSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
@@ -112,6 +119,14 @@ class Settings(BaseSettings):
     @classmethod
     def _db_url(cls, value: str) -> str:
         return normalise_db_url(value)
+
+    @field_validator("link_ttl")
+    @classmethod
+    def _link_ttl(cls, value: str) -> str:
+        from sluicegate.policy import parse_duration
+
+        parse_duration(value)
+        return value
 
     @field_validator("server_url")
     @classmethod

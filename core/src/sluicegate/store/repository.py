@@ -9,15 +9,17 @@ serialises writers), so two approvals arriving together are counted together.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import Connection, Row, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 # Imported as a module: sluicegate.audit imports this package's schema, so a from-import
@@ -43,9 +45,34 @@ from sluicegate.model import (
     utcnow,
 )
 from sluicegate.store.db import READ, describe_db_error, make_engine, migrate
-from sluicegate.store.schema import decisions, request_datasets, requests
+from sluicegate.store.schema import (
+    decisions,
+    request_datasets,
+    requests,
+    server_values,
+    tokens,
+    used_links,
+)
 
-__all__ = ["DecisionOutcome", "Store", "request_event"]
+#: PostgreSQL channel on which every status change is announced (payload: the request id),
+#: so that a long poll on any replica returns as soon as any replica ends the request.
+STATUS_CHANNEL = "sluicegate_status"
+_CHANGED = "sluicegate_changed"
+
+__all__ = ["STATUS_CHANNEL", "DecisionOutcome", "Store", "TokenInfo", "hash_token", "request_event"]
+
+
+def hash_token(token: str) -> str:
+    """The stored form of an API token (tokens are random, so a plain sha256 is enough)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """Who a bearer token belongs to."""
+
+    principal: str
+    scope: str
 
 
 def request_event(
@@ -77,6 +104,8 @@ class Store:
     def __init__(self, url: str, *, auto_migrate: bool = True, **engine_kwargs: Any) -> None:
         self.engine = make_engine(url, **engine_kwargs)
         self.url = self.engine.url.render_as_string(hide_password=True)
+        #: Called with a request id after a transaction that changed its status commits.
+        self.listeners: list[Callable[[str], None]] = []
         if auto_migrate:
             migrate(self.engine)
 
@@ -95,13 +124,21 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction; database failures become :class:`StoreError`."""
+        changed: list[str] = []
         try:
             with self.engine.begin() as conn:
-                yield conn
+                conn.info[_CHANGED] = changed
+                try:
+                    yield conn
+                finally:
+                    conn.info.pop(_CHANGED, None)
         except DBAPIError as err:
             if isinstance(err, IntegrityError):
                 raise
             raise StoreError(describe_db_error(err, str(self.engine.url))) from err
+        for request_id in changed:  # committed: now tell whoever waits
+            for listener in self.listeners:
+                listener(request_id)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -343,6 +380,77 @@ class Store:
                 continue  # decided or expired by someone else meanwhile: exactly one wins
         return ended
 
+    # ------------------------------------------------------------------ tokens, links, values
+
+    def create_token(self, principal: str, scope: str) -> str:
+        """A new bearer token for ``principal``; only its hash is stored. Returns the token."""
+        if scope not in ("request", "review"):
+            raise ActionError(f"scope {scope!r} is not one of request, review")
+        if not principal.strip() or len(principal) > 256 or "\x00" in principal:
+            raise ActionError("a principal is 1 to 256 characters")
+        token = f"sg{scope[:3]}_{secrets.token_urlsafe(32)}"
+        with self.write() as conn:
+            conn.execute(
+                insert(tokens).values(
+                    id=str(uuid.uuid4()),
+                    token_hash=hash_token(token),
+                    principal=principal,
+                    scope=scope,
+                    created_at=utcnow(),
+                )
+            )
+            audit.append(
+                conn, [audit.AuditEvent("token.created", actor=principal, data={"scope": scope})]
+            )
+        return token
+
+    def token_info(self, token: str) -> TokenInfo | None:
+        """The principal and scope of ``token``, or None for an unknown or revoked one."""
+        with self.read() as conn:
+            row = conn.execute(
+                select(tokens.c.principal, tokens.c.scope).where(
+                    tokens.c.token_hash == hash_token(token), tokens.c.revoked_at.is_(None)
+                )
+            ).one_or_none()
+        return None if row is None else TokenInfo(row.principal, row.scope)
+
+    def use_link(self, nonce: str, request_id: str, reviewer: str) -> bool:
+        """Mark a signed link's nonce used; False if it was used before."""
+        try:
+            with self.write() as conn:
+                if conn.execute(
+                    select(used_links.c.nonce).where(used_links.c.nonce == nonce)
+                ).first():
+                    return False
+                conn.execute(
+                    insert(used_links).values(
+                        nonce=nonce, request_id=request_id, reviewer=reviewer, used_at=utcnow()
+                    )
+                )
+                return True
+        except IntegrityError:
+            return False  # another replica used it at the same moment
+
+    def server_value(self, name: str, make: Callable[[], str]) -> str:
+        """The shared value ``name``, created with ``make()`` by whichever replica asks first."""
+        with self.read() as conn:
+            found = conn.execute(
+                select(server_values.c.value).where(server_values.c.name == name)
+            ).scalar()
+        if found is not None:
+            return str(found)
+        try:
+            with self.write() as conn:
+                conn.execute(insert(server_values).values(name=name, value=make()))
+        except IntegrityError:
+            pass  # another replica created it first: use theirs
+        with self.read() as conn:
+            return str(
+                conn.execute(
+                    select(server_values.c.value).where(server_values.c.name == name)
+                ).scalar_one()
+            )
+
     # ------------------------------------------------------------------ helpers
 
     def _cas(
@@ -355,6 +463,12 @@ class Store:
         )
         if result.rowcount != 1:
             raise ConflictError(f"request {req.id} was ended by someone else first")
+        conn.info.setdefault(_CHANGED, []).append(str(req.id))
+        if conn.dialect.name == "postgresql":
+            # Delivered at commit, to every replica that listens.
+            conn.execute(
+                text("SELECT pg_notify(:c, :id)"), {"c": STATUS_CHANNEL, "id": str(req.id)}
+            )
         return req.transition(new)
 
     def _locked(self, conn: Connection, request_id: uuid.UUID | str) -> ApprovalRequest:

@@ -26,7 +26,17 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["audit_events", "audit_head", "decisions", "metadata", "request_datasets", "requests"]
+__all__ = [
+    "audit_events",
+    "audit_head",
+    "decisions",
+    "metadata",
+    "request_datasets",
+    "requests",
+    "server_values",
+    "tokens",
+    "used_links",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -137,4 +147,34 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+# API tokens: only a hash is kept, so a leaked database leaks no usable token.
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("principal", String(256), nullable=False),
+    Column("scope", String(16), nullable=False),  # request | review
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+# Nonces of signed review links already used: a link decides once.
+used_links = Table(
+    "used_links",
+    metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("request_id", String(36), nullable=False),
+    Column("reviewer", String(256), nullable=False),
+    Column("used_at", UTCDateTime, nullable=False),
+)
+
+# Server-wide values every replica must share (the generated secret key).
+server_values = Table(
+    "server_values",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )

@@ -1,0 +1,349 @@
+"""HTTP client of the approval server, sync and async, and the gate every adapter uses.
+
+:class:`SluicegateClient` and :class:`AsyncSluicegateClient` speak API v1; :meth:`gate`
+opens a gate and waits (by long poll) until it may proceed or is refused. The gate fails
+closed: a server that cannot be reached is retried with backoff until the caller's deadline,
+and nothing but an ``allowed`` or ``approved`` answer lets the step run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from sluicegate.exceptions import ClientError, UnreachableError
+from sluicegate.model import Action, Verdict
+from sluicegate.settings import load_settings
+from sluicegate.wire import GateIn, RequesterIn, RequestOut, RequestPage, VerifyOut
+
+__all__ = ["AsyncSluicegateClient", "GateRefused", "SluicegateClient"]
+
+_LONG_POLL = 30.0
+
+
+class GateRefused(ClientError):
+    """The gate ended without permission: denied, expired or cancelled."""
+
+    def __init__(self, answer: RequestOut) -> None:
+        last = next((d for d in reversed(answer.decisions) if d.verdict is Verdict.DENY), None)
+        why = (
+            f" by {last.reviewer}: {last.comment}"
+            if last and last.comment
+            else (f" by {last.reviewer}" if last else "")
+        )
+        reason = f" ({answer.reason})" if answer.reason else ""
+        super().__init__(
+            403, answer.status, f"request {answer.id} was {answer.status}{why}{reason}"
+        )
+        self.answer = answer
+
+
+def _settings_defaults(server_url: str | None, token: str | None) -> tuple[str, str | None]:
+    if server_url is None or token is None:
+        s = load_settings()
+        server_url = server_url or s.server_url
+        if token is None and s.token is not None:
+            token = s.token.get_secret_value()
+    return server_url.rstrip("/"), token
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+        error, detail = str(body["error"]), str(body["detail"])
+    except (ValueError, KeyError, TypeError):
+        error, detail = "http_error", response.text[:200] or response.reason_phrase
+    raise ClientError(response.status_code, error, detail)
+
+
+def _gate_body(
+    idempotency_key: str,
+    action: Action | Mapping[str, Any],
+    requester: RequesterIn | Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    body = GateIn(
+        idempotency_key=idempotency_key,
+        action=action if isinstance(action, Action) else Action.model_validate(action),
+        requester=requester
+        if isinstance(requester, RequesterIn)
+        else RequesterIn.model_validate(requester or {}),
+    )
+    return body.model_dump(mode="json")
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2))
+
+
+class SluicegateClient:
+    """Blocking client. ``server_url`` and ``token`` default to the settings."""
+
+    def __init__(
+        self,
+        server_url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.server_url, token = _settings_defaults(server_url, token)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=self.server_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> SluicegateClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(
+        self, method: str, path: str, *, timeout: float | None = None, **kw: Any
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(
+                method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kw
+            )
+        except httpx.TransportError as err:
+            raise UnreachableError(f"cannot reach {self.server_url}: {err}") from err
+        _raise_for(response)
+        return response
+
+    def open_gate(
+        self,
+        idempotency_key: str,
+        action: Action | Mapping[str, Any],
+        requester: RequesterIn | Mapping[str, Any] | None = None,
+    ) -> RequestOut:
+        """Open (or reattach to) a gate; answers allowed, denied or the request."""
+        body = _gate_body(idempotency_key, action, requester)
+        return RequestOut.model_validate(self._call("POST", "/api/v1/requests", json=body).json())
+
+    def get(self, request_id: str) -> RequestOut:
+        """The request now."""
+        return RequestOut.model_validate(self._call("GET", f"/api/v1/requests/{request_id}").json())
+
+    def wait(self, request_id: str, timeout: float = _LONG_POLL) -> RequestOut:
+        """One long poll: returns when terminal or after ``timeout`` seconds."""
+        r = self._call(
+            "GET",
+            f"/api/v1/requests/{request_id}/wait",
+            params={"timeout": timeout},
+            timeout=timeout + 10,
+        )
+        return RequestOut.model_validate(r.json())
+
+    def decide(
+        self,
+        request_id: str,
+        verdict: Verdict | str,
+        comment: str = "",
+        fingerprint: str | None = None,
+    ) -> RequestOut:
+        """Approve or deny (needs a review token)."""
+        body = {"verdict": Verdict(verdict).value, "comment": comment, "fingerprint": fingerprint}
+        return RequestOut.model_validate(
+            self._call("POST", f"/api/v1/requests/{request_id}/decisions", json=body).json()
+        )
+
+    def cancel(self, request_id: str, reason: str = "") -> RequestOut:
+        """Withdraw a request (needs the request token that opened it)."""
+        return RequestOut.model_validate(
+            self._call(
+                "POST", f"/api/v1/requests/{request_id}/cancel", json={"reason": reason}
+            ).json()
+        )
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        dataset: str | None = None,
+        job: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> RequestPage:
+        """A page of requests, newest first."""
+        params = {
+            k: v
+            for k, v in {
+                "status": status,
+                "dataset": dataset,
+                "job": job,
+                "limit": limit,
+                "before": before,
+            }.items()
+            if v is not None
+        }
+        return RequestPage.model_validate(
+            self._call("GET", "/api/v1/requests", params=params).json()
+        )
+
+    def verify_audit(self) -> VerifyOut:
+        """The server's audit chain check."""
+        return VerifyOut.model_validate(self._call("GET", "/api/v1/audit/verify").json())
+
+    def wait_until_done(self, request_id: str, *, deadline: float | None = None) -> RequestOut:
+        """Long-poll until terminal; unreachable servers are retried with backoff.
+
+        ``deadline`` is a ``time.monotonic()`` value; past it, the last answer is returned
+        (still pending): the caller decides, and a gate never treats that as approval.
+        """
+        attempt = 0
+        last: RequestOut | None = None
+        while True:
+            left = _LONG_POLL if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return last if last is not None else self.get(request_id)
+            try:
+                last = self.wait(request_id, timeout=min(_LONG_POLL, max(left, 0.1)))
+                attempt = 0
+            except UnreachableError:
+                time.sleep(min(_backoff(attempt), max(0.0, left)))
+                attempt += 1
+                continue
+            except ClientError as err:
+                if err.status < 500:
+                    raise
+                time.sleep(min(_backoff(attempt), max(0.0, left)))
+                attempt += 1
+                continue
+            if last.terminal:
+                return last
+
+    def gate(
+        self,
+        idempotency_key: str,
+        action: Action | Mapping[str, Any],
+        requester: RequesterIn | Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> RequestOut:
+        """Open a gate and block until the step may proceed; raise :class:`GateRefused` if not.
+
+        Fails closed: an unreachable server is retried until ``timeout`` (seconds; None waits
+        as long as it takes), then the last error is raised.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempt = 0
+        while True:
+            try:
+                answer = self.open_gate(idempotency_key, action, requester)
+                break
+            except (UnreachableError, ClientError) as err:
+                retryable = isinstance(err, UnreachableError) or err.status >= 500
+                if not retryable or (deadline is not None and time.monotonic() >= deadline):
+                    raise
+                time.sleep(_backoff(attempt))
+                attempt += 1
+        if not answer.terminal:
+            answer = self.wait_until_done(answer.id, deadline=deadline)
+        if answer.may_proceed:
+            return answer
+        if not answer.terminal:
+            raise ClientError(
+                408, "timeout", f"request {answer.id} is still pending after {timeout} s"
+            )
+        raise GateRefused(answer)
+
+
+class AsyncSluicegateClient:
+    """Non-blocking client, for triggers and async flows."""
+
+    def __init__(
+        self,
+        server_url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.server_url, token = _settings_defaults(server_url, token)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.server_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncSluicegateClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _call(
+        self, method: str, path: str, *, timeout: float | None = None, **kw: Any
+    ) -> httpx.Response:
+        try:
+            response = await self._http.request(
+                method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kw
+            )
+        except httpx.TransportError as err:
+            raise UnreachableError(f"cannot reach {self.server_url}: {err}") from err
+        _raise_for(response)
+        return response
+
+    async def open_gate(
+        self,
+        idempotency_key: str,
+        action: Action | Mapping[str, Any],
+        requester: RequesterIn | Mapping[str, Any] | None = None,
+    ) -> RequestOut:
+        """Open (or reattach to) a gate."""
+        body = _gate_body(idempotency_key, action, requester)
+        return RequestOut.model_validate(
+            (await self._call("POST", "/api/v1/requests", json=body)).json()
+        )
+
+    async def get(self, request_id: str) -> RequestOut:
+        """The request now."""
+        return RequestOut.model_validate(
+            (await self._call("GET", f"/api/v1/requests/{request_id}")).json()
+        )
+
+    async def wait(self, request_id: str, timeout: float = _LONG_POLL) -> RequestOut:
+        """One long poll."""
+        r = await self._call(
+            "GET",
+            f"/api/v1/requests/{request_id}/wait",
+            params={"timeout": timeout},
+            timeout=timeout + 10,
+        )
+        return RequestOut.model_validate(r.json())
+
+    async def wait_until_done(
+        self, request_id: str, *, deadline: float | None = None
+    ) -> RequestOut:
+        """Long-poll until terminal (see :meth:`SluicegateClient.wait_until_done`)."""
+        attempt = 0
+        last: RequestOut | None = None
+        while True:
+            left = _LONG_POLL if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return last if last is not None else await self.get(request_id)
+            try:
+                last = await self.wait(request_id, timeout=min(_LONG_POLL, max(left, 0.1)))
+                attempt = 0
+            except ClientError as err:
+                if not isinstance(err, UnreachableError) and err.status < 500:
+                    raise
+                await asyncio.sleep(min(_backoff(attempt), max(0.0, left)))
+                attempt += 1
+                continue
+            if last.terminal:
+                return last

@@ -1,0 +1,304 @@
+"""HTTP API v1: open gates, wait for them, decide, cancel, list, audit.
+
+Routes are thin: they authenticate, translate JSON to the model and call the workflow
+(:class:`sluicegate.approvals.Approvals`), which enforces every rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Literal
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import StreamingResponse
+
+from sluicegate import audit
+from sluicegate.approvals import GateAnswer
+from sluicegate.exceptions import ForbiddenError
+from sluicegate.model import ApprovalRequest, Channel, Requester, Status, Verdict, uuid7
+from sluicegate.server.auth import Identity, require_any, require_request, require_review
+from sluicegate.server.errors import ApiError
+from sluicegate.server.state import ServerState, state_of
+from sluicegate.wire import (
+    CancelIn,
+    DecisionIn,
+    DecisionOut,
+    GateIn,
+    RequestOut,
+    RequestPage,
+    VerifyOut,
+)
+
+__all__ = ["record_decision_metrics", "request_out", "router"]
+
+router = APIRouter(prefix="/api/v1", tags=["requests"])
+log = logging.getLogger("sluicegate.server")
+
+#: The longest a single long poll may wait; clients loop.
+MAX_WAIT_SECONDS = 300.0
+# Waiters re-read the database at least this often, so a lost notification costs seconds,
+# never a stuck pipeline.
+_RECHECK_SECONDS = 5.0
+
+
+def request_out(st: ServerState, req: ApprovalRequest) -> RequestOut:
+    """The JSON form of a stored request."""
+    return RequestOut(
+        id=str(req.id),
+        status=req.status.value,
+        rule=req.rule,
+        required_approvals=req.required_approvals,
+        approvals=req.approvals,
+        denials=req.denials,
+        expires_at=req.expires_at,
+        review_url=st.review_url(str(req.id)),
+        created_at=req.created_at,
+        idempotency_key=req.idempotency_key,
+        fingerprint=req.fingerprint,
+        comment_on_deny=req.comment_on_deny,
+        groups=list(req.groups),
+        action=req.action.model_dump(mode="json"),
+        classifications={
+            str(a): sorted(st.policy.classifications_of(a)) for a in req.action.assets
+        },
+        requester=req.requester.model_dump(mode="json"),
+        decisions=[
+            DecisionOut(
+                reviewer=d.reviewer,
+                verdict=d.verdict,
+                comment=d.comment,
+                channel=d.channel,
+                decided_at=d.decided_at,
+            )
+            for d in req.decisions
+        ],
+        lineage_run_id=str(req.lineage_run_id),
+    )
+
+
+def _gate_out(st: ServerState, answer: GateAnswer, answer_id: str) -> RequestOut:
+    if answer.request is not None:
+        return request_out(st, answer.request)
+    ev = answer.evaluation
+    return RequestOut(id=answer_id, status=answer.status, rule=ev.rule, reason=ev.reason)
+
+
+State = Annotated[ServerState, Depends(state_of)]
+
+
+@router.post(
+    "/requests",
+    response_model=RequestOut,
+    responses={
+        201: {"description": "a new request waits"},
+        200: {"description": "allowed, denied, or an existing request"},
+    },
+)
+def open_gate(
+    body: GateIn, response: Response, st: State, who: Annotated[Identity, Depends(require_request)]
+) -> RequestOut:
+    """Open a gate: the policy allows, denies, or opens (or returns) a request."""
+    requester = Requester(**body.requester.model_dump(), principal=who.principal)
+    answer = st.approvals.open(
+        idempotency_key=body.idempotency_key, action=body.action, requester=requester
+    )
+    st.metrics.gates.labels(
+        answer.status if answer.request is None or answer.created else "reattached"
+    ).inc()
+    response.status_code = 201 if answer.created else 200
+    return _gate_out(st, answer, str(uuid7()))
+
+
+@router.get("/requests", response_model=RequestPage)
+def list_requests(
+    st: State,
+    _: Annotated[Identity, Depends(require_any)],
+    status: Status | None = None,
+    dataset: Annotated[str | None, Query(max_length=2048)] = None,
+    job: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: uuid.UUID | None = None,
+) -> RequestPage:
+    """The inbox, newest first; filter by status, dataset (name or namespace::name) and job."""
+    items = st.store.list_requests(
+        status=status, dataset=dataset, job=job, limit=limit, before=str(before) if before else None
+    )
+    nxt = str(items[-1].id) if len(items) == limit else None
+    return RequestPage(items=[request_out(st, r) for r in items], next=nxt)
+
+
+@router.get("/requests/{request_id}", response_model=RequestOut)
+def get_request(
+    request_id: str, st: State, _: Annotated[Identity, Depends(require_any)]
+) -> RequestOut:
+    """The request, its decisions and status."""
+    return request_out(st, st.store.get(request_id))
+
+
+@router.get("/requests/{request_id}/wait", response_model=RequestOut)
+async def wait_request(
+    request_id: str,
+    st: State,
+    _: Annotated[Identity, Depends(require_any)],
+    timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 30.0,
+) -> RequestOut:
+    """Long poll: answers as soon as the request is terminal, or after ``timeout`` seconds."""
+    rid = str((await anyio.to_thread.run_sync(st.store.get, request_id)).id)  # 404 first
+    deadline = time.monotonic() + timeout
+    while True:
+        fut = st.hub.register(rid)  # register first, then read: no change can slip between
+        try:
+            req = await anyio.to_thread.run_sync(st.store.get, rid)
+            left = deadline - time.monotonic()
+            if req.status.terminal or left <= 0:
+                return request_out(st, req)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(fut), timeout=min(left, _RECHECK_SECONDS))
+        finally:
+            st.hub.discard(rid, fut)
+
+
+@router.post("/requests/{request_id}/decisions", response_model=RequestOut)
+def decide(
+    request_id: str, body: DecisionIn, st: State, who: Annotated[Identity, Depends(require_any)]
+) -> RequestOut:
+    """A reviewer approves or denies. 403 for self-approval or an ineligible reviewer."""
+    channel = Channel.API if who.via == "token" else Channel.WEB
+    if who.scope != "review":
+        reason = "a request-scoped token can never decide"
+        st.approvals.reject(
+            request_id, actor=who.principal, reason=reason, verdict=body.verdict, channel=channel
+        )
+        st.metrics.rejected.inc()
+        raise ApiError(403, "forbidden", reason)
+    try:
+        outcome = st.approvals.decide(
+            request_id,
+            reviewer=who.principal,
+            verdict=body.verdict,
+            comment=body.comment,
+            channel=channel,
+            fingerprint=body.fingerprint,
+        )
+    except ForbiddenError:
+        st.metrics.rejected.inc()
+        raise
+    record_decision_metrics(st, outcome.request, body.verdict, channel, outcome.ended)
+    return request_out(st, outcome.request)
+
+
+def record_decision_metrics(
+    st: ServerState, req: ApprovalRequest, verdict: Verdict, channel: Channel, ended: Status | None
+) -> None:
+    """Count a recorded decision (shared with the review pages)."""
+    st.metrics.decisions.labels(verdict.value, channel.value).inc()
+    if ended is not None:
+        st.metrics.ended.labels(ended.value).inc()
+        last = req.decisions[-1].decided_at if req.decisions else None
+        if last is not None:
+            st.metrics.latency.observe(max(0.0, (last - req.created_at).total_seconds()))
+
+
+@router.post("/requests/{request_id}/cancel", response_model=RequestOut)
+def cancel(
+    request_id: str,
+    st: State,
+    who: Annotated[Identity, Depends(require_request)],
+    body: CancelIn | None = None,
+) -> RequestOut:
+    """The requester withdraws its request."""
+    req = st.approvals.cancel(
+        request_id, principal=who.principal, reason=body.reason if body else ""
+    )
+    st.metrics.ended.labels(Status.CANCELLED.value).inc()
+    return request_out(st, req)
+
+
+@router.get(
+    "/audit",
+    tags=["audit"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+)
+def export_audit(
+    st: State,
+    _: Annotated[Identity, Depends(require_review)],
+    format: Literal["jsonl", "csv"] = "jsonl",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    dataset: Annotated[str | None, Query(max_length=2048)] = None,
+    job: Annotated[str | None, Query(max_length=512)] = None,
+    reviewer: Annotated[str | None, Query(max_length=256)] = None,
+) -> StreamingResponse:
+    """Stream the audit log (JSON Lines or CSV), with hashes, filtered."""
+    for name, when in (("since", since), ("until", until)):
+        if when is not None and when.tzinfo is None:
+            raise ApiError(422, "invalid_request", f"{name}: give a time zone (e.g. Z or +00:00)")
+    flt = audit.ExportFilter(since=since, until=until, dataset=dataset, job=job, reviewer=reviewer)
+    media = "application/x-ndjson" if format == "jsonl" else "text/csv"
+    return StreamingResponse(_stream_export(st, format, flt), media_type=media)
+
+
+class _Gone(Exception):
+    """The client went away mid-export."""
+
+
+def _stream_export(st: ServerState, fmt: str, flt: audit.ExportFilter) -> Iterator[str]:
+    """Run the (blocking, streaming) export in a thread and hand its batches on as they come.
+
+    The queue is small, so a slow client slows the export instead of filling memory; a client
+    that leaves stops it.
+    """
+    q: queue.Queue[str | None] = queue.Queue(maxsize=8)
+    gone = threading.Event()
+
+    class _Sink:
+        def write(self, text: str) -> int:
+            while not gone.is_set():
+                try:
+                    q.put(text, timeout=0.5)
+                    return len(text)
+                except queue.Full:
+                    continue
+            raise _Gone
+
+        def flush(self) -> None:
+            pass
+
+    def run() -> None:
+        try:
+            audit.export(st.store.engine, _Sink(), fmt, flt)  # type: ignore[arg-type]
+        except _Gone:
+            pass
+        except Exception:
+            log.exception("audit export failed")
+        finally:
+            while not gone.is_set():
+                try:
+                    q.put(None, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+
+    threading.Thread(target=run, daemon=True, name="audit-export").start()
+    try:
+        while (item := q.get()) is not None:
+            yield item
+    finally:
+        gone.set()
+
+
+@router.get("/audit/verify", tags=["audit"], response_model=VerifyOut)
+def verify_audit(st: State, _: Annotated[Identity, Depends(require_any)]) -> VerifyOut:
+    """Walk the audit chain; ``ok`` false names the first bad row."""
+    r = audit.verify(st.store.engine)
+    return VerifyOut(ok=r.ok, rows=r.rows, head=r.head, bad_seq=r.bad_seq, problem=r.problem)

@@ -1,0 +1,77 @@
+"""Who is calling: bearer tokens (scopes ``request`` and ``review``) or a trusted SSO header.
+
+A ``request`` token opens and cancels gates and can never decide. Deciding needs a ``review``
+identity whose principal is a reviewer in the policy; eligibility for a given request is the
+workflow's to check (:mod:`sluicegate.approvals`). Signed links are the review pages' business
+(:mod:`sluicegate.links`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from sluicegate.server.errors import ApiError
+from sluicegate.server.state import state_of
+
+__all__ = ["Identity", "identify", "require_any", "require_request", "require_review"]
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="sluicegate"'}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated caller."""
+
+    principal: str
+    scope: str  # request | review
+    via: str  # token | sso
+
+
+def identify(request: Request) -> Identity | None:
+    """The caller, or None when it presents nothing. A bad token is a 401, not None."""
+    st = state_of(request)
+    header = request.headers.get("authorization")
+    if header:
+        kind, _, token = header.partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "use 'Authorization: Bearer <token>'", _CHALLENGE)
+        info = st.store.token_info(token.strip())
+        if info is None:
+            raise ApiError(401, "unauthorized", "the token is unknown or revoked", _CHALLENGE)
+        return Identity(info.principal, info.scope, "token")
+    sso = st.settings.sso_header
+    if sso:
+        user = request.headers.get(sso, "").strip()
+        if user:
+            return Identity(user, "review", "sso")
+    return None
+
+
+def _need(request: Request) -> Identity:
+    who = identify(request)
+    if who is None:
+        raise ApiError(401, "unauthorized", "a bearer token is required", _CHALLENGE)
+    return who
+
+
+def require_any(request: Request) -> Identity:
+    """Any authenticated caller."""
+    return _need(request)
+
+
+def require_request(request: Request) -> Identity:
+    """A pipeline: a ``request``-scoped token."""
+    who = _need(request)
+    if who.scope != "request":
+        raise ApiError(403, "forbidden", "this needs a request-scoped token")
+    return who
+
+
+def require_review(request: Request) -> Identity:
+    """A reviewer: a ``review``-scoped token or the SSO header; never a request token."""
+    who = _need(request)
+    if who.scope != "review":
+        raise ApiError(403, "forbidden", "a request-scoped token can never decide")
+    return who

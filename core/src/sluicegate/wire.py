@@ -1,0 +1,135 @@
+"""The JSON shapes of HTTP API v1, shared by the server and the client.
+
+One definition for both ends, so that what the server answers and what the client reads can
+never drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sluicegate.model import Action, Channel, Verdict
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "CancelIn",
+    "DecisionIn",
+    "DecisionOut",
+    "GateIn",
+    "RequestOut",
+    "RequestPage",
+    "RequesterIn",
+    "VerifyOut",
+]
+
+#: Answers after which nothing changes any more (``allowed`` and ``denied`` straight from the
+#: policy included).
+TERMINAL_STATUSES = frozenset({"allowed", "denied", "approved", "expired", "cancelled"})
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RequesterIn(_In):
+    """The requester as a pipeline describes it; the principal comes from the token."""
+
+    orchestrator: str = Field("api", min_length=1, max_length=64)
+    job: str = Field("", max_length=512)
+    run_id: str = Field("", max_length=512)
+    step: str = Field("", max_length=512)
+    try_number: int = Field(0, ge=0)
+    map_index: int = -1
+    owner: str | None = Field(None, max_length=512)
+    triggered_by: str | None = Field(None, max_length=512)
+
+
+class GateIn(_In):
+    """Open a gate (idempotent on ``idempotency_key``)."""
+
+    idempotency_key: str = Field(min_length=1, max_length=512)
+    action: Action
+    requester: RequesterIn = Field(default_factory=lambda: RequesterIn())
+
+
+class DecisionIn(_In):
+    """A reviewer's decision; the reviewer is the caller."""
+
+    verdict: Verdict
+    comment: str = Field("", max_length=4000)
+    fingerprint: str | None = Field(
+        None, description="the action fingerprint the reviewer was shown; refused if it differs"
+    )
+
+
+class CancelIn(_In):
+    """Why the requester withdraws."""
+
+    reason: str = Field("", max_length=2000)
+
+
+class DecisionOut(BaseModel):
+    """One decision."""
+
+    reviewer: str
+    verdict: Verdict
+    comment: str
+    channel: Channel
+    decided_at: datetime
+
+
+class RequestOut(BaseModel):
+    """A gate's answer, or a request's state."""
+
+    id: str
+    status: Literal["allowed", "denied", "pending", "approved", "expired", "cancelled"]
+    rule: str | None
+    reason: str = ""
+    required_approvals: int = 0
+    approvals: int = 0
+    denials: int = 0
+    expires_at: datetime | None = None
+    review_url: str | None = None
+    created_at: datetime | None = None
+    idempotency_key: str | None = None
+    fingerprint: str | None = None
+    comment_on_deny: bool = False
+    groups: list[str] = []
+    action: dict[str, Any] | None = None
+    classifications: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="each dataset (namespace::name) with its effective classifications",
+    )
+    requester: dict[str, Any] | None = None
+    decisions: list[DecisionOut] = []
+    lineage_run_id: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """True once the answer can no longer change."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def may_proceed(self) -> bool:
+        """True only when the gated step may run: allowed by policy, or approved."""
+        return self.status in ("allowed", "approved")
+
+
+class RequestPage(BaseModel):
+    """A page of the inbox."""
+
+    items: list[RequestOut]
+    next: str | None = Field(None, description="pass as `before` for the next page")
+
+
+class VerifyOut(BaseModel):
+    """The audit chain's state."""
+
+    ok: bool
+    rows: int
+    head: str
+    bad_seq: int | None
+    problem: str
