@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from sluicegate.exceptions import SluicegateError
+
 ROOT = Path(__file__).parents[2]
 EXAMPLES = ROOT / "examples"
 SLUICEGATE = str(Path(sys.executable).with_name("sluicegate"))
@@ -40,33 +42,97 @@ def one_line_error(proc: subprocess.CompletedProcess[str], fragment: str) -> Non
     assert fragment in proc.stderr
 
 
+def fill_store(url: str) -> None:
+    """A store with a realistic history: 11 audit rows (allowed, approved, denied, refused)."""
+    from sluicegate.approvals import Approvals
+    from sluicegate.model import Action, Asset, Channel, Requester, Verdict
+    from sluicegate.policy import load_policy
+    from sluicegate.store import Store
+
+    prod = "postgres://prod:5432"
+    who = Requester(
+        orchestrator="airflow",
+        job="export_customers.publish",
+        owner="carol",
+        triggered_by="dave",
+        principal="airflow-prod",
+    )
+    with Store(url) as store:
+        flow = Approvals(store, load_policy(EXAMPLES / "policy.yaml"))
+        flow.open(
+            idempotency_key="read",
+            requester=who.model_copy(update={"job": "revenue.load"}),
+            action=Action(kind="read", inputs=(Asset(namespace=prod, name="sales.public.orders"),)),
+        )
+        export = flow.open(
+            idempotency_key="export",
+            requester=who,
+            action=Action(
+                kind="export",
+                inputs=(Asset(namespace=prod, name="crm.public.customers"),),
+                outputs=(Asset(namespace="s3://partner-share", name="exports/customers.csv"),),
+            ),
+        )
+        assert export.request is not None
+        with pytest.raises(SluicegateError):
+            flow.decide(export.request.id, reviewer="carol", verdict=Verdict.APPROVE)
+        for reviewer in ("alice", "bob"):
+            flow.decide(
+                export.request.id, reviewer=reviewer, verdict=Verdict.APPROVE, channel=Channel.CLI
+            )
+        flow.release(export.request.id, principal="airflow-prod")
+        grant = flow.open(
+            idempotency_key="grant",
+            requester=who.model_copy(update={"job": "grants.apply"}),
+            action=Action(
+                kind="grant", outputs=(Asset(namespace=prod, name="finance.public.ledger"),)
+            ),
+        )
+        assert grant.request is not None
+        flow.decide(grant.request.id, reviewer="erin", verdict=Verdict.DENY, comment="use the view")
+        flow.open(
+            idempotency_key="vault",
+            requester=who.model_copy(update={"job": "vault.sync"}),
+            action=Action(
+                kind="export",
+                inputs=(Asset(namespace=prod, name="vault.api_keys", classifications=("secret",)),),
+            ),
+        )
+
+
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A store filled by `sluicegate demo`."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('demo')}/sluicegate.db"
-    proc = run("demo", "--db", url)
-    assert proc.returncode == 0, proc.stderr
+    """A store with a known history."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('history')}/sluicegate.db"
+    fill_store(url)
     return url
 
 
 def test_help_lists_the_commands() -> None:
     proc = run("--help")
     assert proc.returncode == 0
-    for command in ("audit", "demo", "policy"):
+    for command in ("audit", "demo", "policy", "requests", "serve", "token"):
         assert command in proc.stdout
 
 
-def test_demo_tells_the_story_and_leaves_an_intact_log(tmp_path: Path) -> None:
-    proc = run("demo", cwd=tmp_path)
+def test_demo_halts_at_the_gate_and_resumes_when_approved(tmp_path: Path) -> None:
+    proc = run("demo", "--approve-as", "alice,bob", "--wait", "60", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "allowed by rule 'routine-reads'" in out
-    assert "carol tries to approve: refused" in out and "is the job owner" in out
-    assert "reattached, nothing sent again" in out
-    assert "bob approves: request approved" in out
-    assert "erin denies" in out and "request denied" in out
-    assert "denied by rule 'no-secrets-leave'" in out
-    assert "audit log intact: 11 rows" in out
+    assert "allowed by rule 'routine-reads': the step ran at once" in out
+    assert "the gate halts the step: pending, rule 'pii-export', 2 approvals needed" in out
+    assert "/r/" in out and "?t=v1." in out  # signed review links
+    assert "carol (the job owner) tries to approve: refused" in out and "job owner" in out
+    assert "approved by alice, bob; the step resumed" in out
+    assert "refused by policy, the step does not run" in out
+    assert "chain intact" in out
+
+
+def test_demo_without_approvals_fails_closed(tmp_path: Path) -> None:
+    proc = run("demo", "--wait", "2", cwd=tmp_path)
+    assert "still pending" in proc.stdout
+    assert "the step does not run" in proc.stdout
+    assert proc.returncode == 1
 
 
 # ----------------------------------------------------------------- policy check
@@ -193,7 +259,7 @@ def test_audit_verify_reads_the_db_from_the_environment(demo_db: str) -> None:
 
 def test_audit_verify_names_the_first_tampered_row(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/t.db"
-    assert run("demo", "--db", url).returncode == 0
+    fill_store(url)
     with sqlite3.connect(tmp_path / "t.db") as conn:
         conn.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 4")
     proc = run("audit", "verify", "--db", url)

@@ -320,7 +320,8 @@ def serve(
         from sluicegate.server import create_app
     except ImportError as err:
         raise _Fail(
-            f"sluicegate: error: the server needs its extra: pip install 'sluicegate[server]' ({err})",
+            "sluicegate: error: the server needs its extra: "
+            f"pip install 'sluicegate[server]' ({err})",
             2,
         ) from err
     settings = _settings(ctx, db_url=db_url, policy=policy_file, host=host, port=port)
@@ -406,7 +407,8 @@ def _show_request(r: Any, fmt: str) -> None:
         return
     action = r.action or {}
     click.echo(
-        f"{r.id}  {r.status}  rule {r.rule or '-'}  {r.approvals} of {r.required_approvals} approvals"
+        f"{r.id}  {r.status}  rule {r.rule or '-'}  "
+        f"{r.approvals} of {r.required_approvals} approvals"
     )
     if action.get("summary"):
         click.echo(f"  {action['summary']}")
@@ -418,7 +420,8 @@ def _show_request(r: Any, fmt: str) -> None:
     req = r.requester or {}
     if req:
         click.echo(
-            f"  requested by {req.get('principal')} for {req.get('orchestrator')} job {req.get('job') or '-'}"
+            f"  requested by {req.get('principal')} for {req.get('orchestrator')} "
+            f"job {req.get('job') or '-'}"
             f" (owner {req.get('owner') or '-'}, triggered by {req.get('triggered_by') or '-'})"
         )
     for d in r.decisions:
@@ -460,7 +463,8 @@ def requests_list(
     for r in page.items:
         summary = (r.action or {}).get("summary", "")
         click.echo(
-            f"{r.id}  {r.status:<9} {r.approvals}/{r.required_approvals}  {r.rule or '-':<20} {summary}"
+            f"{r.id}  {r.status:<9} {r.approvals}/{r.required_approvals}  "
+            f"{r.rule or '-':<20} {summary}"
         )
 
 
@@ -543,12 +547,39 @@ def requests_deny(
     type=click.Path(dir_okay=False),
     help="Policy file (default: the bundled example policy).",
 )
-@click.pass_context
-def demo(ctx: click.Context, db_url: str | None, policy_file: str | None) -> None:
-    """Walk through gates, decisions and the audit log on an embedded SQLite store."""
+@click.option(
+    "--approve-as",
+    default="",
+    metavar="IDS",
+    help="Comma-separated reviewers who approve from a second process (unattended run).",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=0, help="Server port (default: a free one)."
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=1),
+    default=600,
+    show_default=True,
+    help="Seconds the gated step waits for a decision.",
+)
+def demo(
+    db_url: str | None, policy_file: str | None, approve_as: str, port: int, wait: float
+) -> None:
+    """Start a server, run a pipeline that halts at a gate, resume it when approved."""
     from sluicegate.demo import run_demo
 
-    run_demo(db_url=db_url, policy_file=policy_file, echo=click.echo)
+    reviewers = [r.strip() for r in approve_as.split(",") if r.strip()]
+    code = run_demo(
+        db_url=db_url,
+        policy_file=policy_file,
+        approve_as=reviewers,
+        port=port,
+        wait=wait,
+        echo=click.echo,
+    )
+    if code:
+        raise _Fail("sluicegate: the demo did not end as the policy says", code)
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -9,6 +9,7 @@ and nothing but an ``allowed`` or ``approved`` answer lets the step run.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from sluicegate.wire import GateIn, RequesterIn, RequestOut, RequestPage, Verify
 __all__ = ["AsyncSluicegateClient", "GateRefused", "SluicegateClient"]
 
 _LONG_POLL = 30.0
+log = logging.getLogger("sluicegate.client")
 
 
 class GateRefused(ClientError):
@@ -191,6 +193,12 @@ class SluicegateClient:
             self._call("GET", "/api/v1/requests", params=params).json()
         )
 
+    def release(self, request_id: str) -> RequestOut:
+        """Record that the gated step went ahead (``gate.released``)."""
+        return RequestOut.model_validate(
+            self._call("POST", f"/api/v1/requests/{request_id}/release").json()
+        )
+
     def verify_audit(self) -> VerifyOut:
         """The server's audit chain check."""
         return VerifyOut.model_validate(self._call("GET", "/api/v1/audit/verify").json())
@@ -251,6 +259,11 @@ class SluicegateClient:
         if not answer.terminal:
             answer = self.wait_until_done(answer.id, deadline=deadline)
         if answer.may_proceed:
+            if answer.status == "approved":
+                try:
+                    self.release(answer.id)
+                except ClientError as err:  # the approval stands; only the release row is missing
+                    log.warning("could not record the release of request %s: %s", answer.id, err)
             return answer
         if not answer.terminal:
             raise ClientError(

@@ -1,27 +1,33 @@
-"""``sluicegate demo``: the whole approval story on an embedded SQLite store.
+"""``sluicegate demo``: a pipeline halts at a gate until reviewers approve, end to end.
 
-It plays the part of a pipeline and of its reviewers against the real policy engine, store
-and audit log (no server, no other service), and prints what each of them would see.
+It starts the real server on SQLite with the example policy, runs example pipeline steps
+through the core gate client (the orchestrator adapters replace that client's caller), prints
+the review links, and resumes the gated step the moment the decision lands. With
+``--approve-as alice,bob`` the approvals come from a second process, so the demo runs
+unattended; without it, approve in the browser or with the printed CLI command.
 """
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import tempfile
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 from pathlib import Path
 
-from sluicegate import audit
-from sluicegate.approvals import Approvals, GateAnswer
-from sluicegate.exceptions import ForbiddenError, SluicegateError
-from sluicegate.model import Action, Asset, Channel, Requester, Verdict
-from sluicegate.policy import Policy, load_policy
-from sluicegate.store import Store
+from sluicegate.exceptions import ClientError, SluicegateError
+from sluicegate.links import sign_link
+from sluicegate.settings import load_settings
 
 __all__ = ["bundled_policy_path", "run_demo"]
 
 PROD = "postgres://prod:5432"
-_VERB = {Verdict.APPROVE: "approves", Verdict.DENY: "denies"}
+PIPELINE = "demo-pipeline"
+Echo = Callable[[str], None]
 
 
 def bundled_policy_path() -> Path:
@@ -29,158 +35,202 @@ def bundled_policy_path() -> Path:
     return Path(str(files("sluicegate.demo").joinpath("policy.yaml")))
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Server:
+    """The real server (uvicorn) in a thread of this process."""
+
+    def __init__(self, app: object, port: int) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)  # type: ignore[arg-type]
+        )
+        self.thread = threading.Thread(
+            target=self.server.run, name="sluicegate-server", daemon=True
+        )
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise SluicegateError("the demo server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
 def run_demo(
     *,
     db_url: str | None = None,
     policy_file: str | None = None,
-    echo: Callable[[str], None] = print,
-) -> None:
-    """Run the demo; ``db_url`` defaults to a new SQLite file in a temporary folder."""
-    if db_url is None:
-        folder = Path(tempfile.mkdtemp(prefix="sluicegate-demo-"))
-        db_url = f"sqlite:///{folder / 'sluicegate.db'}"
-    policy = load_policy(policy_file or bundled_policy_path())
-    with Store(db_url) as store:
-        _story(Approvals(store, policy), policy, echo)
-        result = audit.verify(store.engine)
-        echo("")
-        echo(f"audit: {result}")
-        echo("")
-        echo("Look closer:")
-        echo(f"  sluicegate audit verify --db {db_url}")
-        echo(f"  sluicegate audit export --db {db_url} --format csv")
-        echo(f"  sluicegate policy check {policy.source} --action examples/actions/pii-export.json")
-        if not result.ok:
-            raise SluicegateError("the audit log of the demo does not verify")
+    approve_as: Sequence[str] = (),
+    port: int = 0,
+    wait: float = 600.0,
+    echo: Echo = print,
+) -> int:
+    """Run the demo; returns the exit code (0 when every step ended as the policy says)."""
+    from sluicegate.server import create_app
 
-
-def _show(echo: Callable[[str], None], step: str, answer: GateAnswer) -> None:
-    ev = answer.evaluation
-    rule = ev.rule or "default"
-    if answer.status == "allowed":
-        echo(f"  -> allowed by rule {rule!r}: the step runs now, nobody is notified")
-    elif answer.status == "denied" and answer.request is None:
-        echo(f"  -> denied by rule {rule!r}: {ev.reason or 'the policy forbids it'}")
-    else:
-        req = answer.request
-        assert req is not None
-        again = "" if answer.created else " (a retry: reattached, nothing sent again)"
-        echo(f"  -> {answer.status}{again}: request {req.id}")
-        echo(
-            f"     rule {rule!r} needs {req.required_approvals} approval(s) from "
-            f"{', '.join(req.groups)}; eligible: {', '.join(r.id for r in ev.eligible) or '(none)'}"
-        )
-        for reviewer, why in ev.excluded:
-            echo(f"     {reviewer.id} may not approve: {why}")
-        if ev.notify:
-            echo(f"     would notify {', '.join(ev.notify)}")
-
-
-def _decide(
-    echo: Callable[[str], None],
-    approvals: Approvals,
-    request_id: str,
-    reviewer: str,
-    verdict: Verdict,
-    comment: str = "",
-) -> None:
-    try:
-        outcome = approvals.decide(
-            request_id, reviewer=reviewer, verdict=verdict, comment=comment, channel=Channel.CLI
-        )
-    except ForbiddenError as err:
-        echo(f"  {reviewer} tries to {verdict.value}: refused ({err})")
-        return
-    req = outcome.request
-    said = f" ({comment})" if comment else ""
-    if outcome.ended is None:
-        echo(
-            f"  {reviewer} {_VERB[verdict]}{said}: "
-            f"{req.approvals} of {req.required_approvals} approvals"
-        )
-    else:
-        echo(f"  {reviewer} {_VERB[verdict]}{said}: request {outcome.ended.value}")
-
-
-def _story(approvals: Approvals, policy: Policy, echo: Callable[[str], None]) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="sluicegate-demo-"))
+    db_url = db_url or f"sqlite:///{folder / 'sluicegate.db'}"
+    port = port or _free_port()
+    server_url = f"http://127.0.0.1:{port}"
+    settings = load_settings(
+        db_url=db_url, policy=str(policy_file or bundled_policy_path()), server_url=server_url
+    )
+    app = create_app(settings)
+    st = app.state.sluicegate
+    tokens = {r: st.store.create_token(r, "review") for r in st.policy.reviewers}
+    pipeline_token = st.store.create_token(PIPELINE, "request")
     echo(
-        f"Policy {policy.source}: {len(policy.spec.rules)} rules, {len(policy.reviewers)} reviewers"
+        f"Sluicegate server on {server_url} (SQLite {db_url.removeprefix('sqlite:///')}), "
+        f"policy {settings.policy}: {len(st.policy.spec.rules)} rules"
     )
-    airflow = Requester(
-        orchestrator="airflow",
-        job="export_customers.publish",
-        run_id="manual__2026-11-25",
-        owner="carol",
-        triggered_by="dave",
-        principal="airflow-prod",
+    with _Server(app, port):
+        code = _story(server_url, pipeline_token, tokens, st.secret_key, approve_as, wait, echo)
+        from sluicegate.client import SluicegateClient
+
+        with SluicegateClient(server_url, tokens[next(iter(tokens))]) as client:
+            verified = client.verify_audit()
+    echo("")
+    echo(
+        f"Audit: {verified.rows} rows, "
+        f"chain {'intact' if verified.ok else 'BROKEN: ' + verified.problem}, "
+        f"head {verified.head}"
+    )
+    echo(f"  sluicegate audit verify --db {db_url}")
+    echo(f"  sluicegate audit export --db {db_url} --format csv")
+    return code if verified.ok else 1
+
+
+def _approver(
+    server_url: str, request_id: str, reviewers: Sequence[str], tokens: dict[str, str]
+) -> subprocess.Popen[str]:
+    """A second process that approves as each reviewer in turn, as a person would."""
+    script = (
+        "import sys, time, subprocess\n"
+        "time.sleep(1.0)\n"
+        "for token in sys.argv[3:]:\n"
+        "    subprocess.run([sys.executable, '-m', 'sluicegate.cli', 'requests', 'approve',\n"
+        "                    sys.argv[2], '--server', sys.argv[1], '--token', token,\n"
+        "                    '--comment', 'ok for the partner share'],\n"
+        "                   stdout=subprocess.DEVNULL)\n"
+        "    time.sleep(0.5)\n"
+    )
+    unknown = [r for r in reviewers if r not in tokens]
+    if unknown:
+        raise SluicegateError(f"--approve-as: {', '.join(unknown)} is not a reviewer in the policy")
+    return subprocess.Popen(
+        [sys.executable, "-c", script, server_url, request_id, *[tokens[r] for r in reviewers]],
+        text=True,
     )
 
-    echo("\n1. A routine read of the orders table")
-    answer = approvals.open(
-        idempotency_key="airflow:revenue.load:scheduled__2026-11-25:read:0",
-        action=Action(
-            kind="read",
-            summary="Read orders for the revenue report",
-            inputs=(Asset(namespace=PROD, name="sales.public.orders"),),
-        ),
-        requester=airflow.model_copy(update={"job": "revenue.load"}),
-    )
-    _show(echo, "read", answer)
 
-    echo("\n2. Export customers (PII) to a partner bucket")
-    export = Action(
-        kind="export",
-        summary="Export customers to the partner bucket",
-        inputs=(Asset(namespace=PROD, name="crm.public.customers"),),
-        outputs=(Asset(namespace="s3://partner-share", name="exports/customers.csv"),),
-        destination="s3://partner-share/exports/customers.csv",
-        context={"rows": 120000, "query": "SELECT * FROM crm.public.customers"},
-    )
-    key = "airflow:export_customers:manual__2026-11-25:publish:0"
-    answer = approvals.open(idempotency_key=key, action=export, requester=airflow)
-    _show(echo, "export", answer)
-    assert answer.request is not None
-    request_id = str(answer.request.id)
-    echo("   the task is retried while it waits:")
-    _show(echo, "export", approvals.open(idempotency_key=key, action=export, requester=airflow))
-    _decide(echo, approvals, request_id, "carol", Verdict.APPROVE)
-    _decide(echo, approvals, request_id, "alice", Verdict.APPROVE)
-    _decide(echo, approvals, request_id, "bob", Verdict.APPROVE)
-    approvals.release(request_id, principal="airflow-prod")
-    echo("  -> the export task resumes and runs; the release is audited")
+def _story(
+    server_url: str,
+    pipeline_token: str,
+    tokens: dict[str, str],
+    key: bytes,
+    approve_as: Sequence[str],
+    wait: float,
+    echo: Echo,
+) -> int:
+    from sluicegate.client import GateRefused, SluicegateClient
 
-    echo("\n3. Grant SELECT on the ledger to analytics")
-    grant = Action(
-        kind="grant",
-        summary="Grant SELECT on finance.public.ledger to analytics",
-        outputs=(Asset(namespace=PROD, name="finance.public.ledger"),),
-        context={"statement": "GRANT SELECT ON finance.public.ledger TO analytics"},
-    )
-    answer = approvals.open(
-        idempotency_key="airflow:grants.apply:manual__2026-11-25:grant:0",
-        action=grant,
-        requester=airflow.model_copy(update={"job": "grants.apply"}),
-    )
-    _show(echo, "grant", answer)
-    assert answer.request is not None
-    _decide(
-        echo,
-        approvals,
-        str(answer.request.id),
-        "erin",
-        Verdict.DENY,
-        "analytics reads the ledger through the reporting view",
-    )
-    echo("  -> the grant task fails without retrying; nothing was granted")
+    requester = {
+        "orchestrator": "demo",
+        "job": "export_customers.publish",
+        "run_id": "manual__2026-11-25",
+        "owner": "carol",
+        "triggered_by": "dave",
+    }
+    code = 0
+    with SluicegateClient(server_url, pipeline_token) as pipeline:
+        echo("\n1. extract: read the orders table")
+        answer = pipeline.gate(
+            "demo:revenue:read",
+            {
+                "kind": "read",
+                "summary": "Read orders for the revenue report",
+                "inputs": [{"namespace": PROD, "name": "sales.public.orders"}],
+            },
+            requester,
+        )
+        echo(f"   {answer.status} by rule {answer.rule!r}: the step ran at once, nobody was asked")
 
-    echo("\n4. Export a table of secrets")
-    answer = approvals.open(
-        idempotency_key="airflow:vault.sync:manual__2026-11-25:export:0",
-        action=Action(
-            kind="export",
-            summary="Copy API keys to a partner",
-            inputs=(Asset(namespace=PROD, name="vault.api_keys", classifications=("secret",)),),
-        ),
-        requester=airflow.model_copy(update={"job": "vault.sync"}),
-    )
-    _show(echo, "secrets", answer)
+        echo("\n2. publish: export customers (PII) to the partner bucket")
+        export = {
+            "kind": "export",
+            "summary": "Export customers to the partner bucket",
+            "inputs": [{"namespace": PROD, "name": "crm.public.customers"}],
+            "outputs": [{"namespace": "s3://partner-share", "name": "exports/customers.csv"}],
+            "destination": "s3://partner-share/exports/customers.csv",
+            "context": {"rows": 120000, "query": "SELECT * FROM crm.public.customers"},
+        }
+        key_ = "demo:export_customers:manual__2026-11-25:publish:0"
+        opened = pipeline.open_gate(key_, export, requester)
+        echo(
+            f"   the gate halts the step: {opened.status}, rule {opened.rule!r}, "
+            f"{opened.required_approvals} approvals needed from {', '.join(opened.groups)}"
+        )
+        echo("   review links (one per reviewer, signed, single-use):")
+        for reviewer in ("alice", "bob"):
+            link = f"{opened.review_url}?t={sign_link(key, opened.id, reviewer)}"
+            echo(f"     {reviewer}: {link}")
+        echo(
+            f"   or: sluicegate requests approve {opened.id} --server {server_url} "
+            "--token <review token>"
+        )
+        with SluicegateClient(server_url, tokens["carol"]) as carol:
+            try:
+                carol.decide(opened.id, "approve")
+            except ClientError as err:
+                echo(f"   carol (the job owner) tries to approve: refused: {err.detail}")
+        approver = _approver(server_url, opened.id, approve_as, tokens) if approve_as else None
+        if approver is None:
+            echo(f"   waiting up to {wait:.0f} s for a decision...")
+        else:
+            echo(f"   {', '.join(approve_as)} will approve from a second process")
+        started = time.monotonic()
+        try:
+            done = pipeline.gate(key_, export, requester, timeout=wait)  # reattaches, long-polls
+            echo(
+                f"   approved by {', '.join(d.reviewer for d in done.decisions)}; the step resumed "
+                f"{(time.monotonic() - started):.1f} s after it halted and ran the export"
+            )
+        except GateRefused as err:
+            echo(f"   the step does not run: {err.detail}")
+        except ClientError as err:
+            echo(f"   the step does not run: {err.detail}")
+            code = 1
+        finally:
+            if approver is not None:
+                approver.wait(timeout=60)
+
+        echo("\n3. sync: copy API keys (secret) to a partner")
+        try:
+            pipeline.gate(
+                "demo:vault:sync",
+                {
+                    "kind": "export",
+                    "summary": "Copy API keys to a partner",
+                    "inputs": [
+                        {"namespace": PROD, "name": "vault.api_keys", "classifications": ["secret"]}
+                    ],
+                },
+                requester,
+            )
+            echo("   UNEXPECTED: the policy let secrets out")
+            code = 1
+        except GateRefused as err:
+            echo(f"   refused by policy, the step does not run: {err.detail}")
+    return code

@@ -223,6 +223,22 @@ def cancel(
     return request_out(st, req)
 
 
+@router.post("/requests/{request_id}/release", response_model=RequestOut)
+def release(
+    request_id: str, st: State, who: Annotated[Identity, Depends(require_request)]
+) -> RequestOut:
+    """The gated step went ahead: recorded as ``gate.released`` (approved requests only)."""
+    req = st.store.get(request_id)
+    if req.requester.principal != who.principal:
+        raise ApiError(403, "forbidden", "only the principal that opened a request may release it")
+    if req.status is not Status.APPROVED:
+        raise ApiError(
+            409, "conflict", f"request is {req.status.value}; only an approved gate is released"
+        )
+    st.approvals.release(req.id, principal=who.principal)
+    return request_out(st, req)
+
+
 @router.get(
     "/audit",
     tags=["audit"],

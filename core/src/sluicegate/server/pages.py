@@ -1,9 +1,355 @@
-"""Review pages (being written)."""
+"""Review pages: server-rendered HTML for people, working without JavaScript.
+
+- ``GET /r/{id}``: the request in full, and an Approve/Deny form for a reviewer who may decide;
+- ``POST /r/{id}/decide``: the form's target (CSRF-protected; a link decides once);
+- ``GET /inbox``: the pending requests the signed-in reviewer may decide;
+- ``GET/POST /login``, ``POST /logout``: a session from a ``review`` token.
+
+Viewers are identified by a signed link, a session cookie or the trusted SSO header (see
+:mod:`sluicegate.server._pages_auth`); every rule about who may decide is the workflow's
+(:class:`sluicegate.approvals.Approvals`), as for every other channel.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+from urllib.parse import urlencode
 
-__all__ = ["router"]
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
 
-router = APIRouter()
+from sluicegate.exceptions import (
+    ActionError,
+    ForbiddenError,
+    NotFoundError,
+    TransitionError,
+)
+from sluicegate.links import LinkError, sign_link
+from sluicegate.model import ApprovalRequest, Channel, Status, Verdict, utcnow
+from sluicegate.server._pages_auth import (
+    SESSION_COOKIE,
+    SESSION_TTL,
+    Viewer,
+    claimed_reviewer,
+    csrf_ok,
+    csrf_token,
+    link_viewer,
+    safe_next,
+    sign_session,
+    signed_in,
+)
+from sluicegate.server._pages_view import message, redirect, render, request_view
+from sluicegate.server.api import record_decision_metrics
+from sluicegate.server.state import ServerState, state_of
+
+__all__ = ["review_link", "router"]
+
+router = APIRouter(include_in_schema=False)
+
+_MAX_COMMENT = 4000
+_MAX_TOKEN = 1024
+
+
+def review_link(st: ServerState, request_id: str, reviewer: str) -> str:
+    """A signed, single-use review URL for ``reviewer`` (for chat notifications)."""
+    token = sign_link(st.secret_key, request_id, reviewer, ttl=st.link_ttl)
+    return f"{st.review_url(request_id)}?t={token}"
+
+
+def _login_path(next_path: str) -> str:
+    return "/login?" + urlencode({"next": next_path})
+
+
+def _not_found(request_id: str, viewer: Viewer | None = None) -> Response:
+    return message(
+        "Request not found",
+        f"There is no request {request_id}.",
+        status=404,
+        viewer=viewer,
+        links=[("/inbox", "Your inbox")],
+    )
+
+
+def _bad_link(st: ServerState, req: ApprovalRequest, token: str, err: LinkError) -> Response:
+    """Refuse a link, with an audit row naming whoever it claims to be for."""
+    st.approvals.reject(req, actor=claimed_reviewer(token), reason=str(err), channel=Channel.LINK)
+    st.metrics.rejected.inc()
+    why = str(err)
+    return message(
+        "This review link cannot be used",
+        f"{why[:1].upper()}{why[1:]}. Ask for a new link, or sign in with a review token.",
+        status=403,
+        links=[(_login_path(f"/r/{req.id}"), "Sign in")],
+    )
+
+
+def _cannot_decide(st: ServerState, req: ApprovalRequest, viewer: Viewer) -> str | None:
+    """Why ``viewer`` sees no form on ``req``'s page, or None when they may decide."""
+    if req.status is not Status.PENDING:
+        return f"This request is {req.status.value}; it can no longer be decided."
+    if req.is_expired():
+        return "This request has expired; it can no longer be decided."
+    mine = next((d for d in req.decisions if d.reviewer == viewer.reviewer), None)
+    if mine is not None:
+        return f"You already decided: {mine.verdict.value}."
+    why = st.approvals.check_reviewer(req, viewer.reviewer)
+    if why is None:
+        return None
+    prefix = f"{viewer.reviewer!r} cannot approve this request: is "
+    if why.startswith(prefix):  # the policy's self-approval sentences, said to the viewer
+        return f"You cannot decide this request: you are {why[len(prefix) :]}."
+    return f"You cannot decide this request: {why}."
+
+
+def _review(
+    st: ServerState,
+    req: ApprovalRequest,
+    viewer: Viewer,
+    *,
+    status: int = 200,
+    error: str = "",
+    comment: str = "",
+) -> Response:
+    """The review page for ``viewer``, with the form when they may decide."""
+    cannot = _cannot_decide(st, req, viewer)
+    form = None
+    if cannot is None:
+        form = {
+            "csrf": csrf_token(st.secret_key, str(req.id), viewer),
+            "link_token": viewer.link_token or "",
+            "comment": comment,
+        }
+    return render(
+        "review.html",
+        status=status,
+        viewer=viewer,
+        r=request_view(st, req, utcnow()),
+        form=form,
+        cannot=cannot or "",
+        error=error,
+    )
+
+
+@router.get("/r/{request_id}")
+def review_page(request_id: str, request: Request, t: str = "") -> Response:
+    """The review page. Needs an identity: a link (``?t=``), a session, or the SSO header."""
+    st = state_of(request)
+    viewer = None if t else signed_in(request, st)
+    if viewer is None and not t:
+        return redirect(_login_path(f"/r/{request_id}"))
+    try:
+        req = st.store.get(request_id)
+    except NotFoundError:
+        return _not_found(request_id, viewer)
+    if viewer is None:  # then there is a link
+        try:
+            viewer = link_viewer(st, t, str(req.id))
+        except LinkError as err:
+            return _bad_link(st, req, t, err)
+    return _review(st, req, viewer)
+
+
+def _form_problem(req: ApprovalRequest, verdict: Verdict, comment: str) -> str | None:
+    """What is wrong with the form before anything is spent (a link, an audit row)."""
+    if len(comment) > _MAX_COMMENT:
+        return f"The comment is longer than {_MAX_COMMENT} characters."
+    if "\x00" in comment:
+        return "The comment must not contain NUL characters."
+    if verdict is Verdict.DENY and req.comment_on_deny and not comment.strip():
+        return "A comment is required to deny this request."
+    return None
+
+
+@router.post("/r/{request_id}/decide")
+def decide_form(
+    request_id: str,
+    request: Request,
+    verdict: Annotated[str, Form()] = "",
+    comment: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
+    fingerprint: Annotated[str, Form()] = "",
+    t: Annotated[str, Form()] = "",
+) -> Response:
+    """Record the viewer's decision from the review page's form."""
+    st = state_of(request)
+    signed = None if t else signed_in(request, st)
+    try:
+        req = st.store.get(request_id)
+    except NotFoundError:
+        return _not_found(request_id, signed)
+    rid = str(req.id)
+    try:
+        chosen = Verdict(verdict)
+    except ValueError:
+        chosen = None
+    if t:
+        try:
+            viewer = link_viewer(st, t, rid)
+        except LinkError as err:
+            return _bad_link(st, req, t, err)
+    elif signed is not None:
+        viewer = signed
+    else:
+        return message(
+            "Sign in to decide",
+            "Open your review link again, or sign in with a review token.",
+            status=403,
+            links=[(_login_path(f"/r/{rid}"), "Sign in")],
+        )
+    if not csrf_ok(st.secret_key, rid, viewer, csrf):
+        return message(
+            "The form expired",
+            "The form's security token is missing or wrong; nothing was recorded. "
+            "Open the request again and decide from its page.",
+            status=403,
+            viewer=viewer,
+            links=[(f"/r/{rid}", "The request")] if viewer.via != "link" else [],
+        )
+    if chosen is None:
+        error = "Choose Approve or Deny."
+        return _review(st, req, viewer, status=422, error=error, comment=comment)
+    problem = _form_problem(req, chosen, comment)
+    if problem is not None:
+        return _review(st, req, viewer, status=422, error=problem, comment=comment)
+    if viewer.via == "link" and not st.store.use_link(viewer.binding, rid, viewer.reviewer):
+        reason = "this link was already used"
+        st.approvals.reject(
+            req, actor=viewer.reviewer, reason=reason, verdict=chosen, channel=viewer.channel
+        )
+        st.metrics.rejected.inc()
+        return message(
+            "This review link was already used",
+            "A review link decides once; this link was already used. Nothing was recorded.",
+            status=403,
+            viewer=viewer,
+        )
+    return _decide(st, req, viewer, chosen, comment, fingerprint)
+
+
+def _decide(
+    st: ServerState,
+    req: ApprovalRequest,
+    viewer: Viewer,
+    verdict: Verdict,
+    comment: str,
+    fingerprint: str,
+) -> Response:
+    """Call the workflow and answer with the result page, or the error in words."""
+    rid = str(req.id)
+    back = f"/r/{rid}" + (f"?t={viewer.link_token}" if viewer.link_token else "")
+    links = [(back, "The request")]
+    try:
+        outcome = st.approvals.decide(
+            rid,
+            reviewer=viewer.reviewer,
+            verdict=verdict,
+            comment=comment,
+            channel=viewer.channel,
+            fingerprint=fingerprint or None,
+        )
+    except ForbiddenError as err:  # the workflow already wrote decision.rejected
+        st.metrics.rejected.inc()
+        return message(
+            "You cannot decide this request",
+            f"{err}. Nothing was recorded.",
+            status=403,
+            viewer=viewer,
+            links=links,
+        )
+    except TransitionError as err:  # ConflictError too: ended, decided, or the action changed
+        return message("Nothing was recorded", f"{err}.", status=409, viewer=viewer, links=links)
+    except (ActionError, ValidationError) as err:
+        return _review(st, req, viewer, status=422, error=str(err), comment=comment)
+    except NotFoundError:
+        return _not_found(rid, viewer)
+    record_decision_metrics(st, outcome.request, verdict, viewer.channel, outcome.ended)
+    past = "approved" if verdict is Verdict.APPROVE else "denied"
+    if outcome.ended is not None:
+        result = f"the request is {outcome.ended.value}"
+    else:
+        result = request_view(st, outcome.request, utcnow()).progress
+    return message(
+        "Decision recorded",
+        f"You {past} request {rid}: {result}.",
+        status=200,
+        viewer=viewer,
+        links=links,
+    )
+
+
+@router.get("/inbox")
+def inbox(request: Request) -> Response:
+    """The pending requests the signed-in reviewer may decide, newest first."""
+    st = state_of(request)
+    viewer = signed_in(request, st)
+    if viewer is None:
+        return redirect(_login_path("/inbox"))
+    now = utcnow()
+    pending = st.store.list_requests(status=Status.PENDING, limit=500)
+    mine = [
+        request_view(st, req, now)
+        for req in pending
+        if not req.is_expired(now)
+        and not any(d.reviewer == viewer.reviewer for d in req.decisions)
+        and st.approvals.check_reviewer(req, viewer.reviewer) is None
+    ]
+    return render(
+        "inbox.html",
+        viewer=viewer,
+        items=mine,
+        reviewer_known=st.policy.reviewer(viewer.reviewer) is not None,
+        capped=len(pending) == 500,
+    )
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "") -> Response:
+    """Sign in with a review token."""
+    st = state_of(request)
+    return render("login.html", viewer=signed_in(request, st), next=safe_next(next), error="")
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "",
+) -> Response:
+    """Check the token and set the session cookie (never the token itself)."""
+    st = state_of(request)
+    token = token.strip()
+    info = st.store.token_info(token) if 0 < len(token) <= _MAX_TOKEN else None
+    error = ""
+    if info is None:
+        error = "That token is unknown or revoked."
+    elif info.scope != "review":
+        error = "That is a request token; sign in with a review token."
+    if info is None or error:
+        return render("login.html", status=401, viewer=None, next=safe_next(next), error=error)
+    response = redirect(safe_next(next))
+    response.set_cookie(
+        SESSION_COOKIE,
+        sign_session(st.secret_key, info.principal),
+        max_age=int(SESSION_TTL.total_seconds()),
+        path="/",
+        secure=_https(request, st),
+        httponly=True,
+        samesite="lax",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request) -> Response:
+    """Forget the session."""
+    st = state_of(request)
+    response = redirect("/login")
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", secure=_https(request, st), httponly=True, samesite="lax"
+    )
+    return response
+
+
+def _https(request: Request, st: ServerState) -> bool:
+    return request.url.scheme == "https" or st.settings.server_url.startswith("https://")
