@@ -85,6 +85,7 @@ async def listen_postgres(engine: Engine, hub: StatusHub, stop: asyncio.Event) -
                 delay = 0.5
                 gen = conn.notifies()
                 stopper = asyncio.ensure_future(stop.wait())
+                nxt: asyncio.Future[psycopg.Notify] | None = None
                 try:
                     while not stop.is_set():
                         nxt = asyncio.ensure_future(anext(gen))
@@ -97,6 +98,8 @@ async def listen_postgres(engine: Engine, hub: StatusHub, stop: asyncio.Event) -
                             nxt.cancel()
                 finally:
                     stopper.cancel()
+                    if nxt is not None:  # it holds the connection's lock: closing would hang
+                        nxt.cancel()
         except (OSError, psycopg.Error, StopAsyncIteration) as err:
             if stop.is_set():
                 return

@@ -3,7 +3,8 @@
 - ``GET /r/{id}``: the request in full, and an Approve/Deny form for a reviewer who may decide;
 - ``POST /r/{id}/decide``: the form's target (CSRF-protected; a link decides once);
 - ``GET /inbox``: the pending requests the signed-in reviewer may decide;
-- ``GET/POST /login``, ``POST /logout``: a session from a ``review`` token.
+- ``GET/POST /login``, ``POST /logout``: a session from a ``review`` token
+  (:mod:`sluicegate.server._pages_session`).
 
 Viewers are identified by a signed link, a session cookie or the trusted SSO header (see
 :mod:`sluicegate.server._pages_auth`); every rule about who may decide is the workflow's
@@ -28,17 +29,14 @@ from sluicegate.exceptions import (
 from sluicegate.links import LinkError, sign_link
 from sluicegate.model import ApprovalRequest, Channel, Status, Verdict, utcnow
 from sluicegate.server._pages_auth import (
-    SESSION_COOKIE,
-    SESSION_TTL,
     Viewer,
     claimed_reviewer,
     csrf_ok,
     csrf_token,
     link_viewer,
-    safe_next,
-    sign_session,
     signed_in,
 )
+from sluicegate.server._pages_session import router as session_router
 from sluicegate.server._pages_view import message, redirect, render, request_view
 from sluicegate.server.api import record_decision_metrics
 from sluicegate.server.state import ServerState, state_of
@@ -46,9 +44,9 @@ from sluicegate.server.state import ServerState, state_of
 __all__ = ["review_link", "router"]
 
 router = APIRouter(include_in_schema=False)
+router.include_router(session_router)
 
 _MAX_COMMENT = 4000
-_MAX_TOKEN = 1024
 
 
 def review_link(st: ServerState, request_id: str, reviewer: str) -> str:
@@ -71,9 +69,16 @@ def _not_found(request_id: str, viewer: Viewer | None = None) -> Response:
     )
 
 
-def _bad_link(st: ServerState, req: ApprovalRequest, token: str, err: LinkError) -> Response:
+def _bad_link(
+    st: ServerState,
+    req: ApprovalRequest,
+    token: str,
+    err: LinkError,
+    verdict: Verdict | None = None,
+) -> Response:
     """Refuse a link, with an audit row naming whoever it claims to be for."""
-    st.approvals.reject(req, actor=claimed_reviewer(token), reason=str(err), channel=Channel.LINK)
+    actor = claimed_reviewer(token)
+    st.approvals.reject(req, actor=actor, reason=str(err), verdict=verdict, channel=Channel.LINK)
     st.metrics.rejected.inc()
     why = str(err)
     return message(
@@ -174,29 +179,29 @@ def decide_form(
     """Record the viewer's decision from the review page's form."""
     st = state_of(request)
     signed = None if t else signed_in(request, st)
+    if signed is None and not t:
+        return message(
+            "Sign in to decide",
+            "Open your review link again, or sign in with a review token.",
+            status=403,
+            links=[(_login_path(f"/r/{request_id}"), "Sign in")],
+        )
     try:
         req = st.store.get(request_id)
     except NotFoundError:
         return _not_found(request_id, signed)
     rid = str(req.id)
     try:
-        chosen = Verdict(verdict)
+        chosen: Verdict | None = Verdict(verdict)
     except ValueError:
         chosen = None
-    if t:
+    if signed is not None:
+        viewer = signed
+    else:
         try:
             viewer = link_viewer(st, t, rid)
         except LinkError as err:
-            return _bad_link(st, req, t, err)
-    elif signed is not None:
-        viewer = signed
-    else:
-        return message(
-            "Sign in to decide",
-            "Open your review link again, or sign in with a review token.",
-            status=403,
-            links=[(_login_path(f"/r/{rid}"), "Sign in")],
-        )
+            return _bad_link(st, req, t, err, chosen)
     if not csrf_ok(st.secret_key, rid, viewer, csrf):
         return message(
             "The form expired",
@@ -301,55 +306,3 @@ def inbox(request: Request) -> Response:
         reviewer_known=st.policy.reviewer(viewer.reviewer) is not None,
         capped=len(pending) == 500,
     )
-
-
-@router.get("/login")
-def login_page(request: Request, next: str = "") -> Response:
-    """Sign in with a review token."""
-    st = state_of(request)
-    return render("login.html", viewer=signed_in(request, st), next=safe_next(next), error="")
-
-
-@router.post("/login")
-def login(
-    request: Request,
-    token: Annotated[str, Form()] = "",
-    next: Annotated[str, Form()] = "",
-) -> Response:
-    """Check the token and set the session cookie (never the token itself)."""
-    st = state_of(request)
-    token = token.strip()
-    info = st.store.token_info(token) if 0 < len(token) <= _MAX_TOKEN else None
-    error = ""
-    if info is None:
-        error = "That token is unknown or revoked."
-    elif info.scope != "review":
-        error = "That is a request token; sign in with a review token."
-    if info is None or error:
-        return render("login.html", status=401, viewer=None, next=safe_next(next), error=error)
-    response = redirect(safe_next(next))
-    response.set_cookie(
-        SESSION_COOKIE,
-        sign_session(st.secret_key, info.principal),
-        max_age=int(SESSION_TTL.total_seconds()),
-        path="/",
-        secure=_https(request, st),
-        httponly=True,
-        samesite="lax",
-    )
-    return response
-
-
-@router.post("/logout")
-def logout(request: Request) -> Response:
-    """Forget the session."""
-    st = state_of(request)
-    response = redirect("/login")
-    response.delete_cookie(
-        SESSION_COOKIE, path="/", secure=_https(request, st), httponly=True, samesite="lax"
-    )
-    return response
-
-
-def _https(request: Request, st: ServerState) -> bool:
-    return request.url.scheme == "https" or st.settings.server_url.startswith("https://")
