@@ -315,8 +315,6 @@ def serve(
 ) -> None:
     """Run the approval server (HTTP API, review pages, metrics)."""
     try:
-        import uvicorn
-
         from sluicegate.server import create_app
     except ImportError as err:
         raise _Fail(
@@ -332,14 +330,9 @@ def serve(
         f"(db {app.state.sluicegate.store.url}, policy {settings.policy})",
         err=True,
     )
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        access_log=False,
-        log_config=None,
-    )
+    from sluicegate.server.app import run_server
+
+    run_server(app, host=settings.host, port=settings.port, log_level=log_level)
 
 
 def _log_setup(level: str) -> None:

@@ -254,7 +254,11 @@ class SluicegateClient:
                 retryable = isinstance(err, UnreachableError) or err.status >= 500
                 if not retryable or (deadline is not None and time.monotonic() >= deadline):
                     raise
-                time.sleep(_backoff(attempt))
+                time.sleep(
+                    _backoff(attempt)
+                    if deadline is None
+                    else min(_backoff(attempt), max(0.0, deadline - time.monotonic()))
+                )
                 attempt += 1
         if not answer.terminal:
             answer = self.wait_until_done(answer.id, deadline=deadline)
@@ -338,6 +342,93 @@ class AsyncSluicegateClient:
             timeout=timeout + 10,
         )
         return RequestOut.model_validate(r.json())
+
+    async def decide(
+        self,
+        request_id: str,
+        verdict: Verdict | str,
+        comment: str = "",
+        fingerprint: str | None = None,
+    ) -> RequestOut:
+        """Approve or deny (needs a review token)."""
+        body = {"verdict": Verdict(verdict).value, "comment": comment, "fingerprint": fingerprint}
+        r = await self._call("POST", f"/api/v1/requests/{request_id}/decisions", json=body)
+        return RequestOut.model_validate(r.json())
+
+    async def cancel(self, request_id: str, reason: str = "") -> RequestOut:
+        """Withdraw a request (needs the request token that opened it)."""
+        r = await self._call(
+            "POST", f"/api/v1/requests/{request_id}/cancel", json={"reason": reason}
+        )
+        return RequestOut.model_validate(r.json())
+
+    async def release(self, request_id: str) -> RequestOut:
+        """Record that the gated step went ahead (``gate.released``)."""
+        r = await self._call("POST", f"/api/v1/requests/{request_id}/release")
+        return RequestOut.model_validate(r.json())
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        dataset: str | None = None,
+        job: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> RequestPage:
+        """A page of requests, newest first."""
+        params = {
+            k: v
+            for k, v in {
+                "status": status,
+                "dataset": dataset,
+                "job": job,
+                "limit": limit,
+                "before": before,
+            }.items()
+            if v is not None
+        }
+        r = await self._call("GET", "/api/v1/requests", params=params)
+        return RequestPage.model_validate(r.json())
+
+    async def gate(
+        self,
+        idempotency_key: str,
+        action: Action | Mapping[str, Any],
+        requester: RequesterIn | Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> RequestOut:
+        """Open a gate and wait until the step may proceed (see :meth:`SluicegateClient.gate`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        attempt = 0
+        while True:
+            try:
+                answer = await self.open_gate(idempotency_key, action, requester)
+                break
+            except ClientError as err:
+                retryable = isinstance(err, UnreachableError) or err.status >= 500
+                if not retryable or (deadline is not None and time.monotonic() >= deadline):
+                    raise
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                await asyncio.sleep(
+                    _backoff(attempt) if left is None else min(_backoff(attempt), left)
+                )
+                attempt += 1
+        if not answer.terminal:
+            answer = await self.wait_until_done(answer.id, deadline=deadline)
+        if answer.may_proceed:
+            if answer.status == "approved":
+                try:
+                    await self.release(answer.id)
+                except ClientError as err:
+                    log.warning("could not record the release of request %s: %s", answer.id, err)
+            return answer
+        if not answer.terminal:
+            raise ClientError(
+                408, "timeout", f"request {answer.id} is still pending after {timeout} s"
+            )
+        raise GateRefused(answer)
 
     async def wait_until_done(
         self, request_id: str, *, deadline: float | None = None

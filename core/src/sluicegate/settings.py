@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -99,7 +107,9 @@ class Settings(BaseSettings):
 
     db_url: str = Field(DEFAULT_DB_URL, description="SQLAlchemy URL of the store")
     policy: Path | None = Field(None, description="path of the policy file")
-    server_url: str = Field("http://127.0.0.1:8000", description="base of review URLs")
+    server_url: str = Field(
+        "", description="where clients and links reach the server; default http://HOST:PORT"
+    )
     token: SecretStr | None = Field(None, description="a client's bearer token")
     secret_key: SecretStr | None = Field(None, description="signs links and CSRF tokens")
     host: str = "127.0.0.1"
@@ -128,9 +138,18 @@ class Settings(BaseSettings):
         parse_duration(value)
         return value
 
+    @model_validator(mode="after")
+    def _default_server_url(self) -> Settings:
+        if not self.server_url:
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+            self.server_url = f"http://{host}:{self.port}"
+        return self
+
     @field_validator("server_url")
     @classmethod
     def _server_url(cls, value: str) -> str:
+        if not value:
+            return value
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"server URL {value!r} must start with http:// or https://")
         return value.rstrip("/")

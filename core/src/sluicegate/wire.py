@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sluicegate.model import Action, Channel, Verdict
 
@@ -32,6 +32,14 @@ TERMINAL_STATUSES = frozenset({"allowed", "denied", "approved", "expired", "canc
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # Refused at the edge, on both databases alike (PostgreSQL text cannot hold NUL).
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 class RequesterIn(_In):

@@ -43,6 +43,9 @@ __all__ = ["record_decision_metrics", "request_out", "router"]
 router = APIRouter(prefix="/api/v1", tags=["requests"])
 log = logging.getLogger("sluicegate.server")
 
+# Query text goes into SQL filters: PostgreSQL cannot compare text holding NUL.
+_NO_NUL = r"^[^\x00]*$"
+
 #: The longest a single long poll may wait; clients loop.
 MAX_WAIT_SECONDS = 300.0
 # Waiters re-read the database at least this often, so a lost notification costs seconds,
@@ -123,8 +126,8 @@ def list_requests(
     st: State,
     _: Annotated[Identity, Depends(require_any)],
     status: Status | None = None,
-    dataset: Annotated[str | None, Query(max_length=2048)] = None,
-    job: Annotated[str | None, Query(max_length=512)] = None,
+    dataset: Annotated[str | None, Query(max_length=2048, pattern=_NO_NUL)] = None,
+    job: Annotated[str | None, Query(max_length=512, pattern=_NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: uuid.UUID | None = None,
 ) -> RequestPage:
@@ -159,7 +162,7 @@ async def wait_request(
         try:
             req = await anyio.to_thread.run_sync(st.store.get, rid)
             left = deadline - time.monotonic()
-            if req.status.terminal or left <= 0:
+            if req.status.terminal or left <= 0 or st.hub.closed:
                 return request_out(st, req)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(fut), timeout=min(left, _RECHECK_SECONDS))
@@ -251,9 +254,9 @@ def export_audit(
     format: Literal["jsonl", "csv"] = "jsonl",
     since: datetime | None = None,
     until: datetime | None = None,
-    dataset: Annotated[str | None, Query(max_length=2048)] = None,
-    job: Annotated[str | None, Query(max_length=512)] = None,
-    reviewer: Annotated[str | None, Query(max_length=256)] = None,
+    dataset: Annotated[str | None, Query(max_length=2048, pattern=_NO_NUL)] = None,
+    job: Annotated[str | None, Query(max_length=512, pattern=_NO_NUL)] = None,
+    reviewer: Annotated[str | None, Query(max_length=256, pattern=_NO_NUL)] = None,
 ) -> StreamingResponse:
     """Stream the audit log (JSON Lines or CSV), with hashes, filtered."""
     for name, when in (("since", since), ("until", until)):
@@ -272,20 +275,26 @@ def _stream_export(st: ServerState, fmt: str, flt: audit.ExportFilter) -> Iterat
     """Run the (blocking, streaming) export in a thread and hand its batches on as they come.
 
     The queue is small, so a slow client slows the export instead of filling memory; a client
-    that leaves stops it.
+    that leaves stops it. A failure mid-way is raised here, which drops the connection: a cut
+    export must never look like a complete one.
     """
-    q: queue.Queue[str | None] = queue.Queue(maxsize=8)
+    q: queue.Queue[str | BaseException | None] = queue.Queue(maxsize=8)
     gone = threading.Event()
+
+    def put(item: str | BaseException | None) -> bool:
+        while not gone.is_set():
+            try:
+                q.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     class _Sink:
         def write(self, text: str) -> int:
-            while not gone.is_set():
-                try:
-                    q.put(text, timeout=0.5)
-                    return len(text)
-                except queue.Full:
-                    continue
-            raise _Gone
+            if not put(text):
+                raise _Gone
+            return len(text)
 
         def flush(self) -> None:
             pass
@@ -294,20 +303,18 @@ def _stream_export(st: ServerState, fmt: str, flt: audit.ExportFilter) -> Iterat
         try:
             audit.export(st.store.engine, _Sink(), fmt, flt)  # type: ignore[arg-type]
         except _Gone:
-            pass
-        except Exception:
+            return
+        except Exception as err:  # handed to the response, which aborts
             log.exception("audit export failed")
-        finally:
-            while not gone.is_set():
-                try:
-                    q.put(None, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
+            put(err)
+            return
+        put(None)
 
     threading.Thread(target=run, daemon=True, name="audit-export").start()
     try:
         while (item := q.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
             yield item
     finally:
         gone.set()

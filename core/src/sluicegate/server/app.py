@@ -31,7 +31,7 @@ from sluicegate.server.state import ServerState, state_of
 from sluicegate.settings import Settings, load_settings
 from sluicegate.store import Store
 
-__all__ = ["MAX_BODY_BYTES", "create_app"]
+__all__ = ["MAX_BODY_BYTES", "create_app", "run_server"]
 
 log = logging.getLogger("sluicegate.server")
 access = logging.getLogger("sluicegate.access")
@@ -178,6 +178,7 @@ def create_app(
         try:
             yield
         finally:
+            st.hub.close()
             stop.set()
             for task in tasks:
                 task.cancel()
@@ -221,3 +222,33 @@ def create_app(
         return Response(state_of(request).metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def run_server(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> None:
+    """Serve ``app`` with uvicorn until SIGINT or SIGTERM.
+
+    On the signal, open long polls answer at once with the current status (their clients poll
+    again, and reattach when the server is back) instead of holding the shutdown up for as long
+    as their timeout.
+    """
+    import uvicorn
+
+    hub = app.state.sluicegate.hub
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            loop = hub._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(hub.close)
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    _Server(config).run()

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sluicegate.exceptions import (
@@ -121,6 +122,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
         status, code, detail = _validation_sentence(err)
         return _json(status, code, detail)
+
+    @app.exception_handler(ValidationError)
+    async def _model(_: Request, err: ValidationError) -> JSONResponse:
+        # A domain model refused a value the request shape let through: still bad input.
+        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid value"}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        return _json(422, "invalid_request", f"{where}: {msg}")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:

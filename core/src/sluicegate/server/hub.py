@@ -28,6 +28,8 @@ class StatusHub:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        #: Set when the server stops: long polls answer at once instead of holding it up.
+        self.closed = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attach to the server's event loop (publish may then come from any thread)."""
@@ -51,6 +53,12 @@ class StatusHub:
             self._wake(request_id)
         else:
             loop.call_soon_threadsafe(self._wake, request_id)
+
+    def close(self) -> None:
+        """Wake every waiter (the server is stopping): they answer with the current status."""
+        self.closed = True
+        for request_id in list(self._waiters):
+            self._wake(request_id)
 
     def _wake(self, request_id: str) -> None:
         for fut in self._waiters.pop(request_id, ()):

@@ -1,0 +1,216 @@
+"""Shared helpers for the server tests: free ports, a clean environment, servers to talk to.
+
+Imported by test modules after they put this folder on ``sys.path`` (tests/core is not a
+package). Nothing here is a fixture: each test module builds its own from these pieces, so a
+failing server is stopped in the fixture's finalizer and its stderr is shown with the failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).parents[2]
+EXAMPLES = ROOT / "examples"
+POLICY = EXAMPLES / "policy.yaml"
+SLUICEGATE = str(Path(sys.executable).with_name("sluicegate"))
+
+#: The example actions, as a pipeline would send them.
+PII_EXPORT: dict[str, Any] = json.loads((EXAMPLES / "actions" / "pii-export.json").read_text())
+GRANT: dict[str, Any] = json.loads((EXAMPLES / "actions" / "grant.json").read_text())
+ROUTINE_READ: dict[str, Any] = json.loads((EXAMPLES / "actions" / "routine-read.json").read_text())
+SECRET_EXPORT: dict[str, Any] = {
+    "kind": "export",
+    "summary": "Export the API keys",
+    "inputs": [{"namespace": "vault://prod", "name": "api_keys", "classifications": ["secret"]}],
+    "outputs": [{"namespace": "s3://partner-share", "name": "keys.csv"}],
+}
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any SLUICEGATE_* variable, plus ``extra``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEGATE_")}
+    return {**base, **extra}
+
+
+def cli(
+    *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``sluicegate ARGS`` the way a user does."""
+    return subprocess.run(
+        [SLUICEGATE, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def create_token(db_url: str, principal: str, scope: str, cwd: Path | None = None) -> str:
+    """``sluicegate token create``: the token alone on stdout."""
+    proc = cli(
+        "token", "create", "--db", db_url, "--principal", principal, "--scope", scope, cwd=cwd
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    return lines[0]
+
+
+class ServerProcess:
+    """``sluicegate serve`` in a subprocess; its stderr goes to a file shown on failure."""
+
+    def __init__(
+        self, db_url: str, policy: Path, workdir: Path, *, name: str = "server", port: int = 0
+    ) -> None:
+        self.db_url = db_url
+        self.policy = policy
+        self.workdir = workdir
+        self.name = name
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"{name}-{self.port}.stderr"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._starts = 0
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        """Start and wait until /healthz answers (or fail with the server's stderr)."""
+        self._starts += 1
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        log.write(f"--- start #{self._starts}\n".encode())
+        log.flush()
+        self._log = log
+        self.proc = subprocess.Popen(
+            [
+                SLUICEGATE,
+                "serve",
+                "--db",
+                self.db_url,
+                "--policy",
+                str(self.policy),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=self.workdir,
+            env=clean_env(SLUICEGATE_SERVER_URL=f"http://127.0.0.1:{self.port}"),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                raise AssertionError(
+                    f"{self.name} exited with {code} while starting:\n{self.stderr()}"
+                )
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name} not ready after {timeout} s:\n{self.stderr()}")
+
+    def stop(self) -> None:
+        """Terminate (then kill) the process; safe to call twice."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        log = getattr(self, "_log", None)
+        if log is not None and not log.closed:
+            log.close()
+
+    def kill(self) -> None:
+        """SIGKILL, like a crash: no shutdown hooks run."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        log = getattr(self, "_log", None)
+        if log is not None and not log.closed:
+            log.close()
+
+    def stderr(self) -> str:
+        """What the server printed so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no output)"
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        """A plain HTTP client on this server with a bearer token."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+class ThreadServer:
+    """An ASGI app served by uvicorn in a thread of this process, on a free port."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise AssertionError("the uvicorn thread did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@contextlib.contextmanager
+def running(*servers: ServerProcess) -> Iterator[None]:
+    """Stop every server on the way out; on failure, show what each printed."""
+    try:
+        yield
+    except BaseException:
+        for s in servers:
+            sys.stderr.write(f"\n===== {s.name} ({s.url}) stderr =====\n{s.stderr()}\n")
+        raise
+    finally:
+        for s in servers:
+            s.stop()
