@@ -23,11 +23,11 @@ from fastapi.responses import StreamingResponse
 
 from sluicegate import audit
 from sluicegate.approvals import GateAnswer
-from sluicegate.exceptions import ForbiddenError
+from sluicegate.exceptions import ForbiddenError, NotFoundError
 from sluicegate.model import ApprovalRequest, Channel, Requester, Status, Verdict, uuid7
 from sluicegate.server.auth import Identity, require_any, require_request, require_review
 from sluicegate.server.errors import ApiError
-from sluicegate.server.state import ServerState, state_of
+from sluicegate.server.state import ServerState, state_dependency
 from sluicegate.wire import (
     CancelIn,
     DecisionIn,
@@ -48,9 +48,14 @@ _NO_NUL = r"^[^\x00]*$"
 
 #: The longest a single long poll may wait; clients loop.
 MAX_WAIT_SECONDS = 300.0
-# Waiters re-read the database at least this often, so a lost notification costs seconds,
-# never a stuck pipeline.
-_RECHECK_SECONDS = 5.0
+
+
+def request_key(request_id: str) -> str:
+    """The canonical form of a request id; :class:`NotFoundError` for one that cannot exist."""
+    try:
+        return str(uuid.UUID(request_id))
+    except ValueError as err:
+        raise NotFoundError(f"no request {request_id!r} (not a request id)") from err
 
 
 def request_out(st: ServerState, req: ApprovalRequest) -> RequestOut:
@@ -95,7 +100,7 @@ def _gate_out(st: ServerState, answer: GateAnswer, answer_id: str) -> RequestOut
     return RequestOut(id=answer_id, status=answer.status, rule=ev.rule, reason=ev.reason)
 
 
-State = Annotated[ServerState, Depends(state_of)]
+State = Annotated[ServerState, Depends(state_dependency)]
 
 
 @router.post(
@@ -154,20 +159,30 @@ async def wait_request(
     _: Annotated[Identity, Depends(require_any)],
     timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 30.0,
 ) -> RequestOut:
-    """Long poll: answers as soon as the request is terminal, or after ``timeout`` seconds."""
-    rid = str((await anyio.to_thread.run_sync(st.store.get, request_id)).id)  # 404 first
+    """Long poll: answers as soon as the request is terminal, or after ``timeout`` seconds.
+
+    A waiter costs no database work while it waits: the hub wakes it on a change (and a
+    server-wide sweep catches any notification that was lost), then it reads once.
+    """
+    rid = request_key(request_id)
     deadline = time.monotonic() + timeout
-    while True:
-        fut = st.hub.register(rid)  # register first, then read: no change can slip between
-        try:
-            req = await anyio.to_thread.run_sync(st.store.get, rid)
+    fut = st.hub.register(rid)  # register first, then read: no change can slip between
+    try:
+        req = await anyio.to_thread.run_sync(st.store.get, rid)
+        while not req.status.terminal and not st.hub.closed:
             left = deadline - time.monotonic()
-            if req.status.terminal or left <= 0 or st.hub.closed:
-                return request_out(st, req)
+            if left <= 0:
+                break
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(fut), timeout=min(left, _RECHECK_SECONDS))
-        finally:
+                await asyncio.wait_for(asyncio.shield(fut), timeout=left)
+            if not fut.done():
+                break  # timed out: answer what we read
             st.hub.discard(rid, fut)
+            fut = st.hub.register(rid)
+            req = await anyio.to_thread.run_sync(st.store.get, rid)
+        return request_out(st, req)
+    finally:
+        st.hub.discard(rid, fut)
 
 
 @router.post("/requests/{request_id}/decisions", response_model=RequestOut)

@@ -36,6 +36,9 @@ __all__ = ["MAX_BODY_BYTES", "create_app", "run_server"]
 log = logging.getLogger("sluicegate.server")
 access = logging.getLogger("sluicegate.access")
 
+# How often waited-on requests are checked for changes this process did not hear about.
+_LOST_NOTIFY_SWEEP_SECONDS = 5.0
+
 #: Larger bodies are refused with 413 before they are read.
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -127,13 +130,25 @@ class _Limits:
 
 
 async def _sweep_expired(st: ServerState, stop: asyncio.Event) -> None:
-    """End overdue requests even when nobody is watching them."""
+    """End overdue requests even when nobody is watching them.
+
+    The same sweep is the long polls' safety net: one query finds waited-on requests that
+    ended without this process hearing of it (a NOTIFY lost while the listener reconnected),
+    so no waiter has to poll the database itself.
+    """
+    beat = 0
     while not stop.is_set():
         try:
             ended = await anyio.to_thread.run_sync(st.store.expire_due)
             for req in ended:
                 st.metrics.ended.labels("expired").inc()
                 log.info(json.dumps({"event": "request.expired", "request_id": str(req.id)}))
+            beat += 1
+            waited = st.hub.waited_ids()
+            if waited and beat * st.settings.expiry_interval >= _LOST_NOTIFY_SWEEP_SECONDS:
+                beat = 0
+                for request_id in await anyio.to_thread.run_sync(st.store.ended_among, waited):
+                    st.hub.publish(request_id)
         except Exception:  # a boundary: a failed sweep is logged and tried again
             log.exception("expiry sweep failed")
         with contextlib.suppress(asyncio.TimeoutError):

@@ -29,7 +29,7 @@ class Identity:
     via: str  # token | sso
 
 
-def identify(request: Request) -> Identity | None:
+async def identify(request: Request) -> Identity | None:
     """The caller, or None when it presents nothing. A bad token is a 401, not None."""
     st = state_of(request)
     header = request.headers.get("authorization")
@@ -37,7 +37,7 @@ def identify(request: Request) -> Identity | None:
         kind, _, token = header.partition(" ")
         if kind.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "use 'Authorization: Bearer <token>'", _CHALLENGE)
-        info = st.store.token_info(token.strip())
+        info = await st.tokens.lookup(token.strip())
         if info is None:
             raise ApiError(401, "unauthorized", "the token is unknown or revoked", _CHALLENGE)
         return Identity(info.principal, info.scope, "token")
@@ -49,29 +49,29 @@ def identify(request: Request) -> Identity | None:
     return None
 
 
-def _need(request: Request) -> Identity:
-    who = identify(request)
+async def _need(request: Request) -> Identity:
+    who = await identify(request)
     if who is None:
         raise ApiError(401, "unauthorized", "a bearer token is required", _CHALLENGE)
     return who
 
 
-def require_any(request: Request) -> Identity:
+async def require_any(request: Request) -> Identity:
     """Any authenticated caller."""
-    return _need(request)
+    return await _need(request)
 
 
-def require_request(request: Request) -> Identity:
+async def require_request(request: Request) -> Identity:
     """A pipeline: a ``request``-scoped token."""
-    who = _need(request)
+    who = await _need(request)
     if who.scope != "request":
         raise ApiError(403, "forbidden", "this needs a request-scoped token")
     return who
 
 
-def require_review(request: Request) -> Identity:
+async def require_review(request: Request) -> Identity:
     """A reviewer: a ``review``-scoped token or the SSO header; never a request token."""
-    who = _need(request)
+    who = await _need(request)
     if who.scope != "review":
         raise ApiError(403, "forbidden", "a request-scoped token can never decide")
     return who

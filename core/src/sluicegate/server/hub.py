@@ -54,6 +54,10 @@ class StatusHub:
         else:
             loop.call_soon_threadsafe(self._wake, request_id)
 
+    def waited_ids(self) -> list[str]:
+        """The ids someone is waiting on now."""
+        return list(self._waiters)
+
     def close(self) -> None:
         """Wake every waiter (the server is stopping): they answer with the current status."""
         self.closed = True

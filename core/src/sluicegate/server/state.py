@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import anyio
 from fastapi import Request
 
 from sluicegate.approvals import Approvals
@@ -14,11 +16,38 @@ from sluicegate.policy import Policy
 from sluicegate.server.hub import StatusHub
 from sluicegate.settings import Settings
 from sluicegate.store import Store
+from sluicegate.store.repository import TokenInfo, hash_token
 
 if TYPE_CHECKING:
     from sluicegate.server.metrics import Metrics
 
-__all__ = ["ServerState", "state_of"]
+__all__ = ["ServerState", "TokenCache", "state_dependency", "state_of"]
+
+#: How long a token lookup is trusted: a revoked token keeps working at most this long.
+TOKEN_CACHE_SECONDS = 10.0
+
+
+class TokenCache:
+    """Token lookups, remembered briefly: most API calls then touch no database for auth."""
+
+    def __init__(self, store: Store, ttl: float = TOKEN_CACHE_SECONDS, size: int = 10_000) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.size = size
+        self._seen: dict[str, tuple[float, TokenInfo | None]] = {}
+
+    async def lookup(self, token: str) -> TokenInfo | None:
+        """The token's principal and scope, or None for an unknown or revoked token."""
+        key = hash_token(token)
+        now = time.monotonic()
+        hit = self._seen.get(key)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        info = await anyio.to_thread.run_sync(self.store.token_info, token)
+        if len(self._seen) >= self.size:
+            self._seen.clear()  # crude, but bounded: a flood of made-up tokens cannot grow it
+        self._seen[key] = (now, info)
+        return info
 
 
 @dataclass
@@ -33,6 +62,7 @@ class ServerState:
     secret_key: bytes
     link_ttl: timedelta
     metrics: Metrics
+    tokens: TokenCache
 
     @classmethod
     def build(cls, settings: Settings, store: Store, policy: Policy) -> ServerState:
@@ -55,6 +85,7 @@ class ServerState:
             secret_key=key,
             link_ttl=parse_duration(settings.link_ttl),
             metrics=Metrics(store, hub),
+            tokens=TokenCache(store),
         )
 
     def review_url(self, request_id: str) -> str:
@@ -66,3 +97,8 @@ def state_of(request: Request) -> ServerState:
     """The app's :class:`ServerState`."""
     st: ServerState = request.app.state.sluicegate
     return st
+
+
+async def state_dependency(request: Request) -> ServerState:
+    """:func:`state_of` as an async dependency (FastAPI runs sync ones in a thread)."""
+    return state_of(request)

@@ -242,6 +242,23 @@ class Store:
         with self.read() as conn:
             return [self._load(conn, row) for row in conn.execute(stmt).all()]
 
+    def ended_among(self, request_ids: Sequence[str]) -> list[str]:
+        """Those of ``request_ids`` that are no longer pending (one query per 500 ids)."""
+        ended: list[str] = []
+        with self.read() as conn:
+            for i in range(0, len(request_ids), 500):
+                chunk = list(request_ids[i : i + 500])
+                ended += (
+                    conn.execute(
+                        select(requests.c.id).where(
+                            requests.c.id.in_(chunk), requests.c.status != Status.PENDING.value
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+        return ended
+
     def count(self, status: Status | None = None) -> int:
         """How many requests there are (in ``status``)."""
         stmt = select(func.count()).select_from(requests)
