@@ -46,6 +46,7 @@ __all__ = [
     "Verdict",
     "canonical_json",
     "check_transition",
+    "no_nul",
     "parse_action",
     "utcnow",
     "uuid7",
@@ -89,17 +90,18 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def no_nul(value: Any) -> Any:
+    """Refuse text holding NUL: PostgreSQL cannot store it and SQLite can, so both refuse it
+    up front, as bad input (a 4xx), rather than fail on one database only."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # PostgreSQL text cannot hold NUL and SQLite can: refuse it up front, on both, as bad
-        # input (a 4xx), rather than fail on one database only.
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
+    _no_nul = field_validator("*", mode="after")(classmethod(lambda cls, v: no_nul(v)))
 
 
 class Status(str, enum.Enum):

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sluicegate.model import Action, Channel, Verdict
+from sluicegate.model import Action, Channel, Verdict, no_nul
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -33,13 +33,7 @@ TERMINAL_STATUSES = frozenset({"allowed", "denied", "approved", "expired", "canc
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # Refused at the edge, on both databases alike (PostgreSQL text cannot hold NUL).
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        return value
+    _no_nul = field_validator("*", mode="after")(classmethod(lambda cls, v: no_nul(v)))
 
 
 class RequesterIn(_In):
