@@ -84,6 +84,57 @@ def _backoff(attempt: int) -> float:
     return float(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2))
 
 
+# The sync and async clients share everything but the I/O: the helpers below hold the rules
+# (what to retry, how long to sleep, what an answer means), the classes only do the calls.
+
+
+def _retry_delay(err: ClientError, attempt: int, deadline: float | None) -> float:
+    """How long to sleep before retrying after ``err``; re-raises it when retrying is wrong.
+
+    Only an unreachable server or a 5xx is retried, and never past the deadline: the gate
+    fails closed, it does not wait forever on a caller's behalf.
+    """
+    retryable = isinstance(err, UnreachableError) or err.status >= 500
+    if not retryable:
+        raise err
+    if deadline is None:
+        return _backoff(attempt)
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise err
+    return min(_backoff(attempt), left)
+
+
+def _poll_timeout(deadline: float | None) -> float:
+    """The next long poll's timeout; 0 or less means the deadline has passed."""
+    if deadline is None:
+        return _LONG_POLL
+    left = deadline - time.monotonic()
+    return min(_LONG_POLL, max(left, 0.1)) if left > 0 else 0.0
+
+
+def _settle(answer: RequestOut, timeout: float | None) -> RequestOut:
+    """``answer`` if the step may proceed; else :class:`GateRefused`, or a timeout error."""
+    if answer.may_proceed:
+        return answer
+    if not answer.terminal:
+        raise ClientError(408, "timeout", f"request {answer.id} is still pending after {timeout} s")
+    raise GateRefused(answer)
+
+
+def _decision_body(verdict: Verdict | str, comment: str, fingerprint: str | None) -> dict[str, Any]:
+    return {"verdict": Verdict(verdict).value, "comment": comment, "fingerprint": fingerprint}
+
+
+def _list_params(**given: Any) -> dict[str, Any]:
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _wait_params(timeout: float) -> dict[str, Any]:
+    # The HTTP timeout outlives the long poll, so a slow answer is not taken for a dead server.
+    return {"params": {"timeout": timeout}, "timeout": timeout + 10}
+
+
 class SluicegateClient:
     """Blocking client. ``server_url`` and ``token`` default to the settings."""
 
@@ -111,9 +162,7 @@ class SluicegateClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(
-        self, method: str, path: str, *, timeout: float | None = None, **kw: Any
-    ) -> httpx.Response:
+    def _call(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> Any:
         try:
             response = self._http.request(
                 method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kw
@@ -121,7 +170,7 @@ class SluicegateClient:
         except httpx.TransportError as err:
             raise UnreachableError(f"cannot reach {self.server_url}: {err}") from err
         _raise_for(response)
-        return response
+        return response.json()
 
     def open_gate(
         self,
@@ -131,21 +180,16 @@ class SluicegateClient:
     ) -> RequestOut:
         """Open (or reattach to) a gate; answers allowed, denied or the request."""
         body = _gate_body(idempotency_key, action, requester)
-        return RequestOut.model_validate(self._call("POST", "/api/v1/requests", json=body).json())
+        return RequestOut.model_validate(self._call("POST", "/api/v1/requests", json=body))
 
     def get(self, request_id: str) -> RequestOut:
         """The request now."""
-        return RequestOut.model_validate(self._call("GET", f"/api/v1/requests/{request_id}").json())
+        return RequestOut.model_validate(self._call("GET", f"/api/v1/requests/{request_id}"))
 
     def wait(self, request_id: str, timeout: float = _LONG_POLL) -> RequestOut:
         """One long poll: returns when terminal or after ``timeout`` seconds."""
-        r = self._call(
-            "GET",
-            f"/api/v1/requests/{request_id}/wait",
-            params={"timeout": timeout},
-            timeout=timeout + 10,
-        )
-        return RequestOut.model_validate(r.json())
+        path = f"/api/v1/requests/{request_id}/wait"
+        return RequestOut.model_validate(self._call("GET", path, **_wait_params(timeout)))
 
     def decide(
         self,
@@ -155,18 +199,19 @@ class SluicegateClient:
         fingerprint: str | None = None,
     ) -> RequestOut:
         """Approve or deny (needs a review token)."""
-        body = {"verdict": Verdict(verdict).value, "comment": comment, "fingerprint": fingerprint}
-        return RequestOut.model_validate(
-            self._call("POST", f"/api/v1/requests/{request_id}/decisions", json=body).json()
-        )
+        body = _decision_body(verdict, comment, fingerprint)
+        path = f"/api/v1/requests/{request_id}/decisions"
+        return RequestOut.model_validate(self._call("POST", path, json=body))
 
     def cancel(self, request_id: str, reason: str = "") -> RequestOut:
         """Withdraw a request (needs the request token that opened it)."""
-        return RequestOut.model_validate(
-            self._call(
-                "POST", f"/api/v1/requests/{request_id}/cancel", json={"reason": reason}
-            ).json()
-        )
+        path = f"/api/v1/requests/{request_id}/cancel"
+        return RequestOut.model_validate(self._call("POST", path, json={"reason": reason}))
+
+    def release(self, request_id: str) -> RequestOut:
+        """Record that the gated step went ahead (``gate.released``)."""
+        path = f"/api/v1/requests/{request_id}/release"
+        return RequestOut.model_validate(self._call("POST", path))
 
     def list(
         self,
@@ -178,30 +223,12 @@ class SluicegateClient:
         before: str | None = None,
     ) -> RequestPage:
         """A page of requests, newest first."""
-        params = {
-            k: v
-            for k, v in {
-                "status": status,
-                "dataset": dataset,
-                "job": job,
-                "limit": limit,
-                "before": before,
-            }.items()
-            if v is not None
-        }
-        return RequestPage.model_validate(
-            self._call("GET", "/api/v1/requests", params=params).json()
-        )
-
-    def release(self, request_id: str) -> RequestOut:
-        """Record that the gated step went ahead (``gate.released``)."""
-        return RequestOut.model_validate(
-            self._call("POST", f"/api/v1/requests/{request_id}/release").json()
-        )
+        params = _list_params(status=status, dataset=dataset, job=job, limit=limit, before=before)
+        return RequestPage.model_validate(self._call("GET", "/api/v1/requests", params=params))
 
     def verify_audit(self) -> VerifyOut:
         """The server's audit chain check."""
-        return VerifyOut.model_validate(self._call("GET", "/api/v1/audit/verify").json())
+        return VerifyOut.model_validate(self._call("GET", "/api/v1/audit/verify"))
 
     def wait_until_done(self, request_id: str, *, deadline: float | None = None) -> RequestOut:
         """Long-poll until terminal; unreachable servers are retried with backoff.
@@ -211,25 +238,17 @@ class SluicegateClient:
         """
         attempt = 0
         last: RequestOut | None = None
-        while True:
-            left = _LONG_POLL if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                return last if last is not None else self.get(request_id)
+        while (poll := _poll_timeout(deadline)) > 0:
             try:
-                last = self.wait(request_id, timeout=min(_LONG_POLL, max(left, 0.1)))
-                attempt = 0
-            except UnreachableError:
-                time.sleep(min(_backoff(attempt), max(0.0, left)))
-                attempt += 1
-                continue
+                last = self.wait(request_id, timeout=poll)
             except ClientError as err:
-                if err.status < 500:
-                    raise
-                time.sleep(min(_backoff(attempt), max(0.0, left)))
+                time.sleep(_retry_delay(err, attempt, deadline))
                 attempt += 1
                 continue
+            attempt = 0
             if last.terminal:
                 return last
+        return last if last is not None else self.get(request_id)
 
     def gate(
         self,
@@ -250,34 +269,22 @@ class SluicegateClient:
             try:
                 answer = self.open_gate(idempotency_key, action, requester)
                 break
-            except (UnreachableError, ClientError) as err:
-                retryable = isinstance(err, UnreachableError) or err.status >= 500
-                if not retryable or (deadline is not None and time.monotonic() >= deadline):
-                    raise
-                time.sleep(
-                    _backoff(attempt)
-                    if deadline is None
-                    else min(_backoff(attempt), max(0.0, deadline - time.monotonic()))
-                )
+            except ClientError as err:
+                time.sleep(_retry_delay(err, attempt, deadline))
                 attempt += 1
         if not answer.terminal:
             answer = self.wait_until_done(answer.id, deadline=deadline)
-        if answer.may_proceed:
-            if answer.status == "approved":
-                try:
-                    self.release(answer.id)
-                except ClientError as err:  # the approval stands; only the release row is missing
-                    log.warning("could not record the release of request %s: %s", answer.id, err)
-            return answer
-        if not answer.terminal:
-            raise ClientError(
-                408, "timeout", f"request {answer.id} is still pending after {timeout} s"
-            )
-        raise GateRefused(answer)
+        answer = _settle(answer, timeout)
+        if answer.status == "approved":
+            try:
+                self.release(answer.id)
+            except ClientError as err:  # the approval stands; only the release row is missing
+                log.warning("could not record the release of request %s: %s", answer.id, err)
+        return answer
 
 
 class AsyncSluicegateClient:
-    """Non-blocking client, for triggers and async flows."""
+    """Non-blocking client, for triggers and async flows (the same calls, awaited)."""
 
     def __init__(
         self,
@@ -305,7 +312,7 @@ class AsyncSluicegateClient:
 
     async def _call(
         self, method: str, path: str, *, timeout: float | None = None, **kw: Any
-    ) -> httpx.Response:
+    ) -> Any:
         try:
             response = await self._http.request(
                 method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kw
@@ -313,7 +320,7 @@ class AsyncSluicegateClient:
         except httpx.TransportError as err:
             raise UnreachableError(f"cannot reach {self.server_url}: {err}") from err
         _raise_for(response)
-        return response
+        return response.json()
 
     async def open_gate(
         self,
@@ -323,25 +330,16 @@ class AsyncSluicegateClient:
     ) -> RequestOut:
         """Open (or reattach to) a gate."""
         body = _gate_body(idempotency_key, action, requester)
-        return RequestOut.model_validate(
-            (await self._call("POST", "/api/v1/requests", json=body)).json()
-        )
+        return RequestOut.model_validate(await self._call("POST", "/api/v1/requests", json=body))
 
     async def get(self, request_id: str) -> RequestOut:
         """The request now."""
-        return RequestOut.model_validate(
-            (await self._call("GET", f"/api/v1/requests/{request_id}")).json()
-        )
+        return RequestOut.model_validate(await self._call("GET", f"/api/v1/requests/{request_id}"))
 
     async def wait(self, request_id: str, timeout: float = _LONG_POLL) -> RequestOut:
         """One long poll."""
-        r = await self._call(
-            "GET",
-            f"/api/v1/requests/{request_id}/wait",
-            params={"timeout": timeout},
-            timeout=timeout + 10,
-        )
-        return RequestOut.model_validate(r.json())
+        path = f"/api/v1/requests/{request_id}/wait"
+        return RequestOut.model_validate(await self._call("GET", path, **_wait_params(timeout)))
 
     async def decide(
         self,
@@ -351,21 +349,19 @@ class AsyncSluicegateClient:
         fingerprint: str | None = None,
     ) -> RequestOut:
         """Approve or deny (needs a review token)."""
-        body = {"verdict": Verdict(verdict).value, "comment": comment, "fingerprint": fingerprint}
-        r = await self._call("POST", f"/api/v1/requests/{request_id}/decisions", json=body)
-        return RequestOut.model_validate(r.json())
+        body = _decision_body(verdict, comment, fingerprint)
+        path = f"/api/v1/requests/{request_id}/decisions"
+        return RequestOut.model_validate(await self._call("POST", path, json=body))
 
     async def cancel(self, request_id: str, reason: str = "") -> RequestOut:
         """Withdraw a request (needs the request token that opened it)."""
-        r = await self._call(
-            "POST", f"/api/v1/requests/{request_id}/cancel", json={"reason": reason}
-        )
-        return RequestOut.model_validate(r.json())
+        path = f"/api/v1/requests/{request_id}/cancel"
+        return RequestOut.model_validate(await self._call("POST", path, json={"reason": reason}))
 
     async def release(self, request_id: str) -> RequestOut:
         """Record that the gated step went ahead (``gate.released``)."""
-        r = await self._call("POST", f"/api/v1/requests/{request_id}/release")
-        return RequestOut.model_validate(r.json())
+        path = f"/api/v1/requests/{request_id}/release"
+        return RequestOut.model_validate(await self._call("POST", path))
 
     async def list(
         self,
@@ -377,19 +373,28 @@ class AsyncSluicegateClient:
         before: str | None = None,
     ) -> RequestPage:
         """A page of requests, newest first."""
-        params = {
-            k: v
-            for k, v in {
-                "status": status,
-                "dataset": dataset,
-                "job": job,
-                "limit": limit,
-                "before": before,
-            }.items()
-            if v is not None
-        }
-        r = await self._call("GET", "/api/v1/requests", params=params)
-        return RequestPage.model_validate(r.json())
+        params = _list_params(status=status, dataset=dataset, job=job, limit=limit, before=before)
+        return RequestPage.model_validate(
+            await self._call("GET", "/api/v1/requests", params=params)
+        )
+
+    async def wait_until_done(
+        self, request_id: str, *, deadline: float | None = None
+    ) -> RequestOut:
+        """Long-poll until terminal (see :meth:`SluicegateClient.wait_until_done`)."""
+        attempt = 0
+        last: RequestOut | None = None
+        while (poll := _poll_timeout(deadline)) > 0:
+            try:
+                last = await self.wait(request_id, timeout=poll)
+            except ClientError as err:
+                await asyncio.sleep(_retry_delay(err, attempt, deadline))
+                attempt += 1
+                continue
+            attempt = 0
+            if last.terminal:
+                return last
+        return last if last is not None else await self.get(request_id)
 
     async def gate(
         self,
@@ -407,47 +412,14 @@ class AsyncSluicegateClient:
                 answer = await self.open_gate(idempotency_key, action, requester)
                 break
             except ClientError as err:
-                retryable = isinstance(err, UnreachableError) or err.status >= 500
-                if not retryable or (deadline is not None and time.monotonic() >= deadline):
-                    raise
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                await asyncio.sleep(
-                    _backoff(attempt) if left is None else min(_backoff(attempt), left)
-                )
+                await asyncio.sleep(_retry_delay(err, attempt, deadline))
                 attempt += 1
         if not answer.terminal:
             answer = await self.wait_until_done(answer.id, deadline=deadline)
-        if answer.may_proceed:
-            if answer.status == "approved":
-                try:
-                    await self.release(answer.id)
-                except ClientError as err:
-                    log.warning("could not record the release of request %s: %s", answer.id, err)
-            return answer
-        if not answer.terminal:
-            raise ClientError(
-                408, "timeout", f"request {answer.id} is still pending after {timeout} s"
-            )
-        raise GateRefused(answer)
-
-    async def wait_until_done(
-        self, request_id: str, *, deadline: float | None = None
-    ) -> RequestOut:
-        """Long-poll until terminal (see :meth:`SluicegateClient.wait_until_done`)."""
-        attempt = 0
-        last: RequestOut | None = None
-        while True:
-            left = _LONG_POLL if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                return last if last is not None else await self.get(request_id)
+        answer = _settle(answer, timeout)
+        if answer.status == "approved":
             try:
-                last = await self.wait(request_id, timeout=min(_LONG_POLL, max(left, 0.1)))
-                attempt = 0
-            except ClientError as err:
-                if not isinstance(err, UnreachableError) and err.status < 500:
-                    raise
-                await asyncio.sleep(min(_backoff(attempt), max(0.0, left)))
-                attempt += 1
-                continue
-            if last.terminal:
-                return last
+                await self.release(answer.id)
+            except ClientError as err:  # the approval stands; only the release row is missing
+                log.warning("could not record the release of request %s: %s", answer.id, err)
+        return answer
