@@ -23,11 +23,12 @@ from fastapi.responses import StreamingResponse
 
 from sluicegate import audit
 from sluicegate.approvals import GateAnswer
-from sluicegate.exceptions import ForbiddenError, NotFoundError
+from sluicegate.exceptions import ForbiddenError
 from sluicegate.model import ApprovalRequest, Channel, Requester, Status, Verdict, uuid7
 from sluicegate.server.auth import Identity, require_any, require_request, require_review
 from sluicegate.server.errors import ApiError
 from sluicegate.server.state import ServerState, state_dependency
+from sluicegate.store.repository import request_key
 from sluicegate.wire import (
     CancelIn,
     DecisionIn,
@@ -48,14 +49,6 @@ _NO_NUL = r"^[^\x00]*$"
 
 #: The longest a single long poll may wait; clients loop.
 MAX_WAIT_SECONDS = 300.0
-
-
-def request_key(request_id: str) -> str:
-    """The canonical form of a request id; :class:`NotFoundError` for one that cannot exist."""
-    try:
-        return str(uuid.UUID(request_id))
-    except ValueError as err:
-        raise NotFoundError(f"no request {request_id!r} (not a request id)") from err
 
 
 def request_out(st: ServerState, req: ApprovalRequest) -> RequestOut:

@@ -59,7 +59,15 @@ from sluicegate.store.schema import (
 STATUS_CHANNEL = "sluicegate_status"
 _CHANGED = "sluicegate_changed"
 
-__all__ = ["STATUS_CHANNEL", "DecisionOutcome", "Store", "TokenInfo", "hash_token", "request_event"]
+__all__ = [
+    "STATUS_CHANNEL",
+    "DecisionOutcome",
+    "Store",
+    "TokenInfo",
+    "hash_token",
+    "request_event",
+    "request_key",
+]
 
 
 def hash_token(token: str) -> str:
@@ -170,11 +178,9 @@ class Store:
         A retried task asks with the same key and gets the first request back, with no new
         audit rows, so nothing downstream (notifications) fires twice.
         """
+        # No look-up first: the unique key decides, in one round trip, even between replicas.
         try:
             with self.write() as conn:
-                existing = self._by_key(conn, req.idempotency_key)
-                if existing is not None:
-                    return existing, False
                 conn.execute(insert(requests).values(**_row_of(req), policy_digest=policy_digest))
                 datasets = [
                     {
@@ -194,7 +200,7 @@ class Store:
                 audit.append(conn, events, now=req.created_at)
                 return req, True
         except IntegrityError:
-            # Another process inserted the same key between our check and our insert.
+            # The key exists (a retry, or another process got there first): return that request.
             with self.read() as conn:
                 existing = self._by_key(conn, req.idempotency_key)
             if existing is None:
@@ -205,7 +211,7 @@ class Store:
         """The request with its decisions; :class:`NotFoundError` if there is none."""
         with self.read() as conn:
             row = conn.execute(
-                select(requests).where(requests.c.id == _id(request_id))
+                select(requests).where(requests.c.id == request_key(request_id))
             ).one_or_none()
             if row is None:
                 raise NotFoundError(f"no request {request_id}")
@@ -490,7 +496,7 @@ class Store:
 
     def _locked(self, conn: Connection, request_id: uuid.UUID | str) -> ApprovalRequest:
         row = conn.execute(
-            select(requests).where(requests.c.id == _id(request_id)).with_for_update()
+            select(requests).where(requests.c.id == request_key(request_id)).with_for_update()
         ).one_or_none()
         if row is None:
             raise NotFoundError(f"no request {request_id}")
@@ -535,7 +541,8 @@ class Store:
         )
 
 
-def _id(request_id: uuid.UUID | str) -> str:
+def request_key(request_id: uuid.UUID | str) -> str:
+    """The canonical form of a request id; :class:`NotFoundError` for one that cannot exist."""
     try:
         return str(uuid.UUID(str(request_id)))
     except ValueError as err:
