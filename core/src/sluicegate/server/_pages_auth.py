@@ -28,7 +28,6 @@ __all__ = [
     "SESSION_COOKIE",
     "SESSION_TTL",
     "Viewer",
-    "claimed_reviewer",
     "csrf_ok",
     "csrf_token",
     "link_viewer",
@@ -118,20 +117,6 @@ def link_viewer(st: ServerState, token: str, request_id: str) -> Viewer:
         raise LinkError("this link is malformed")
     claims = verify_link(st.secret_key, token, request_id)
     return Viewer(claims.reviewer, "link", claims.nonce, link_token=token)
-
-
-def claimed_reviewer(token: str) -> str | None:
-    """The reviewer a link token claims, read WITHOUT checking it (for audit rows), or None."""
-    try:
-        _, payload, _ = token.split(".")
-        claims = json.loads(_unb64(payload))
-    except (ValueError, TypeError, binascii.Error):
-        return None
-    if isinstance(claims, list) and len(claims) == 4 and isinstance(claims[1], str):
-        reviewer = claims[1].strip()
-        if 0 < len(reviewer) <= _MAX_ID and "\x00" not in reviewer:
-            return reviewer
-    return None
 
 
 def signed_in(request: Request, st: ServerState) -> Viewer | None:

@@ -26,11 +26,10 @@ from sluicegate.exceptions import (
     NotFoundError,
     TransitionError,
 )
-from sluicegate.links import LinkError, sign_link
+from sluicegate.links import LinkError, claimed_reviewer, sign_link
 from sluicegate.model import ApprovalRequest, Channel, Status, Verdict, utcnow
 from sluicegate.server._pages_auth import (
     Viewer,
-    claimed_reviewer,
     csrf_ok,
     csrf_token,
     link_viewer,
