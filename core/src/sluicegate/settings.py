@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -30,7 +30,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sluicegate.exceptions import ConfigError
@@ -163,20 +162,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Arguments, then the config file, then the environment (see the module docstring).
-        return (init_settings, _FileSource(settings_cls), env_settings)
-
-
-class _FileSource(PydanticBaseSettingsSource):
-    """The YAML config file, read once per :func:`load_settings` call."""
-
-    data: ClassVar[dict[str, Any]] = {}
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self.data.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self.data)
+        # Initial values (arguments over the config file, merged by load_settings), then the
+        # environment; no .env or secrets files.
+        return (init_settings, env_settings)
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -224,27 +212,13 @@ def load_settings(config_file: str | Path | None = None, **arguments: Any) -> Se
         path = Path(DEFAULT_CONFIG_FILE)
     file_data = _read_config_file(path) if path is not None else {}
 
-    class _Bound(_FileSource):
-        data = file_data
-
-    class _Loaded(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, _Bound(settings_cls), env_settings)
-
     try:
-        loaded = _Loaded(**args)
+        # Arguments over the file, both passed in as initial values, which pydantic-settings
+        # ranks above (and deep-merges with) the environment.
+        return Settings(**{**file_data, **args})
     except ValidationError as err:
         first = err.errors()[0]
         msg = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             msg = "is not a known setting"
         raise ConfigError(f"{_where(tuple(first['loc']), file_data, path, args)}: {msg}") from err
-    return Settings.model_construct(**dict(loaded))
