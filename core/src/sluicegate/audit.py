@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from json.encoder import encode_basestring_ascii
 from typing import Any, TextIO
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from sluicegate.exceptions import AuditError
 from sluicegate.model import canonical_json, utcnow
@@ -36,12 +36,15 @@ from sluicegate.store.schema import audit_events, audit_head
 
 __all__ = [
     "GENESIS",
+    "HEAD",
     "AuditEvent",
     "ExportFilter",
     "VerifyResult",
     "append",
     "export",
+    "flush_head",
     "format_ts",
+    "lock_head",
     "row_hash",
     "verify",
 ]
@@ -69,6 +72,18 @@ _COLUMNS = (
     "data",
     "prev_hash",
     "hash",
+)
+
+
+# Built once (see the store): appends run on every gate.
+_HEAD_LOCKED = (
+    select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+)
+_INSERT_ROWS = audit_events.insert()
+_MOVE_HEAD = (
+    update(audit_head)
+    .where(audit_head.c.id == 1)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 )
 
 
@@ -105,23 +120,51 @@ class AuditEvent:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: ``conn.info`` key under which a write transaction keeps the audit head it locked, as
+#: ``[seq, hash, moved]``: the store locks the head once per transaction (:func:`lock_head`),
+#: any number of appends advance it in memory, and :func:`flush_head` writes it back once.
+HEAD = "sluicegate_audit_head"
+
+
+def lock_head(conn: Connection) -> None:
+    """Lock the head row until the transaction ends and remember it on ``conn``.
+
+    Taken first in every write transaction (on PostgreSQL a row lock, on SQLite the write lock
+    is already held), so all writers take their locks in one order and cannot deadlock.
+    """
+    head = conn.execute(_HEAD_LOCKED).one_or_none()
+    if head is None:
+        raise AuditError("the audit head row is missing: the audit log was tampered with")
+    conn.info[HEAD] = [int(head.seq), str(head.hash), False]
+
+
+def flush_head(conn: Connection) -> None:
+    """Write the remembered head back if appends moved it (before commit), and forget it."""
+    state = conn.info.pop(HEAD, None)
+    if state is not None and state[2]:
+        conn.execute(_MOVE_HEAD, {"new_seq": state[0], "new_hash": state[1]})
+
+
 def append(
     conn: Connection, events: Iterable[AuditEvent], *, now: datetime | None = None
 ) -> list[int]:
     """Append ``events`` on ``conn`` inside its open transaction; returns their seq numbers.
 
     The head row is locked first (``FOR UPDATE`` on PostgreSQL; SQLite's write lock is already
-    held), so concurrent appenders from any number of processes form one chain.
+    held), so concurrent appenders from any number of processes form one chain. Inside a
+    store transaction the head is already locked and remembered (:func:`lock_head`).
     """
     batch = list(events)
     if not batch:
         return []
-    head = conn.execute(
-        select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-    ).one_or_none()
-    if head is None:
-        raise AuditError("the audit head row is missing: the audit log was tampered with")
-    seq, prev = int(head.seq), str(head.hash)
+    state = conn.info.get(HEAD)
+    if state is None:
+        head = conn.execute(_HEAD_LOCKED).one_or_none()
+        if head is None:
+            raise AuditError("the audit head row is missing: the audit log was tampered with")
+        seq, prev = int(head.seq), str(head.hash)
+    else:
+        seq, prev = state[0], state[1]
     ts = format_ts(now or utcnow())
     rows = []
     for event in batch:
@@ -146,8 +189,11 @@ def append(
             }
         )
         prev = digest
-    conn.execute(audit_events.insert(), rows)
-    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+    conn.execute(_INSERT_ROWS, rows)
+    if state is None:
+        conn.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": prev})
+    else:
+        state[:] = [seq, prev, True]
     return list(range(seq - len(rows) + 1, seq + 1))
 
 
