@@ -68,6 +68,16 @@ def proc_status_kib(pid: int | str, field: str) -> int:
     raise KeyError(field)
 
 
+def child_pids(pid: int) -> list[int]:
+    """The direct children of ``pid`` (from /proc/PID/task/*/children)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as fh:
+                found += [int(x) for x in fh.read().split()]
+    return found
+
+
 def proc_threads(pid: int) -> int:
     return proc_status_kib(pid, "Threads")
 
@@ -206,6 +216,7 @@ class ServerProcess:
         log_level: str = "info",
         n: int = 0,
         env: dict[str, str] | None = None,
+        workers: int = 1,
     ) -> None:
         self.port = free_port()
         self.log_path = os.path.join(logdir, f"server-{n}.log")
@@ -213,7 +224,8 @@ class ServerProcess:
         env = {**os.environ, **(env or {})}
         env["SLUICEGATE_SERVER_URL"] = f"http://{HOST}:{self.port}"
         cmd = [*sluicegate_cmd(), "serve", "--db", url, "--policy", str(policy),
-               "--host", HOST, "--port", str(self.port), "--log-level", log_level]  # fmt: skip
+               "--host", HOST, "--port", str(self.port), "--log-level", log_level,
+               "--workers", str(workers)]  # fmt: skip
         self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, preexec_fn=_child_setup
         )
@@ -240,11 +252,23 @@ class ServerProcess:
             return "".join(fh.readlines()[-lines:])
         return ""
 
+    def pids(self) -> list[int]:
+        """This server's process and its children (``serve --workers``)."""
+        return [self.pid, *child_pids(self.pid)]
+
     def cpu(self) -> float:
-        return proc_cpu_seconds(self.pid)
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += proc_cpu_seconds(pid)
+        return total
 
     def rss_kib(self) -> int:
-        return proc_status_kib(self.pid, "VmRSS")
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, ValueError):
+                total += proc_status_kib(pid, "VmRSS")
+        return total
 
     def hwm_kib(self) -> int:
         return proc_status_kib(self.pid, "VmHWM")

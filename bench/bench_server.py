@@ -3,13 +3,17 @@
 What it measures
   The real server (``sluicegate serve``, uvicorn with uvloop + httptools, examples/policy.yaml)
   runs as a subprocess on a free 127.0.0.1 port, on a fresh SQLite file (default) or a fresh
-  PostgreSQL schema (``--db postgresql://...``); with ``--workers N`` (PostgreSQL only, as the
-  design runs one process on SQLite), N ``sluicegate serve`` processes on N ports share the
-  database and the clients are spread over them round-robin.
+  PostgreSQL schema (``--db postgresql://...``). ``--workers N`` runs ``sluicegate serve
+  --workers N`` (N processes on one port, on either database); ``--replicas N`` runs N separate
+  ``sluicegate serve`` on N ports sharing the database, the clients spread over them.
 
   A load generator keeps ``--clients`` (200) concurrent clients busy, each one request at a
-  time on its own keep-alive connection, for ``--seconds`` (10) after ``--warmup`` (2) s, in
-  each phase:
+  time on its own keep-alive connection, for ``--seconds`` (10) after ``--warmup`` (2) s. By
+  default the loop is closed (a client sends again as soon as it is answered: the figure is
+  the most the server completes, and latency is whatever queueing that load causes; with 200
+  clients, p99 <= 50 ms would take > 4,000 requests/s). ``--rate R`` opens the loop: R
+  requests/s in all are offered on a fixed schedule, and latency counts from each request's
+  due time: the p99 at a given throughput. In each phase:
 
   - ``allowed``: POST /api/v1/requests, a routine read (examples/actions/routine-read.json),
     unique idempotency key: the policy allows it (200, one audit row);
@@ -44,6 +48,7 @@ Run it from the repository root with the core and its server extra installed::
     python bench/bench_server.py                                  # SQLite, all phases
     python bench/bench_server.py --db postgresql://postgres@127.0.0.1:5432/test
     python bench/bench_server.py --db postgresql://postgres@127.0.0.1:5432/test --workers 2
+    python bench/bench_server.py --workers 2 --phases reads --rate 3000   # p99 at 3,000/s
     python bench/bench_server.py --phases reads --client httpx --client-procs 2
     python bench/bench_server.py --log-level warning             # no access log lines
     python bench/bench_server.py --micro 2000 --phases healthz    # core call costs only
@@ -58,6 +63,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -123,10 +129,23 @@ async def _load(cfg: dict[str, Any]) -> dict[str, Any]:
         hx = httpx_clients.get(port)
         prefix = f"{cfg['prefix']}-{cfg['offset'] + i}-"
         n = 0
+        # Open loop (--rate): this client's k-th request is due at a fixed time, whatever
+        # happened to the one before, and its latency counts from then: a slow answer delays
+        # the next send, and that wait counts too (no coordinated omission).
+        rate = cfg["rate"] / cfg["total_clients"] if cfg["rate"] else 0.0
+        phase = rng.random() / rate if rate else 0.0
+        if raw is not None:
+            # Connect before the clock starts: 200 connects at once can see a SYN dropped and
+            # retried a second or three later, which would show as one request's latency.
+            with contextlib.suppress(OSError):
+                await raw.connect()
         await asyncio.sleep(max(0.0, start - time.monotonic()))
         try:
             while time.monotonic() < end:
                 n += 1
+                due = start + phase + (n - 1) / rate if rate else 0.0
+                if rate and due > time.monotonic():
+                    await asyncio.sleep(due - time.monotonic())
                 if mode == "reads":
                     kind, method, body = "read", "GET", None
                     path = f"/api/v1/requests/{rng.choice(ids)}"
@@ -139,7 +158,7 @@ async def _load(cfg: dict[str, Any]) -> dict[str, Any]:
                         kind = mode
                     method, path = "POST", "/api/v1/requests"
                     body = (templates[kind] % f"{prefix}{n}").encode()
-                t0 = time.monotonic()
+                t0 = min(due, time.monotonic()) if rate else time.monotonic()
                 try:
                     if raw is not None:
                         status, _ = await raw.request(method, path, body)
@@ -281,6 +300,8 @@ def run_phase(
                 "token": token,
                 "client": args.client,
                 "clients": n,
+                "total_clients": args.clients,
+                "rate": args.rate,
                 "offset": offset,
                 "seed": args.seed + k,
                 "prefix": f"{mode}-{uuid.uuid4().hex[:8]}-{k}",
@@ -293,7 +314,7 @@ def run_phase(
     spy = None
     if args.profile:
         out = os.path.join(args.profile, f"{mode}.txt")
-        spy = (S.start_py_spy(servers[0].pid, args.seconds, out), out)
+        spy = (S.start_py_spy(servers[0].pids()[-1], args.seconds, out), out)
     time.sleep(max(0.0, end - time.monotonic()))
     cpu1 = [s.cpu() for s in servers]
     m1 = S.machine_cpu()
@@ -357,14 +378,26 @@ def report(mode: str, r: dict[str, Any], seconds: float) -> None:
         f"machine busy {r['machine_busy'] * 100:.0f}% of {os.cpu_count()} cores"
     )
     if r.get("profile"):
-        print("  py-spy profile of the server (first process), measured window:")
+        print("  py-spy profile of one server process, measured window:")
         print("    " + r["profile"].replace("\n", "\n    "))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--db", help="postgresql://... (default: a fresh SQLite file)")
-    ap.add_argument("--workers", type=int, default=1, help="server processes (PostgreSQL only)")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="`serve --workers N`: N processes, one port"
+    )
+    ap.add_argument(
+        "--replicas", type=int, default=1, help="separate `serve` processes on their own ports"
+    )
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="open loop: offer this many requests/s in all (spread over the clients); "
+        "default 0 = closed loop, each client sends again as soon as it has its answer",
+    )
     ap.add_argument("--phases", default=",".join(PHASES), help=f"of {','.join(PHASES)}")
     ap.add_argument("--clients", type=int, default=200, help="concurrent clients (200)")
     ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase")
@@ -386,8 +419,6 @@ def main(argv: list[str] | None = None) -> int:
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     if set(phases) - set(PHASES):
         ap.error(f"unknown phases {sorted(set(phases) - set(PHASES))}")
-    if args.workers > 1 and not args.db:
-        ap.error("--workers > 1 needs --db postgresql://... (one process on SQLite)")
     args.seconds = min(max(1.0, args.seconds), 600.0)
     args.clients = max(1, min(args.clients, 5000))
     args.client_procs = max(1, min(args.client_procs, args.clients, 16))
@@ -404,19 +435,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.micro:
             micro(db.url, req_token, args.micro)
         servers = [
-            S.ServerProcess(db.url, db.workdir, log_level=args.log_level, n=k)
-            for k in range(args.workers)
+            S.ServerProcess(db.url, db.workdir, log_level=args.log_level, n=k, workers=args.workers)
+            for k in range(args.replicas)
         ]
         try:
             for s in servers:
                 s.wait_ready()
             print(
-                f"server: {args.workers} x `sluicegate serve` (uvicorn, 1 process each, "
-                f"log level {args.log_level}) on {db.where}"
+                f"server: {args.replicas} x `sluicegate serve --workers {args.workers}` "
+                f"(uvicorn; CPU and RSS summed over each one's processes), "
+                f"log level {args.log_level}, on {db.where}"
+            )
+            loop_kind = (
+                f"open loop at {args.rate:,.0f} requests/s offered in all"
+                if args.rate
+                else "closed loop (each client sends again when answered)"
             )
             print(
                 f"load: {args.clients} concurrent clients (one keep-alive connection each), "
-                f"client={args.client} on {S.loop_name()}, {args.client_procs} process(es); "
+                f"{loop_kind}, client={args.client} on {S.loop_name()}, "
+                f"{args.client_procs} process(es); "
                 f"{args.warmup:g} s warm-up + {args.seconds:g} s measured per phase"
             )
             ids: list[str] = []

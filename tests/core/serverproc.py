@@ -81,8 +81,18 @@ class ServerProcess:
     """``sluicegate serve`` in a subprocess; its stderr goes to a file shown on failure."""
 
     def __init__(
-        self, db_url: str, policy: Path, workdir: Path, *, name: str = "server", port: int = 0
+        self,
+        db_url: str,
+        policy: Path,
+        workdir: Path,
+        *,
+        name: str = "server",
+        port: int = 0,
+        workers: int = 1,
+        log_level: str = "warning",
     ) -> None:
+        self.workers = workers
+        self.log_level = log_level
         self.db_url = db_url
         self.policy = policy
         self.workdir = workdir
@@ -111,7 +121,9 @@ class ServerProcess:
                 "--port",
                 str(self.port),
                 "--log-level",
-                "warning",
+                self.log_level,
+                "--workers",
+                str(self.workers),
             ],
             cwd=self.workdir,
             env=clean_env(SLUICEGATE_SERVER_URL=f"http://127.0.0.1:{self.port}"),

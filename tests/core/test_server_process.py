@@ -34,8 +34,10 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
     what they printed is shown with a failure."""
     started: list[ServerProcess] = []
 
-    def start(db_url: str, name: str = "server", policy: Path = POLICY) -> ServerProcess:
-        server = ServerProcess(db_url, policy, tmp_path, name=name)
+    def start(
+        db_url: str, name: str = "server", policy: Path = POLICY, **options: Any
+    ) -> ServerProcess:
+        server = ServerProcess(db_url, policy, tmp_path, name=name, **options)
         started.append(server)
         return server.start()
 
@@ -178,10 +180,10 @@ def test_a_restarted_server_keeps_the_request_and_its_decisions(
 class Replicas:
     """Two servers on one PostgreSQL schema, with the tokens of everyone involved."""
 
-    def __init__(self, pg_url: str, tmp_path: Path, start: StartServer) -> None:
-        self.pipeline, self.tokens = tokens_for(pg_url, "alice", "bob", "carol")
-        self.a = start(pg_url, name="replica-A")
-        self.b = start(pg_url, name="replica-B")
+    def __init__(self, db_url: str, tmp_path: Path, start: StartServer) -> None:
+        self.pipeline, self.tokens = tokens_for(db_url, "alice", "bob", "carol")
+        self.a = start(db_url, name="replica-A")
+        self.b = start(db_url, name="replica-B")
 
     def post(
         self, server: ServerProcess, who: str, path: str, body: dict[str, Any]
@@ -256,11 +258,12 @@ def waiting_polls(server: ServerProcess) -> float:
     raise AssertionError("no sluicegate_long_polls_waiting in /metrics")
 
 
-@pytest.mark.postgres
 def test_two_replicas_count_simultaneous_approvals_once_and_wake_each_other(
-    pg_url: str, tmp_path: Path, start_server: StartServer
+    db_url: str, tmp_path: Path, start_server: StartServer
 ) -> None:
-    rs = Replicas(pg_url, tmp_path, start_server)
+    # On PostgreSQL the replicas hear each other through LISTEN/NOTIFY; on one SQLite file,
+    # by following the audit log's tail.
+    rs = Replicas(db_url, tmp_path, start_server)
 
     # A retried task reaching both replicas at once still opens one request.
     body = {
@@ -305,7 +308,8 @@ def test_two_replicas_count_simultaneous_approvals_once_and_wake_each_other(
             assert p.status == "approved", p.status
         other = polls[1] if ender is rs.a else polls[0]
         assert other.at is not None
-        # The replica that did not end it heard it through LISTEN/NOTIFY, not a 5 s re-check.
+        # The replica that did not end it heard it at once (NOTIFY, or the SQLite follower),
+        # not through the 5 s re-check.
         assert other.at - ended_at < 1.0, other.at - ended_at
 
         for server in (rs.a, rs.b):
@@ -398,3 +402,60 @@ def sigterm(server: ServerProcess, within: float) -> int:
         return proc.wait(timeout=within)
     except Exception:
         pytest.fail(f"the server did not stop within {within} s of SIGTERM:\n{server.stderr()}")
+
+
+def test_serve_with_workers_is_one_server_on_one_port(
+    db_url: str, tmp_path: Path, start_server: StartServer
+) -> None:
+    """``serve --workers 2``: two processes, one port; a decision taken through one process
+    wakes the long polls held by the other at once, and a stop ends them all."""
+    pipeline, tokens = tokens_for(db_url, "alice", "bob")
+    server = start_server(db_url, name="workers", workers=2)
+    req = open_gate(server, pipeline)
+    # Each poll is its own connection; the kernel spreads connections over the two processes
+    # (SO_REUSEPORT), so with eight of them both processes hold some (all but 1 in 128).
+    polls = [LongPoll(server, pipeline, req["id"]) for _ in range(8)]
+    for p in polls:
+        p.start()
+    # Let every poll reach its process and wait there (local connections: well under 1 s).
+    # A process that missed the decision would hold its polls until the 5 s safety sweep.
+    time.sleep(1.0)
+    for reviewer in ("alice", "bob"):
+        with server.client(tokens[reviewer]) as c:
+            r = c.post(f"/api/v1/requests/{req['id']}/decisions", json={"verdict": "approve"})
+        assert r.status_code == 200, r.text
+    decided_at = time.monotonic()
+    assert r.json()["status"] == "approved"
+    for p in polls:
+        p.join(timeout=25)
+        assert p.status == "approved", p.status
+        assert p.at is not None and p.at - decided_at < 1.0, p.at - decided_at
+    proc = server.proc
+    assert proc is not None
+    started = time.monotonic()
+    proc.terminate()
+    assert proc.wait(timeout=15) == 0
+    assert time.monotonic() - started < 10
+    assert "Traceback" not in server.stderr(), server.stderr()
+
+
+def test_the_access_log_has_one_json_line_per_request(
+    sqlite_url: str, tmp_path: Path, start_server: StartServer
+) -> None:
+    server = start_server(sqlite_url, name="logged", log_level="info")
+    pipeline, _ = tokens_for(sqlite_url)
+    with server.client(pipeline) as c:
+        assert c.get(f"/api/v1/requests/{uuid.uuid4()}").status_code == 404
+    deadline = time.monotonic() + 5
+    lines: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not lines:
+        lines = [
+            json.loads(line.split(" sluicegate.access ", 1)[1])
+            for line in server.stderr().splitlines()
+            if " sluicegate.access " in line and "/api/v1/requests/" in line
+        ]
+        time.sleep(0.1)
+    assert len(lines) == 1, server.stderr()
+    assert lines[0]["method"] == "GET" and lines[0]["status"] == 404
+    assert isinstance(lines[0]["ms"], float)
+    assert pipeline not in server.stderr()  # the token is never logged

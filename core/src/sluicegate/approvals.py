@@ -32,7 +32,7 @@ from sluicegate.model import (
 from sluicegate.policy import Evaluation, Policy
 from sluicegate.store import DecisionOutcome, Store, request_event
 
-__all__ = ["Approvals", "GateAnswer"]
+__all__ = ["Approvals", "GateAnswer", "GatePlan"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,18 @@ class GateAnswer:
     request: ApprovalRequest | None = None
     #: False when the idempotency key already had a request (a retry reattached).
     created: bool = False
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    """What opening a gate will store, decided before any database work."""
+
+    idempotency_key: str
+    evaluation: Evaluation
+    #: The new request when the policy requires approval, else None (allowed or denied).
+    request: ApprovalRequest | None
+    #: The audit rows to append with it.
+    events: tuple[AuditEvent, ...]
 
 
 class Approvals:
@@ -64,35 +76,48 @@ class Approvals:
         now: datetime | None = None,
     ) -> GateAnswer:
         """Evaluate ``action`` and, if it needs approval, open (or reattach to) its request."""
-        existing = self.store.find(idempotency_key)
-        if existing is not None:
-            # A retry reattaches to what the first attempt opened, whatever the policy says now.
-            ev = self.policy.evaluate(action, requester, inherited=inherited)
-            return GateAnswer(existing.status.value, ev, existing, created=False)
+        return self.commit_open(
+            self.plan_open(
+                idempotency_key=idempotency_key,
+                action=action,
+                requester=requester,
+                inherited=inherited,
+                now=now,
+            )
+        )
+
+    def plan_open(
+        self,
+        *,
+        idempotency_key: str,
+        action: Action,
+        requester: Requester,
+        inherited: Mapping[tuple[str, str], Iterable[str]] | None = None,
+        now: datetime | None = None,
+    ) -> GatePlan:
+        """The policy's answer and what opening the gate would store; touches no database.
+
+        Split from :meth:`commit_open` so that a server can evaluate outside its writer.
+        """
         ev = self.policy.evaluate(action, requester, inherited=inherited)
-        datasets = [str(a) for a in action.assets]
         if ev.outcome in ("allow", "deny"):
             kind = "policy.allowed" if ev.outcome == "allow" else "policy.denied"
-            self.store.record(
-                [
-                    AuditEvent(
-                        kind=kind,
-                        actor=requester.principal,
-                        job=requester.job or None,
-                        datasets=datasets,
-                        data={
-                            "idempotency_key": idempotency_key,
-                            "rule": ev.rule,
-                            "reason": ev.reason,
-                            "action_kind": action.kind,
-                            "fingerprint": action.fingerprint(),
-                            "run_id": requester.run_id,
-                            "policy": self.policy.digest,
-                        },
-                    )
-                ]
+            event = AuditEvent(
+                kind=kind,
+                actor=requester.principal,
+                job=requester.job or None,
+                datasets=[str(a) for a in action.assets],
+                data={
+                    "idempotency_key": idempotency_key,
+                    "rule": ev.rule,
+                    "reason": ev.reason,
+                    "action_kind": action.kind,
+                    "fingerprint": action.fingerprint(),
+                    "run_id": requester.run_id,
+                    "policy": self.policy.digest,
+                },
             )
-            return GateAnswer("allowed" if ev.outcome == "allow" else "denied", ev)
+            return GatePlan(idempotency_key, ev, None, (event,))
         req_spec = ev.requirement
         assert req_spec is not None  # a require outcome always carries its requirement
         request = ApprovalRequest.open(
@@ -124,10 +149,21 @@ class Approvals:
             owner=requester.owner,
             run_id=requester.run_id,
         )
-        stored, created = self.store.create_request(
-            request, policy_digest=self.policy.digest, events=[created_event]
+        return GatePlan(idempotency_key, ev, request, (created_event,))
+
+    def commit_open(self, plan: GatePlan) -> GateAnswer:
+        """Store what :meth:`plan_open` decided, in one transaction.
+
+        A key that already has a request reattaches to it, whatever the policy says now (a
+        retry must find what the first attempt opened); nothing new is recorded then.
+        """
+        stored, created = self.store.open_gate(
+            plan.idempotency_key, plan.request, plan.events, policy_digest=self.policy.digest
         )
-        return GateAnswer(stored.status.value, ev, stored, created=created)
+        if stored is not None:
+            return GateAnswer(stored.status.value, plan.evaluation, stored, created=created)
+        allowed = plan.evaluation.outcome == "allow"
+        return GateAnswer("allowed" if allowed else "denied", plan.evaluation)
 
     def check_reviewer(self, request: ApprovalRequest, reviewer: str) -> str | None:
         """None if ``reviewer`` may decide ``request``, else why not."""

@@ -299,6 +299,11 @@ def audit_export(
 @click.option("--host", help="Interface to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default 8000).")
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Server processes sharing the port (default 1; several share SQLite or PostgreSQL).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -311,6 +316,7 @@ def serve(
     policy_file: str | None,
     host: str | None,
     port: int | None,
+    workers: int | None,
     log_level: str,
 ) -> None:
     """Run the approval server (HTTP API, review pages, metrics)."""
@@ -322,17 +328,24 @@ def serve(
             f"pip install 'sluicegate[server]' ({err})",
             2,
         ) from err
-    settings = _settings(ctx, db_url=db_url, policy=policy_file, host=host, port=port)
-    app = create_app(settings)
+    settings = _settings(
+        ctx, db_url=db_url, policy=policy_file, host=host, port=port, workers=workers
+    )
+    app = create_app(settings)  # also the check, in this process, that everything loads
     _log_setup(log_level)
     click.echo(
         f"sluicegate: serving on http://{settings.host}:{settings.port} "
-        f"(db {app.state.sluicegate.store.url}, policy {settings.policy})",
+        f"(db {app.state.sluicegate.store.url}, policy {settings.policy}"
+        f"{f', {settings.workers} workers' if settings.workers > 1 else ''})",
         err=True,
     )
-    from sluicegate.server.app import run_server
+    from sluicegate.server.app import run_server, run_workers
 
-    run_server(app, host=settings.host, port=settings.port, log_level=log_level)
+    if settings.workers > 1:
+        app.state.sluicegate.store.close()
+        run_workers(settings, log_level=log_level)
+    else:
+        run_server(app, host=settings.host, port=settings.port, log_level=log_level)
 
 
 def _log_setup(level: str) -> None:

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(None, description="signs links and CSRF tokens")
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        1, description="server processes sharing the port (`serve --workers`)"
+    )
     sso_header: str | None = Field(
         None, description="trusted proxy header naming the signed-in reviewer (off when unset)"
     )

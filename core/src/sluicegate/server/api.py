@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Literal
 
-import anyio
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
 from sluicegate import audit
 from sluicegate.approvals import GateAnswer
@@ -52,8 +52,9 @@ MAX_WAIT_SECONDS = 300.0
 
 
 def request_out(st: ServerState, req: ApprovalRequest) -> RequestOut:
-    """The JSON form of a stored request."""
-    return RequestOut(
+    """The JSON form of a stored request (built unvalidated: every value comes from the
+    model, and this runs on every status read)."""
+    return RequestOut.model_construct(
         id=str(req.id),
         status=req.status.value,
         rule=req.rule,
@@ -73,7 +74,7 @@ def request_out(st: ServerState, req: ApprovalRequest) -> RequestOut:
         },
         requester=req.requester.model_dump(mode="json"),
         decisions=[
-            DecisionOut(
+            DecisionOut.model_construct(
                 reviewer=d.reviewer,
                 verdict=d.verdict,
                 comment=d.comment,
@@ -83,6 +84,7 @@ def request_out(st: ServerState, req: ApprovalRequest) -> RequestOut:
             for d in req.decisions
         ],
         lineage_run_id=str(req.lineage_run_id),
+        reason="",
     )
 
 
@@ -96,6 +98,19 @@ def _gate_out(st: ServerState, answer: GateAnswer, answer_id: str) -> RequestOut
 State = Annotated[ServerState, Depends(state_dependency)]
 
 
+def _json(model: BaseModel, status_code: int = 200) -> Response:
+    """``model`` as the response, serialised once by pydantic.
+
+    Routes are async and return a ready Response: FastAPI then neither re-validates the
+    answer against its ``response_model`` (which stays for the OpenAPI document) nor runs the
+    route in a worker thread. Store work goes to the writer (writes) or ``Writer.read``.
+    """
+    return Response(model.model_dump_json(), status_code=status_code, media_type=_JSON)
+
+
+_JSON = "application/json"
+
+
 @router.post(
     "/requests",
     response_model=RequestOut,
@@ -104,23 +119,23 @@ State = Annotated[ServerState, Depends(state_dependency)]
         200: {"description": "allowed, denied, or an existing request"},
     },
 )
-def open_gate(
-    body: GateIn, response: Response, st: State, who: Annotated[Identity, Depends(require_request)]
-) -> RequestOut:
+async def open_gate(
+    body: GateIn, st: State, who: Annotated[Identity, Depends(require_request)]
+) -> Response:
     """Open a gate: the policy allows, denies, or opens (or returns) a request."""
     requester = Requester(**body.requester.model_dump(), principal=who.principal)
-    answer = st.approvals.open(
+    plan = st.approvals.plan_open(
         idempotency_key=body.idempotency_key, action=body.action, requester=requester
     )
+    answer = await st.writer.run(st.approvals.commit_open, plan)
     st.metrics.gates.labels(
         answer.status if answer.request is None or answer.created else "reattached"
     ).inc()
-    response.status_code = 201 if answer.created else 200
-    return _gate_out(st, answer, str(uuid7()))
+    return _json(_gate_out(st, answer, str(uuid7())), 201 if answer.created else 200)
 
 
 @router.get("/requests", response_model=RequestPage)
-def list_requests(
+async def list_requests(
     st: State,
     _: Annotated[Identity, Depends(require_any)],
     status: Status | None = None,
@@ -128,21 +143,27 @@ def list_requests(
     job: Annotated[str | None, Query(max_length=512, pattern=_NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: uuid.UUID | None = None,
-) -> RequestPage:
+) -> Response:
     """The inbox, newest first; filter by status, dataset (name or namespace::name) and job."""
-    items = st.store.list_requests(
-        status=status, dataset=dataset, job=job, limit=limit, before=str(before) if before else None
+    items = await st.writer.read(
+        lambda: st.store.list_requests(
+            status=status,
+            dataset=dataset,
+            job=job,
+            limit=limit,
+            before=str(before) if before else None,
+        )
     )
     nxt = str(items[-1].id) if len(items) == limit else None
-    return RequestPage(items=[request_out(st, r) for r in items], next=nxt)
+    return _json(RequestPage(items=[request_out(st, r) for r in items], next=nxt))
 
 
 @router.get("/requests/{request_id}", response_model=RequestOut)
-def get_request(
+async def get_request(
     request_id: str, st: State, _: Annotated[Identity, Depends(require_any)]
-) -> RequestOut:
+) -> Response:
     """The request, its decisions and status."""
-    return request_out(st, st.store.get(request_id))
+    return _json(request_out(st, await st.writer.read(st.store.get, request_id)))
 
 
 @router.get("/requests/{request_id}/wait", response_model=RequestOut)
@@ -151,7 +172,7 @@ async def wait_request(
     st: State,
     _: Annotated[Identity, Depends(require_any)],
     timeout: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 30.0,
-) -> RequestOut:
+) -> Response:
     """Long poll: answers as soon as the request is terminal, or after ``timeout`` seconds.
 
     A waiter costs no database work while it waits: the hub wakes it on a change (and a
@@ -161,7 +182,7 @@ async def wait_request(
     deadline = time.monotonic() + timeout
     fut = st.hub.register(rid)  # register first, then read: no change can slip between
     try:
-        req = await anyio.to_thread.run_sync(st.store.get, rid)
+        req = await st.writer.read(st.store.get, rid)
         while not req.status.terminal and not st.hub.closed:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -172,27 +193,33 @@ async def wait_request(
                 break  # timed out: answer what we read
             st.hub.discard(rid, fut)
             fut = st.hub.register(rid)
-            req = await anyio.to_thread.run_sync(st.store.get, rid)
-        return request_out(st, req)
+            req = await st.writer.read(st.store.get, rid)
+        return _json(request_out(st, req))
     finally:
         st.hub.discard(rid, fut)
 
 
 @router.post("/requests/{request_id}/decisions", response_model=RequestOut)
-def decide(
+async def decide(
     request_id: str, body: DecisionIn, st: State, who: Annotated[Identity, Depends(require_any)]
-) -> RequestOut:
+) -> Response:
     """A reviewer approves or denies. 403 for self-approval or an ineligible reviewer."""
     channel = Channel.API if who.via == "token" else Channel.WEB
     if who.scope != "review":
         reason = "a request-scoped token can never decide"
-        st.approvals.reject(
-            request_id, actor=who.principal, reason=reason, verdict=body.verdict, channel=channel
+        await st.writer.run(
+            st.approvals.reject,
+            request_id,
+            actor=who.principal,
+            reason=reason,
+            verdict=body.verdict,
+            channel=channel,
         )
         st.metrics.rejected.inc()
         raise ApiError(403, "forbidden", reason)
     try:
-        outcome = st.approvals.decide(
+        outcome = await st.writer.run(
+            st.approvals.decide,
             request_id,
             reviewer=who.principal,
             verdict=body.verdict,
@@ -204,7 +231,7 @@ def decide(
         st.metrics.rejected.inc()
         raise
     record_decision_metrics(st, outcome.request, body.verdict, channel, outcome.ended)
-    return request_out(st, outcome.request)
+    return _json(request_out(st, outcome.request))
 
 
 def record_decision_metrics(
@@ -220,34 +247,34 @@ def record_decision_metrics(
 
 
 @router.post("/requests/{request_id}/cancel", response_model=RequestOut)
-def cancel(
+async def cancel(
     request_id: str,
     st: State,
     who: Annotated[Identity, Depends(require_request)],
     body: CancelIn | None = None,
-) -> RequestOut:
+) -> Response:
     """The requester withdraws its request."""
-    req = st.approvals.cancel(
-        request_id, principal=who.principal, reason=body.reason if body else ""
+    req = await st.writer.run(
+        st.approvals.cancel, request_id, principal=who.principal, reason=body.reason if body else ""
     )
     st.metrics.ended.labels(Status.CANCELLED.value).inc()
-    return request_out(st, req)
+    return _json(request_out(st, req))
 
 
 @router.post("/requests/{request_id}/release", response_model=RequestOut)
-def release(
+async def release(
     request_id: str, st: State, who: Annotated[Identity, Depends(require_request)]
-) -> RequestOut:
+) -> Response:
     """The gated step went ahead: recorded as ``gate.released`` (approved requests only)."""
-    req = st.store.get(request_id)
+    req = await st.writer.read(st.store.get, request_id)
     if req.requester.principal != who.principal:
         raise ApiError(403, "forbidden", "only the principal that opened a request may release it")
     if req.status is not Status.APPROVED:
         raise ApiError(
             409, "conflict", f"request is {req.status.value}; only an approved gate is released"
         )
-    st.approvals.release(req.id, principal=who.principal)
-    return request_out(st, req)
+    await st.writer.run(st.approvals.release, req.id, principal=who.principal)
+    return _json(request_out(st, req))
 
 
 @router.get(

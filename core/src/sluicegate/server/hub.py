@@ -2,8 +2,10 @@
 
 Every status change calls :meth:`StatusHub.publish` after its transaction commits (the store's
 listeners). On PostgreSQL the change is also announced with ``NOTIFY`` and every replica
-``LISTEN``\\s, so a waiter on replica A wakes when replica B records the decision. On SQLite the
-server is one process, and the in-process call is all it takes.
+``LISTEN``\\s, so a waiter on replica A wakes when replica B records the decision. SQLite has
+no such channel: there every process follows the tail of the audit log (:func:`follow_sqlite`),
+whose rows name each request that ended, so several processes on one file (``serve
+--workers N``) also wake each other's waiters, within one follow interval.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from collections import defaultdict
 
 from sqlalchemy import Engine
 
+from sluicegate.store import Store
 from sluicegate.store.repository import STATUS_CHANNEL
 
-__all__ = ["StatusHub", "listen_postgres"]
+__all__ = ["FOLLOW_SECONDS", "StatusHub", "follow_sqlite", "listen_postgres"]
+
+#: How often a process on SQLite reads the audit log's tail for requests other processes ended.
+FOLLOW_SECONDS = 0.05
 
 log = logging.getLogger("sluicegate.server")
 
@@ -121,3 +127,27 @@ async def listen_postgres(engine: Engine, hub: StatusHub, stop: asyncio.Event) -
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             delay = min(delay * 2, 10.0)
+
+
+async def follow_sqlite(
+    store: Store, hub: StatusHub, stop: asyncio.Event, interval: float = FOLLOW_SECONDS
+) -> None:
+    """Publish every request that another process on this SQLite file ends, until ``stop``.
+
+    One indexed range read of new audit rows per interval, and only while someone waits, so
+    an idle server does nothing. Ends this process recorded come through twice (once from
+    the store's listener): a waiter woken twice reads once more, nothing else.
+    """
+    last = store.audit_tail()[0]
+    while not stop.is_set():
+        try:
+            if hub.waiting:
+                last, ended = store.ended_since(last)
+                for request_id in ended:
+                    hub.publish(request_id)
+            else:
+                last = store.audit_tail()[0]
+        except Exception:  # a boundary: a failed read is logged and tried again
+            log.exception("following the audit log failed")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -8,6 +8,9 @@ Reads use a plain deferred ``BEGIN`` and run beside the writer, as WAL allows.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sluicegate.exceptions import MigrationError, StoreError
 from sluicegate.settings import normalise_db_url
 
-__all__ = ["READ", "describe_db_error", "make_engine", "migrate"]
+__all__ = ["READ", "WriteLock", "describe_db_error", "make_engine", "migrate"]
 
 #: Execution option marking a read-only transaction (a deferred BEGIN on SQLite).
 READ = "sluicegate_read"
@@ -56,6 +59,45 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _sqlite_hooks(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+class WriteLock:
+    """Writers to one SQLite file take turns here, across threads and processes, in order.
+
+    SQLite's own busy handler polls with growing sleeps and is unfair: under load one process
+    could wait seconds while another kept winning the write lock. A blocking ``flock`` on a
+    file beside the database is handed over by the kernel the moment it is released, so
+    writers (``serve --workers``, the CLI) queue instead of polling. PostgreSQL needs none of
+    this (its row locks queue): there the lock does nothing.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._thread_lock = threading.Lock()
+        self._path: str | None = None
+        self._fd: int | None = None
+        database = engine.url.database or ""
+        if engine.dialect.name == "sqlite" and database and database != ":memory:":
+            self._path = f"{Path(database).expanduser().resolve()}-lock"
+        self.enabled = engine.dialect.name == "sqlite"
+
+    def __enter__(self) -> WriteLock:
+        if self.enabled:
+            self._thread_lock.acquire()
+            if self._path is not None:
+                try:
+                    if self._fd is None:
+                        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                    fcntl.flock(self._fd, fcntl.LOCK_EX)
+                except BaseException:
+                    self._thread_lock.release()
+                    raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self._thread_lock.release()
 
 
 def _sqlite_hooks(engine: Engine) -> None:

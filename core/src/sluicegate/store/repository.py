@@ -46,8 +46,10 @@ from sluicegate.model import (
     check_transition,
     utcnow,
 )
-from sluicegate.store.db import READ, describe_db_error, make_engine, migrate
+from sluicegate.store.db import READ, WriteLock, describe_db_error, make_engine, migrate
 from sluicegate.store.schema import (
+    audit_events,
+    audit_head,
     decisions,
     request_datasets,
     requests,
@@ -82,10 +84,17 @@ _DECISIONS_OF = (
     .where(decisions.c.request_id == bindparam("rid"))
     .order_by(decisions.c.id)
 )
-_BUMP_VERSION = (
-    update(requests)
+# A request with its decisions in one statement: one round trip, and one snapshot without
+# a transaction around two queries.
+_DECISION_COLUMNS = ("reviewer", "verdict", "comment", "channel", "fingerprint", "decided_at")
+_WITH_DECISIONS = (
+    select(requests, *(decisions.c[name].label(f"d_{name}") for name in _DECISION_COLUMNS))
+    .select_from(requests.outerjoin(decisions, decisions.c.request_id == requests.c.id))
     .where(requests.c.id == bindparam("rid"))
-    .values(version=requests.c.version + 1)
+    .order_by(decisions.c.id)
+)
+_BUMP_VERSION = (
+    update(requests).where(requests.c.id == bindparam("rid")).values(version=requests.c.version + 1)
 )
 _CAS_STATUS = (
     update(requests)
@@ -96,6 +105,14 @@ _TOKEN = select(tokens.c.principal, tokens.c.scope).where(
     tokens.c.token_hash == bindparam("h"), tokens.c.revoked_at.is_(None)
 )
 _NOTIFY = text("SELECT pg_notify(:c, :id)")
+_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
+_END_KINDS = frozenset(f"request.{s.value}" for s in Status if s.terminal)
+_ENDED_SINCE = (
+    select(audit_events.c.seq, audit_events.c.kind, audit_events.c.request_id)
+    .where(audit_events.c.seq > bindparam("after"))
+    .order_by(audit_events.c.seq)
+    .limit(10_000)
+)
 
 __all__ = [
     "STATUS_CHANNEL",
@@ -153,8 +170,10 @@ class Store:
         #: Called with a request id after a transaction that changed its status commits.
         self.listeners: list[Callable[[str], None]] = []
         self._local = threading.local()  # the open batch of this thread, if any
+        self._write_lock = WriteLock(self.engine)
         if auto_migrate:
-            migrate(self.engine)
+            with self._write_lock:  # on SQLite, processes opening a new file migrate in turn
+                migrate(self.engine)
 
     def close(self) -> None:
         """Release every pooled connection."""
@@ -187,7 +206,7 @@ class Store:
             return
         changed: list[str] = []
         try:
-            with self.engine.begin() as conn:
+            with self._write_lock, self.engine.begin() as conn:
                 conn.info[_CHANGED] = changed
                 try:
                     audit.lock_head(conn)
@@ -215,7 +234,7 @@ class Store:
             raise StoreError("batches do not nest")
         changed: list[str] = []
         try:
-            with self.engine.begin() as conn:
+            with self._write_lock, self.engine.begin() as conn:
                 conn.info[_CHANGED] = changed
                 audit.lock_head(conn)
                 self._local.conn = conn
@@ -275,39 +294,86 @@ class Store:
         # No look-up first: the unique key decides, in one round trip, even between replicas.
         try:
             with self.write() as conn:
-                conn.execute(_INSERT_REQUEST, {**_row_of(req), "policy_digest": policy_digest})
-                datasets = [
-                    {
-                        "request_id": str(req.id),
-                        "role": role,
-                        "namespace": a.namespace,
-                        "name": a.name,
-                    }
-                    for role, assets in (
-                        ("input", req.action.inputs),
-                        ("output", req.action.outputs),
-                    )
-                    for a in assets
-                ]
-                if datasets:
-                    conn.execute(_INSERT_DATASETS, datasets)
-                audit.append(conn, events, now=req.created_at)
+                self._insert_request(conn, req, policy_digest, events)
                 return req, True
         except IntegrityError:
-            # The key exists (a retry, or another process got there first): return that request.
-            with self.read() as conn:
-                existing = self._by_key(conn, req.idempotency_key)
-            if existing is None:
-                raise
-            return existing, False
+            return self._existing(req.idempotency_key), False
+
+    def _insert_request(
+        self,
+        conn: Connection,
+        req: ApprovalRequest,
+        policy_digest: str | None,
+        events: Sequence[audit.AuditEvent],
+    ) -> None:
+        conn.execute(_INSERT_REQUEST, {**_row_of(req), "policy_digest": policy_digest})
+        datasets = [
+            {"request_id": str(req.id), "role": role, "namespace": a.namespace, "name": a.name}
+            for role, assets in (("input", req.action.inputs), ("output", req.action.outputs))
+            for a in assets
+        ]
+        if datasets:
+            conn.execute(_INSERT_DATASETS, datasets)
+        audit.append(conn, events, now=req.created_at)
+
+    def _existing(self, idempotency_key: str) -> ApprovalRequest:
+        # The key exists (a retry, or another process got there first): return that request.
+        with self.read() as conn:
+            existing = self._by_key(conn, idempotency_key)
+        if existing is None:
+            raise StoreError(f"idempotency key {idempotency_key!r} collided but has no request")
+        return existing
+
+    def open_gate(
+        self,
+        idempotency_key: str,
+        req: ApprovalRequest | None,
+        events: Sequence[audit.AuditEvent],
+        *,
+        policy_digest: str | None = None,
+    ) -> tuple[ApprovalRequest | None, bool]:
+        """Open a gate in one transaction; returns (request, created).
+
+        The request already opened with ``idempotency_key`` comes back as it is, with nothing
+        recorded. Otherwise ``req`` is created with ``events``, or, when ``req`` is None (the
+        policy allowed or denied the action), only ``events`` are recorded: (None, False).
+        """
+        if req is not None and req.idempotency_key != idempotency_key:
+            raise ActionError("the request's idempotency key differs from the gate's")
+        try:
+            with self.write() as conn:
+                existing = self._by_key(conn, idempotency_key)
+                if existing is not None:
+                    return existing, False
+                if req is None:
+                    audit.append(conn, events)
+                    return None, False
+                self._insert_request(conn, req, policy_digest, events)
+                return req, True
+        except IntegrityError:
+            return self._existing(idempotency_key), False
 
     def get(self, request_id: uuid.UUID | str) -> ApprovalRequest:
         """The request with its decisions; :class:`NotFoundError` if there is none."""
         with self.read() as conn:
-            row = conn.execute(_BY_ID, {"rid": request_key(request_id)}).one_or_none()
-            if row is None:
-                raise NotFoundError(f"no request {request_id}")
-            return self._load(conn, row)
+            rows = conn.execute(_WITH_DECISIONS, {"rid": request_key(request_id)}).all()
+        if not rows:
+            raise NotFoundError(f"no request {request_id}")
+        return _request_of(
+            rows[0],
+            [
+                Decision.model_construct(
+                    reviewer=r.d_reviewer,
+                    verdict=Verdict(r.d_verdict),
+                    comment=r.d_comment,
+                    channel=Channel(r.d_channel),
+                    fingerprint=r.d_fingerprint,
+                    decided_at=r.d_decided_at,
+                )
+                for r in rows
+                if r.d_reviewer is not None
+            ],
+        )
 
     def find(self, idempotency_key: str) -> ApprovalRequest | None:
         """The request opened with this idempotency key, if any."""
@@ -356,6 +422,20 @@ class Store:
                     .all()
                 )
         return ended
+
+    def audit_tail(self) -> tuple[int, str]:
+        """The newest audit row's seq and hash (0 and the genesis hash when empty)."""
+        with self.read() as conn:
+            row = conn.execute(_HEAD).one_or_none()
+        return (0, audit.GENESIS) if row is None else (int(row.seq), str(row.hash))
+
+    def ended_since(self, seq: int) -> tuple[int, list[str]]:
+        """Requests that ended in audit rows after ``seq``, and the newest seq seen."""
+        with self.read() as conn:
+            rows = conn.execute(_ENDED_SINCE, {"after": seq}).all()
+        if not rows:
+            return seq, []
+        return int(rows[-1].seq), [r.request_id for r in rows if r.kind in _END_KINDS]
 
     def count(self, status: Status | None = None) -> int:
         """How many requests there are (in ``status``)."""
@@ -584,26 +664,10 @@ class Store:
 
     @staticmethod
     def _load(conn: Connection, row: Row[Any]) -> ApprovalRequest:
-        # Stored rows were validated on the way in and are written only by this store, so
-        # they are rebuilt without validating again (which cost more than the query).
         ds = conn.execute(_DECISIONS_OF, {"rid": row.id}).all()
-        return ApprovalRequest.model_construct(
-            id=uuid.UUID(row.id),
-            idempotency_key=row.idempotency_key,
-            action=_stored_action(row.action),
-            requester=Requester.model_construct(**json.loads(row.requester)),
-            rule=row.rule,
-            required_approvals=row.required_approvals,
-            required_denials=row.required_denials,
-            groups=tuple(json.loads(row.groups)),
-            comment_on_deny=bool(row.comment_on_deny),
-            on_timeout=row.on_timeout,
-            status=Status(row.status),
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            fingerprint=row.fingerprint,
-            lineage_run_id=uuid.UUID(row.lineage_run_id),
-            decisions=tuple(
+        return _request_of(
+            row,
+            [
                 Decision.model_construct(
                     reviewer=d.reviewer,
                     verdict=Verdict(d.verdict),
@@ -613,8 +677,34 @@ class Store:
                     decided_at=d.decided_at,
                 )
                 for d in ds
-            ),
+            ],
         )
+
+
+def _request_of(row: Row[Any], decided: list[Decision]) -> ApprovalRequest:
+    """A request from its stored row and decisions.
+
+    Stored rows were validated on the way in and are written only by this store, so they are
+    rebuilt without validating again (which cost more than the query).
+    """
+    return ApprovalRequest.model_construct(
+        id=uuid.UUID(row.id),
+        idempotency_key=row.idempotency_key,
+        action=_stored_action(row.action),
+        requester=Requester.model_construct(**json.loads(row.requester)),
+        rule=row.rule,
+        required_approvals=row.required_approvals,
+        required_denials=row.required_denials,
+        groups=tuple(json.loads(row.groups)),
+        comment_on_deny=bool(row.comment_on_deny),
+        on_timeout=row.on_timeout,
+        status=Status(row.status),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        fingerprint=row.fingerprint,
+        lineage_run_id=uuid.UUID(row.lineage_run_id),
+        decisions=tuple(decided),
+    )
 
 
 def _stored_action(text: str) -> Action:

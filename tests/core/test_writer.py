@@ -1,0 +1,167 @@
+"""The server's writer: many callers' writes committed together, each one undone on its own.
+
+Run on both databases, through the real Store: what a caller is told must be what was kept,
+and the audit chain must verify whatever mixture of successes and failures went into a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from sluicegate import audit
+from sluicegate.approvals import Approvals
+from sluicegate.audit import AuditEvent
+from sluicegate.exceptions import NotFoundError
+from sluicegate.model import Action, Requester
+from sluicegate.policy import load_policy
+from sluicegate.server.writer import Writer
+from sluicegate.store import Store
+from sluicegate.store.schema import audit_events
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from serverproc import PII_EXPORT, POLICY, ROUTINE_READ
+
+
+class Boom(Exception):
+    pass
+
+
+def _kinds(store: Store) -> list[str]:
+    with store.engine.connect() as conn:
+        return list(
+            conn.execute(select(audit_events.c.kind).order_by(audit_events.c.seq)).scalars()
+        )
+
+
+async def _gather(writer: Writer, calls: list[Any]) -> list[Any]:
+    return await asyncio.gather(*(writer.run(c) for c in calls), return_exceptions=True)
+
+
+def test_a_batch_keeps_the_good_writes_and_undoes_only_the_failed_one(store: Store) -> None:
+    writer = Writer(store)
+    gate = threading.Event()
+
+    def first() -> str:
+        gate.wait(5)  # holds the writer, so that the calls below queue into one batch
+        store.record([AuditEvent("test.first")])
+        return "first"
+
+    def ok(i: int) -> Any:
+        return lambda: store.record([AuditEvent("test.ok", data={"i": i})])[0]
+
+    def fails_after_writing() -> None:
+        with store.write() as conn:
+            audit.append(conn, [AuditEvent("test.undone")])
+            raise Boom("after its audit row")
+
+    async def main() -> list[Any]:
+        head = asyncio.ensure_future(writer.run(first))
+        await asyncio.sleep(0.05)
+        rest = asyncio.ensure_future(
+            _gather(writer, [ok(1), fails_after_writing, ok(2), lambda: store.get("x"), ok(3)])
+        )
+        await asyncio.sleep(0.05)
+        gate.set()
+        return [await head, *(await rest)]
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        writer.close()
+    assert results[0] == "first"
+    assert isinstance(results[2], Boom)
+    assert isinstance(results[4], NotFoundError)
+    seqs = [results[1], results[3], results[5]]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    # The failed call's row is gone and the chain has no gap where it was.
+    kinds = _kinds(store)
+    assert "test.undone" not in kinds
+    assert kinds.count("test.ok") == 3
+    verified = audit.verify(store.engine)
+    assert verified.ok, verified
+    # Fewer batches than calls: they were committed together.
+    assert writer.calls == 6 and writer.batches < writer.calls
+
+
+def test_one_key_opened_many_times_in_one_batch_makes_one_request(store: Store) -> None:
+    approvals = Approvals(store, load_policy(POLICY))
+    writer = Writer(store)
+    requester = Requester(orchestrator="airflow", job="crm.export", owner="carol", principal="p")
+    pending = Action.model_validate(PII_EXPORT)
+    routine = Action.model_validate(ROUTINE_READ)
+
+    def plan(key: str, action: Action) -> Any:
+        return approvals.plan_open(idempotency_key=key, action=action, requester=requester)
+
+    async def main() -> list[Any]:
+        plans = [plan("same-key", pending) for _ in range(20)]
+        plans += [plan(f"read-{i}", routine) for i in range(20)]
+        calls = [(lambda p=p: approvals.commit_open(p)) for p in plans]
+        return await _gather(writer, calls)
+
+    try:
+        answers = asyncio.run(main())
+    finally:
+        writer.close()
+    assert not [a for a in answers if isinstance(a, BaseException)], answers
+    opened = answers[:20]
+    assert sum(a.created for a in opened) == 1
+    assert len({str(a.request.id) for a in opened}) == 1
+    assert all(a.status == "pending" for a in opened)
+    assert all(a.status == "allowed" and a.request is None for a in answers[20:])
+    kinds = _kinds(store)
+    assert kinds.count("request.created") == 1
+    assert kinds.count("policy.allowed") == 20
+    assert audit.verify(store.engine).ok
+
+
+def test_a_commit_that_fails_tells_every_caller(store: Store, monkeypatch: Any) -> None:
+    writer = Writer(store)
+    real_flush = audit.flush_head
+
+    def broken_flush(conn: Any) -> None:
+        real_flush(conn)
+        raise RuntimeError("disk gone")
+
+    monkeypatch.setattr(audit, "flush_head", broken_flush)
+
+    async def main() -> list[Any]:
+        return await _gather(
+            writer,
+            [lambda i=i: store.record([AuditEvent("test.lost", data={"i": i})]) for i in range(5)],
+        )
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        monkeypatch.setattr(audit, "flush_head", real_flush)
+        writer.close()
+    assert all(isinstance(r, RuntimeError) for r in results), results
+    assert "test.lost" not in _kinds(store)
+    assert audit.verify(store.engine).ok
+
+
+@pytest.mark.parametrize("n", [1, 250])
+def test_the_writer_answers_in_order_of_queueing_across_batch_limits(store: Store, n: int) -> None:
+    writer = Writer(store, max_batch=100)
+
+    async def main() -> list[Any]:
+        return await _gather(
+            writer,
+            [lambda i=i: store.record([AuditEvent("test.n", data={"i": i})])[0] for i in range(n)],
+        )
+
+    try:
+        seqs = asyncio.run(main())
+    finally:
+        writer.close()
+    assert seqs == sorted(seqs) and len(set(seqs)) == n
+    assert audit.verify(store.engine).ok
