@@ -163,7 +163,7 @@ async def get_request(
     request_id: str, st: State, _: Annotated[Identity, Depends(require_any)]
 ) -> Response:
     """The request, its decisions and status."""
-    return _json(request_out(st, await st.writer.read(st.store.get, request_id)))
+    return _json(request_out(st, await st.writer.get(request_id)))
 
 
 @router.get("/requests/{request_id}/wait", response_model=RequestOut)
@@ -182,7 +182,7 @@ async def wait_request(
     deadline = time.monotonic() + timeout
     fut = st.hub.register(rid)  # register first, then read: no change can slip between
     try:
-        req = await st.writer.read(st.store.get, rid)
+        req = await st.writer.get(rid)
         while not req.status.terminal and not st.hub.closed:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -193,7 +193,7 @@ async def wait_request(
                 break  # timed out: answer what we read
             st.hub.discard(rid, fut)
             fut = st.hub.register(rid)
-            req = await st.writer.read(st.store.get, rid)
+            req = await st.writer.get(rid)
         return _json(request_out(st, req))
     finally:
         st.hub.discard(rid, fut)
@@ -266,7 +266,7 @@ async def release(
     request_id: str, st: State, who: Annotated[Identity, Depends(require_request)]
 ) -> Response:
     """The gated step went ahead: recorded as ``gate.released`` (approved requests only)."""
-    req = await st.writer.read(st.store.get, request_id)
+    req = await st.writer.get(request_id)
     if req.requester.principal != who.principal:
         raise ApiError(403, "forbidden", "only the principal that opened a request may release it")
     if req.status is not Status.APPROVED:

@@ -93,6 +93,12 @@ _WITH_DECISIONS = (
     .where(requests.c.id == bindparam("rid"))
     .order_by(decisions.c.id)
 )
+_MANY_WITH_DECISIONS = (
+    select(requests, *(decisions.c[name].label(f"d_{name}") for name in _DECISION_COLUMNS))
+    .select_from(requests.outerjoin(decisions, decisions.c.request_id == requests.c.id))
+    .where(requests.c.id.in_(bindparam("rids", expanding=True)))
+    .order_by(requests.c.id, decisions.c.id)
+)
 _BUMP_VERSION = (
     update(requests).where(requests.c.id == bindparam("rid")).values(version=requests.c.version + 1)
 )
@@ -171,6 +177,7 @@ class Store:
         self.listeners: list[Callable[[str], None]] = []
         self._local = threading.local()  # the open batch of this thread, if any
         self._write_lock = WriteLock(self.engine)
+        self._autocommit_reads = self.engine.dialect.name == "postgresql"
         if auto_migrate:
             with self._write_lock:  # on SQLite, processes opening a new file migrate in turn
                 migrate(self.engine)
@@ -256,7 +263,9 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read-only transaction (runs beside writers on SQLite's WAL).
+        """A read: a read-only transaction on SQLite (a snapshot beside the writer, as WAL
+        allows); on PostgreSQL, autocommit statements, each seeing what was committed when it
+        ran (the hot reads are single statements).
 
         Inside :meth:`batch` it reads on the batch's connection, uncommitted rows included.
         """
@@ -265,6 +274,11 @@ class Store:
             yield batch
             return
         try:
+            if self._autocommit_reads:
+                # PostgreSQL: no BEGIN and COMMIT round trips around what is mostly one query.
+                with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    yield conn
+                return
             with self.engine.connect().execution_options(**{READ: True}) as conn, conn.begin():
                 yield conn
         except SQLAlchemyError as err:
@@ -359,21 +373,19 @@ class Store:
             rows = conn.execute(_WITH_DECISIONS, {"rid": request_key(request_id)}).all()
         if not rows:
             raise NotFoundError(f"no request {request_id}")
-        return _request_of(
-            rows[0],
-            [
-                Decision.model_construct(
-                    reviewer=r.d_reviewer,
-                    verdict=Verdict(r.d_verdict),
-                    comment=r.d_comment,
-                    channel=Channel(r.d_channel),
-                    fingerprint=r.d_fingerprint,
-                    decided_at=r.d_decided_at,
-                )
-                for r in rows
-                if r.d_reviewer is not None
-            ],
-        )
+        return _request_with_decisions(rows)
+
+    def get_many(self, request_ids: Sequence[str]) -> dict[str, ApprovalRequest]:
+        """The requests among ``request_ids`` that exist, by canonical id, in one query."""
+        keys = sorted({request_key(r) for r in request_ids})
+        if not keys:
+            return {}
+        with self.read() as conn:
+            rows = conn.execute(_MANY_WITH_DECISIONS, {"rids": keys}).all()
+        grouped: dict[str, list[Row[Any]]] = {}
+        for row in rows:
+            grouped.setdefault(row.id, []).append(row)
+        return {rid: _request_with_decisions(group) for rid, group in grouped.items()}
 
     def find(self, idempotency_key: str) -> ApprovalRequest | None:
         """The request opened with this idempotency key, if any."""
@@ -679,6 +691,25 @@ class Store:
                 for d in ds
             ],
         )
+
+
+def _request_with_decisions(rows: Sequence[Row[Any]]) -> ApprovalRequest:
+    """A request from the rows of ``_WITH_DECISIONS``: its columns, then one decision each."""
+    return _request_of(
+        rows[0],
+        [
+            Decision.model_construct(
+                reviewer=r.d_reviewer,
+                verdict=Verdict(r.d_verdict),
+                comment=r.d_comment,
+                channel=Channel(r.d_channel),
+                fingerprint=r.d_fingerprint,
+                decided_at=r.d_decided_at,
+            )
+            for r in rows
+            if r.d_reviewer is not None
+        ],
+    )
 
 
 def _request_of(row: Row[Any], decided: list[Decision]) -> ApprovalRequest:
