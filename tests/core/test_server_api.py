@@ -868,6 +868,13 @@ def test_health_readiness_and_metrics(api: Harness) -> None:
         and line.endswith(" 2.0")
         for line in lines
     ), [line for line in lines if "decisions_total" in line]
+    # Three opens and two decisions went through the writer (the expiry sweep may add more).
+    values = {n: float(v) for n, _, v in (ln.partition(" ") for ln in lines if ln[:1] != "#")}
+    calls, batches = (
+        values["sluicegate_write_calls_total"],
+        values["sluicegate_write_batches_total"],
+    )
+    assert calls >= 5 and 1 <= batches <= calls, (calls, batches)
 
 
 def test_readiness_is_503_when_the_database_is_down(tmp_path: Path) -> None:

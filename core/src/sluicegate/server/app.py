@@ -68,10 +68,7 @@ class AccessLog:
     def __init__(self, stream: Any = None) -> None:
         self._stream = stream
         self._lines: list[str] = []
-
-    @property
-    def enabled(self) -> bool:
-        return access.isEnabledFor(logging.INFO)
+        self._on = False
 
     def add(self, method: str | None, path: str | None, status: int, started: float) -> None:
         if not self._on:
@@ -86,9 +83,7 @@ class AccessLog:
 
     def start(self) -> None:
         """Decide once whether to log (the logger's level is set before the server starts)."""
-        self._on = self.enabled
-
-    _on = False
+        self._on = access.isEnabledFor(logging.INFO)
 
     def flush(self) -> None:
         if not self._lines:
@@ -349,9 +344,7 @@ def run_server(
 
 def _worker(settings: Settings, sock: socket.socket, log_level: str) -> None:
     """One of ``run_workers``' processes: its own app on the shared listening socket."""
-    import logging as _logging
-
-    _logging.basicConfig(
+    logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     with contextlib.suppress(KeyboardInterrupt):

@@ -67,6 +67,16 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.write_batches = Counter(
+            "sluicegate_write_batches",
+            "Write transactions committed by the writer (group commit)",
+            registry=self.registry,
+        )
+        self.write_calls = Counter(
+            "sluicegate_write_calls",
+            "Writes committed by the writer, over all its batches",
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "sluicegate_decision_latency_seconds",
             "From a request's creation to its final decision",
@@ -88,6 +98,11 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_Live(store, hub))
+
+    def count_batch(self, calls: int) -> None:
+        """One committed write batch of ``calls`` writes (``Writer.on_commit``)."""
+        self.write_batches.inc()
+        self.write_calls.inc(calls)
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -80,6 +80,7 @@ class ServerState:
             key = store.server_value("secret_key", lambda: secrets.token_urlsafe(48)).encode()
         hub = StatusHub()
         store.listeners.append(hub.publish)
+        metrics = Metrics(store, hub)
         return cls(
             settings=settings,
             store=store,
@@ -88,9 +89,9 @@ class ServerState:
             hub=hub,
             secret_key=key,
             link_ttl=parse_duration(settings.link_ttl),
-            metrics=Metrics(store, hub),
+            metrics=metrics,
             tokens=TokenCache(store),
-            writer=Writer(store),
+            writer=Writer(store, on_commit=metrics.count_batch),
         )
 
     def review_url(self, request_id: str) -> str:

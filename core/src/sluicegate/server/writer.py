@@ -44,6 +44,28 @@ _Job = tuple[Callable[[], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"
 _Get = tuple[str, asyncio.AbstractEventLoop, "asyncio.Future[ApprovalRequest]"]
 
 
+def _drain(q: queue.SimpleQueue[Any], limit: int) -> list[Any] | None:
+    """The next round: wait for one item, then take what else is queued (up to ``limit``).
+
+    None once the stop mark (``None``) is at the front; a stop mark met while taking the rest
+    is put back, so the round in hand is served and the next call stops.
+    """
+    first = q.get()
+    if first is None:
+        return None
+    items = [first]
+    while len(items) < limit:
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            q.put(None)
+            break
+        items.append(item)
+    return items
+
+
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if fut.done():  # the caller went away (cancelled); the write stands all the same
         return
@@ -56,17 +78,21 @@ def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
 class Writer:
     """Group commit for one server process (see the module's docstring)."""
 
-    def __init__(self, store: Store, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_batch: int = MAX_BATCH,
+        on_commit: Callable[[int], None] | None = None,
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
+        #: Called with the number of calls after each committed batch (the server's metrics).
+        self.on_commit = on_commit
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._gets: queue.SimpleQueue[_Get | None] = queue.SimpleQueue()
         self._reader: threading.Thread | None = None
         self._lock = threading.Lock()
-        #: Batches committed and calls in them, for the metrics.
-        self.batches = 0
-        self.calls = 0
         # SQLite reads are a few tens of microseconds of local work: run them on the loop
         # rather than pay a thread hop. PostgreSQL reads wait on the network: a thread.
         self._inline_reads = store.engine.dialect.name == "sqlite"
@@ -101,20 +127,7 @@ class Writer:
                 self._reader.start()
 
     def _read_loop(self) -> None:
-        while True:
-            first = self._gets.get()
-            if first is None:
-                return
-            wanted = [first]
-            while len(wanted) < self.max_batch:
-                try:
-                    item = self._gets.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._gets.put(None)  # stop after this round
-                    break
-                wanted.append(item)
+        while (wanted := _drain(self._gets, self.max_batch)) is not None:
             try:
                 found: dict[str, ApprovalRequest] | Exception = self.store.get_many(
                     [key for key, _, _ in wanted]
@@ -161,24 +174,8 @@ class Writer:
                 self._thread.start()
 
     def _loop(self) -> None:
-        while True:
-            first = self._jobs.get()
-            if first is None:
-                return
-            jobs = [first]
-            stop = False
-            while len(jobs) < self.max_batch:
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stop = True
-                    break
-                jobs.append(job)
+        while (jobs := _drain(self._jobs, self.max_batch)) is not None:
             self._commit(jobs)
-            if stop:
-                return
 
     def _commit(self, jobs: list[_Job]) -> None:
         results: list[tuple[bool, Any]] = []
@@ -192,8 +189,9 @@ class Writer:
         except Exception as err:  # the commit failed: nothing of this batch was kept
             log.warning("write batch of %d failed: %s", len(jobs), err)
             results = [(False, err)] * len(jobs)
-        self.batches += 1
-        self.calls += len(jobs)
+        else:
+            if self.on_commit is not None:
+                self.on_commit(len(jobs))
         for (ok, value), (_, loop, fut) in zip(results, jobs, strict=True):
             # RuntimeError: that loop has closed (shutdown), nobody is left to answer.
             with contextlib.suppress(RuntimeError):

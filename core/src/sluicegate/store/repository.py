@@ -72,21 +72,14 @@ _INSERT_DECISION = decisions.insert()
 _BY_ID = select(requests).where(requests.c.id == bindparam("rid"))
 _BY_ID_LOCKED = _BY_ID.with_for_update()
 _BY_KEY = select(requests).where(requests.c.idempotency_key == bindparam("key"))
-_DECISIONS_OF = (
-    select(
-        decisions.c.reviewer,
-        decisions.c.verdict,
-        decisions.c.comment,
-        decisions.c.channel,
-        decisions.c.fingerprint,
-        decisions.c.decided_at,
-    )
-    .where(decisions.c.request_id == bindparam("rid"))
-    .order_by(decisions.c.id)
-)
 # A request with its decisions in one statement: one round trip, and one snapshot without
 # a transaction around two queries.
 _DECISION_COLUMNS = ("reviewer", "verdict", "comment", "channel", "fingerprint", "decided_at")
+_DECISIONS_OF = (
+    select(*(decisions.c[name].label(f"d_{name}") for name in _DECISION_COLUMNS))
+    .where(decisions.c.request_id == bindparam("rid"))
+    .order_by(decisions.c.id)
+)
 _WITH_DECISIONS = (
     select(requests, *(decisions.c[name].label(f"d_{name}") for name in _DECISION_COLUMNS))
     .select_from(requests.outerjoin(decisions, decisions.c.request_id == requests.c.id))
@@ -677,38 +670,23 @@ class Store:
     @staticmethod
     def _load(conn: Connection, row: Row[Any]) -> ApprovalRequest:
         ds = conn.execute(_DECISIONS_OF, {"rid": row.id}).all()
-        return _request_of(
-            row,
-            [
-                Decision.model_construct(
-                    reviewer=d.reviewer,
-                    verdict=Verdict(d.verdict),
-                    comment=d.comment,
-                    channel=Channel(d.channel),
-                    fingerprint=d.fingerprint,
-                    decided_at=d.decided_at,
-                )
-                for d in ds
-            ],
-        )
+        return _request_of(row, [_decision_of(d) for d in ds])
 
 
 def _request_with_decisions(rows: Sequence[Row[Any]]) -> ApprovalRequest:
     """A request from the rows of ``_WITH_DECISIONS``: its columns, then one decision each."""
-    return _request_of(
-        rows[0],
-        [
-            Decision.model_construct(
-                reviewer=r.d_reviewer,
-                verdict=Verdict(r.d_verdict),
-                comment=r.d_comment,
-                channel=Channel(r.d_channel),
-                fingerprint=r.d_fingerprint,
-                decided_at=r.d_decided_at,
-            )
-            for r in rows
-            if r.d_reviewer is not None
-        ],
+    return _request_of(rows[0], [_decision_of(r) for r in rows if r.d_reviewer is not None])
+
+
+def _decision_of(row: Row[Any]) -> Decision:
+    """A stored decision (trusted, as in ``_request_of``) from ``d_``-labelled columns."""
+    return Decision.model_construct(
+        reviewer=row.d_reviewer,
+        verdict=Verdict(row.d_verdict),
+        comment=row.d_comment,
+        channel=Channel(row.d_channel),
+        fingerprint=row.d_fingerprint,
+        decided_at=row.d_decided_at,
     )
 
 
