@@ -25,7 +25,7 @@ from sluicegate import audit
 from sluicegate.audit import AuditEvent
 from sluicegate.exceptions import ActionError, ConflictError, NotFoundError, TransitionError
 from sluicegate.model import ApprovalRequest, Asset, Decision, Status, Verdict, utcnow, uuid7
-from sluicegate.store import DecisionOutcome, Store, request_event
+from sluicegate.store import DecisionOutcome, GateOpen, Store, request_event
 
 APPROVE, DENY = Verdict.APPROVE, Verdict.DENY
 TERMINAL_KINDS = {"request.approved", "request.denied", "request.expired", "request.cancelled"}
@@ -162,6 +162,93 @@ def test_concurrent_creation_with_one_key_makes_one_request(
     assert store.find(key) is not None and str(store.find(key).id) == results[0][0]  # type: ignore[union-attr]
     assert kinds(audit_rows()) == ["request.created"]
     assert_intact(store, rows=1)
+
+
+def test_opening_many_gates_at_once_answers_each_as_one_at_a_time_would(
+    store: Store, make_request: Callable[..., ApprovalRequest], audit_rows: Callable[..., list[Any]]
+) -> None:
+    earlier = make_request(key="k-earlier")
+    store.create_request(earlier, events=[request_event(earlier, "request.created")])
+    a, a_again, b = make_request(key="k-a"), make_request(key="k-a"), make_request(key="k-b")
+    retry = make_request(key="k-earlier")
+    allowed = AuditEvent("policy.allowed", actor="etl", data={"idempotency_key": "k-free"})
+
+    answers = store.open_gates(
+        [
+            GateOpen("k-a", a, [request_event(a, "request.created")]),
+            GateOpen("k-free", None, [allowed]),
+            GateOpen("k-a", a_again, [request_event(a_again, "request.created")]),
+            GateOpen("k-earlier", retry, [request_event(retry, "request.created")]),
+            GateOpen("k-b", b, [request_event(b, "request.created")]),
+        ]
+    )
+
+    assert [(None if r is None else r.id, created) for r, created in answers] == [
+        (a.id, True),
+        (None, False),
+        (a.id, False),  # the same key twice in one batch: one request
+        (earlier.id, False),  # a key stored before: reattached, nothing recorded
+        (b.id, True),
+    ]
+    assert store.count() == 3
+    assert store.get(a.id).action.inputs == a.action.inputs  # datasets stored with it
+    assert store.list_requests(dataset=str(a.action.inputs[0]))  # and indexed
+    assert kinds(audit_rows()) == [
+        "request.created",
+        "request.created",
+        "policy.allowed",
+        "request.created",
+    ]
+    assert [r.request_id for r in audit_rows()][1:] == [str(a.id), None, str(b.id)]
+    assert_intact(store, rows=4)
+
+
+@pytest.mark.postgres
+def test_opening_many_gates_keeps_a_key_another_writer_committed_meanwhile(
+    pg_url: str, make_request: Callable[..., ApprovalRequest]
+) -> None:
+    # A writer that skips the audit head lock (none of Sluicegate's do) commits "k-race"
+    # after the batch looked its keys up: the multi-row insert then fails on the unique key,
+    # and the batch settles each gate on its own. The rival's request is the one kept.
+    from sqlalchemy import event
+
+    from sluicegate.store import repository
+
+    rival, mine, other = (make_request(key=k) for k in ("k-race", "k-race", "k-other"))
+    fired: list[bool] = []
+    with Store(pg_url) as store, Store(pg_url) as rival_store:
+
+        @event.listens_for(store.engine, "after_cursor_execute")
+        def rival_commits(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if "idempotency_key IN" in statement and not fired:
+                fired.append(True)
+                with rival_store.engine.begin() as other_conn:
+                    row = {**repository._row_of(rival), "policy_digest": None}
+                    other_conn.execute(repository._INSERT_REQUEST, row)
+
+        answers = store.open_gates(
+            [
+                GateOpen("k-race", mine, [request_event(mine, "request.created")]),
+                GateOpen("k-other", other, [request_event(other, "request.created")]),
+            ]
+        )
+        assert fired
+        assert [(r.id if r else None, created) for r, created in answers] == [
+            (rival.id, False),
+            (other.id, True),
+        ]
+        assert store.count() == 2
+        assert kinds(_rows(store)) == ["request.created"]
+        assert_intact(store, rows=1)
+
+
+def _rows(store: Store) -> list[Any]:
+    from sqlalchemy import select
+
+    from sluicegate.store.schema import audit_events
+
+    with store.read() as conn:
+        return list(conn.execute(select(audit_events).order_by(audit_events.c.seq)).all())
 
 
 # ===================================================================== reading requests

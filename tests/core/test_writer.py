@@ -105,8 +105,11 @@ def test_one_key_opened_many_times_in_one_batch_makes_one_request(store: Store) 
     async def main() -> list[Any]:
         plans = [plan("same-key", pending) for _ in range(20)]
         plans += [plan(f"read-{i}", routine) for i in range(20)]
-        calls = [(lambda p=p: approvals.commit_open(p)) for p in plans]
-        return await _gather(writer, calls)
+        # As the server opens gates: grouped, one multi-row write per batch.
+        return await asyncio.gather(
+            *(writer.run_together(approvals.commit_opens, p) for p in plans),
+            return_exceptions=True,
+        )
 
     try:
         answers = asyncio.run(main())
@@ -121,6 +124,45 @@ def test_one_key_opened_many_times_in_one_batch_makes_one_request(store: Store) 
     kinds = _kinds(store)
     assert kinds.count("request.created") == 1
     assert kinds.count("policy.allowed") == 20
+    assert audit.verify(store.engine).ok
+
+
+def test_a_failing_group_fails_only_its_callers(store: Store) -> None:
+    writer = Writer(store)
+    gate = threading.Event()
+
+    def hold() -> None:
+        gate.wait(5)  # so that everything below lands in one batch
+
+    def good_bulk(items: list[int]) -> list[int]:
+        return store.record([AuditEvent("test.bulk", data={"i": i}) for i in items])
+
+    def bad_bulk(items: list[int]) -> list[int]:
+        store.record([AuditEvent("test.undone")])
+        raise Boom(f"{len(items)} items")
+
+    async def main() -> list[Any]:
+        first = asyncio.ensure_future(writer.run(hold))
+        await asyncio.sleep(0.05)
+        rest = [writer.run_together(good_bulk, i) for i in range(3)]
+        rest += [writer.run_together(bad_bulk, i) for i in range(2)]
+        rest.append(writer.run(lambda: store.record([AuditEvent("test.single")])[0]))
+        later = asyncio.ensure_future(asyncio.gather(*rest, return_exceptions=True))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first
+        return list(await later)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        writer.close()
+    good, bad, single = results[:3], results[3:5], results[5]
+    assert all(isinstance(r, int) for r in good) and len(set(good)) == 3
+    assert all(isinstance(r, Boom) and str(r) == "2 items" for r in bad)  # one call for both
+    assert isinstance(single, int) and single > max(good)  # groups run first
+    kinds = _kinds(store)
+    assert kinds == ["test.bulk"] * 3 + ["test.single"]
     assert audit.verify(store.engine).ok
 
 

@@ -13,7 +13,7 @@ The HTTP API, the review pages, chat integrations and the CLI demo are thin laye
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,7 +30,7 @@ from sluicegate.model import (
     utcnow,
 )
 from sluicegate.policy import Evaluation, Policy
-from sluicegate.store import DecisionOutcome, Store, request_event
+from sluicegate.store import DecisionOutcome, GateOpen, Store, request_event
 
 __all__ = ["Approvals", "GateAnswer", "GatePlan"]
 
@@ -157,13 +157,16 @@ class Approvals:
         A key that already has a request reattaches to it, whatever the policy says now (a
         retry must find what the first attempt opened); nothing new is recorded then.
         """
-        stored, created = self.store.open_gate(
-            plan.idempotency_key, plan.request, plan.events, policy_digest=self.policy.digest
+        return self.commit_opens([plan])[0]
+
+    def commit_opens(self, plans: Sequence[GatePlan]) -> list[GateAnswer]:
+        """:meth:`commit_open` for many plans in one write (the server's writer batches)."""
+        stored = self.store.open_gates(
+            [GateOpen(p.idempotency_key, p.request, p.events, self.policy.digest) for p in plans]
         )
-        if stored is not None:
-            return GateAnswer(stored.status.value, plan.evaluation, stored, created=created)
-        allowed = plan.evaluation.outcome == "allow"
-        return GateAnswer("allowed" if allowed else "denied", plan.evaluation)
+        return [
+            _answer(plan, req, created) for plan, (req, created) in zip(plans, stored, strict=True)
+        ]
 
     def check_reviewer(self, request: ApprovalRequest, reviewer: str) -> str | None:
         """None if ``reviewer`` may decide ``request``, else why not."""
@@ -246,3 +249,10 @@ class Approvals:
         self.store.record(
             [request_event(request, "gate.released", actor=principal, status=request.status.value)]
         )
+
+
+def _answer(plan: GatePlan, stored: ApprovalRequest | None, created: bool) -> GateAnswer:
+    if stored is not None:
+        return GateAnswer(stored.status.value, plan.evaluation, stored, created=created)
+    allowed = plan.evaluation.outcome == "allow"
+    return GateAnswer("allowed" if allowed else "denied", plan.evaluation)

@@ -127,7 +127,7 @@ async def open_gate(
     plan = st.approvals.plan_open(
         idempotency_key=body.idempotency_key, action=body.action, requester=requester
     )
-    answer = await st.writer.run(st.approvals.commit_open, plan)
+    answer = await st.writer.run_together(st.approvals.commit_opens, plan)
     st.metrics.gates.labels(
         answer.status if answer.request is None or answer.created else "reattached"
     ).inc()
