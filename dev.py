@@ -170,7 +170,7 @@ def cmd_demo(args: list[str]) -> int:
     uv = find_uv()
     env = uv_env(".venv")
     banner("demo: installing the core environment (.venv)")
-    rc = run([*uv, "sync", "--locked", "--group", "dev"], env)
+    rc = run([*uv, "sync", "--locked", "--compile-bytecode", "--group", "dev"], env)
     if rc != 0:
         say(f"dev.py: uv sync failed (exit {rc})")
         return rc
@@ -216,7 +216,7 @@ def run_suite(uv: list[str], suite: Suite, pytest_args: list[str]) -> Outcome:
     banner(f"suite {suite.name}: environment {suite.env}, tests in {suite.tests}")
 
     start = time.monotonic()
-    rc = run([*uv, "sync", "--locked", *suite.sync], env)
+    rc = run([*uv, "sync", "--locked", "--compile-bytecode", *suite.sync], env)
     out.sync_seconds = time.monotonic() - start
     if rc != 0:
         out.notes.append(f"uv sync failed (exit {rc})")

@@ -46,8 +46,9 @@ def free_port() -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any SLUICEGATE_* variable, plus ``extra``."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEGATE_")}
+    """This process's environment without any SLUICEGATE_* or OPENLINEAGE* variable, plus
+    ``extra``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLUICEGATE_", "OPENLINEAGE"))}
     return {**base, **extra}
 
 
@@ -90,8 +91,11 @@ class ServerProcess:
         port: int = 0,
         workers: int = 1,
         log_level: str = "warning",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workers = workers
+        #: Extra environment (OPENLINEAGE_URL, say); the rest is this process's, cleaned.
+        self.env = env or {}
         self.log_level = log_level
         self.db_url = db_url
         self.policy = policy
@@ -126,7 +130,7 @@ class ServerProcess:
                 str(self.workers),
             ],
             cwd=self.workdir,
-            env=clean_env(SLUICEGATE_SERVER_URL=f"http://127.0.0.1:{self.port}"),
+            env=clean_env(SLUICEGATE_SERVER_URL=f"http://127.0.0.1:{self.port}", **self.env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

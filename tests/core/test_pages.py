@@ -144,8 +144,12 @@ def test_review_page_shows_what_a_reviewer_needs(server: Server) -> None:
     page = text_of(r.text)
     assert "Export customers to the partner bucket" in page
     assert "Kind export" in page
-    # effective classifications: pii and prod come from the policy's classify rules
-    assert "input postgres://prod:5432::crm.public.customers pii prod" in page
+    # effective classifications: pii and prod, each shown with the classify rule it came from
+    assert (
+        "input postgres://prod:5432::crm.public.customers"
+        " pii classify[0] 'crm.public.customers*'"
+        " prod classify[1] 'postgres://prod:5432::*'"
+    ) in page
     assert "output s3://partner-share::exports/customers.csv none" in page
     assert "Destination s3://partner-share/exports/customers.csv" in page
     assert "SELECT * FROM crm.public.customers" in page
@@ -377,7 +381,7 @@ def test_sign_in_inbox_and_sign_out(server: Server) -> None:
     page = text_of(inbox.text)
     assert "Export customers to the partner bucket" in page
     assert "rule pii-export · 0 of 2 approvals" in page
-    assert "crm.public.customers pii prod" in page
+    assert "crm.public.customers pii classify[0]" in page
     # From the inbox, the page has the form and decides through the web channel.
     view = server.client.get(f"/r/{rid}")
     r = decide(server, rid, view.text, "approve")
@@ -433,6 +437,7 @@ def test_a_forged_or_expired_session_is_ignored(server: Server) -> None:
     forged = base64.urlsafe_b64encode(json.dumps(["bob", 9_999_999_999]).encode()).decode()
     expired = sign_session(server.st.secret_key, "alice", now=utcnow() - timedelta(hours=13))
     for bad in (f"{forged.rstrip('=')}.{sig}", f"{payload}.x", "garbage", expired):
+        server.client.cookies.clear()  # only the bad cookie goes out, whatever its domain
         server.client.cookies.set(SESSION_COOKIE, bad)
         assert server.client.get("/inbox", follow_redirects=False).status_code == 303
 

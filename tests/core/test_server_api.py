@@ -53,9 +53,10 @@ PENDING_FIELDS = ("id", "status", "rule", "required_approvals", "approvals", "ex
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No SLUICEGATE_* variable and no ./sluicegate.yaml of the developer's leaks in."""
+    """No SLUICEGATE_* or OPENLINEAGE* variable and no ./sluicegate.yaml or ./openlineage.yml
+    of the developer's leaks in."""
     for name in list(os.environ):
-        if name.startswith("SLUICEGATE_"):
+        if name.startswith(("SLUICEGATE_", "OPENLINEAGE")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 

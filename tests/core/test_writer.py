@@ -166,6 +166,52 @@ def test_a_failing_group_fails_only_its_callers(store: Store) -> None:
     assert audit.verify(store.engine).ok
 
 
+def test_after_commit_calls_run_once_committed_and_never_for_undone_writes(store: Store) -> None:
+    writer = Writer(store)
+    gate = threading.Event()
+    seen: list[tuple[str, bool]] = []
+
+    def committed(label: str) -> bool:
+        # What an after-commit call sees from another connection: its write is already kept.
+        with store.engine.connect() as conn:
+            kinds = list(conn.execute(select(audit_events.c.kind)).scalars())
+        return f"test.{label}" in kinds
+
+    def write_then_follow(label: str, fail: bool = False) -> Any:
+        def call() -> None:
+            store.record([AuditEvent(f"test.{label}")])
+            store.on_commit(lambda: seen.append((label, committed(label))))
+            if fail:
+                raise Boom(label)
+
+        return call
+
+    def group(items: list[str]) -> list[None]:
+        for label in items:
+            write_then_follow(label)()
+        raise Boom("the whole group is undone")
+
+    async def main() -> list[Any]:
+        first = asyncio.ensure_future(writer.run(gate.wait, 5))
+        await asyncio.sleep(0.05)
+        rest = [writer.run(write_then_follow("kept")), writer.run_together(group, "grouped")]
+        later = asyncio.ensure_future(asyncio.gather(*rest, return_exceptions=True))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first
+        return list(await later)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        writer.close()
+    assert results[0] is None and isinstance(results[1], Boom)
+    assert seen == [("kept", True)]  # after the commit, and nothing for the undone group
+    # Outside a batch the write has committed when on_commit is called: it runs at once.
+    write_then_follow("alone")()
+    assert seen[-1] == ("alone", True)
+
+
 def test_a_commit_that_fails_tells_every_caller(store: Store, monkeypatch: Any) -> None:
     writer = Writer(store)
     real_flush = audit.flush_head

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sluicegate.audit import AuditEvent
-from sluicegate.exceptions import ForbiddenError
+from sluicegate.exceptions import ExpiredError, ForbiddenError
+from sluicegate.lineage.gate import GateLineage
 from sluicegate.model import (
     Action,
     ApprovalRequest,
     Channel,
+    ClassificationSource,
     Decision,
     Requester,
     Status,
@@ -31,6 +34,9 @@ from sluicegate.model import (
 )
 from sluicegate.policy import Evaluation, Policy
 from sluicegate.store import DecisionOutcome, GateOpen, Store, request_event
+
+if TYPE_CHECKING:  # openlineage-python takes a second to import: only servers load it
+    from sluicegate.lineage.gate import GateLineage
 
 __all__ = ["Approvals", "GateAnswer", "GatePlan"]
 
@@ -57,13 +63,19 @@ class GatePlan:
     request: ApprovalRequest | None
     #: The audit rows to append with it.
     events: tuple[AuditEvent, ...]
+    action: Action
+    requester: Requester
+    #: Each dataset's effective classifications and their sources (for lineage).
+    classifications: Mapping[str, tuple[ClassificationSource, ...]] = field(default_factory=dict)
 
 
 class Approvals:
     """Open gates and record decisions, enforcing the policy."""
 
-    def __init__(self, store: Store, policy: Policy) -> None:
+    def __init__(self, store: Store, policy: Policy, lineage: GateLineage | None = None) -> None:
         self.store = store
+        #: Where each committed moment of a gate goes as an OpenLineage event (None: nowhere).
+        self.lineage = lineage
         self.policy = policy
 
     def open(
@@ -73,6 +85,7 @@ class Approvals:
         action: Action,
         requester: Requester,
         inherited: Mapping[tuple[str, str], Iterable[str]] | None = None,
+        classifications: Mapping[str, tuple[ClassificationSource, ...]] | None = None,
         now: datetime | None = None,
     ) -> GateAnswer:
         """Evaluate ``action`` and, if it needs approval, open (or reattach to) its request."""
@@ -82,6 +95,7 @@ class Approvals:
                 action=action,
                 requester=requester,
                 inherited=inherited,
+                classifications=classifications,
                 now=now,
             )
         )
@@ -93,13 +107,22 @@ class Approvals:
         action: Action,
         requester: Requester,
         inherited: Mapping[tuple[str, str], Iterable[str]] | None = None,
+        classifications: Mapping[str, tuple[ClassificationSource, ...]] | None = None,
         now: datetime | None = None,
     ) -> GatePlan:
         """The policy's answer and what opening the gate would store; touches no database.
 
+        ``inherited`` are the classifications lineage gives the action's datasets (the policy
+        matches on them); ``classifications`` says where each effective one came from, and is
+        kept with the request for its reviewers, its audit row and its lineage facet.
         Split from :meth:`commit_open` so that a server can evaluate outside its writer.
         """
         ev = self.policy.evaluate(action, requester, inherited=inherited)
+        labels = {
+            key: sorted(c.classification for c in found)
+            for key, found in (classifications or {}).items()
+            if found
+        }
         if ev.outcome in ("allow", "deny"):
             kind = "policy.allowed" if ev.outcome == "allow" else "policy.denied"
             event = AuditEvent(
@@ -115,9 +138,12 @@ class Approvals:
                     "fingerprint": action.fingerprint(),
                     "run_id": requester.run_id,
                     "policy": self.policy.digest,
+                    **({"classifications": labels} if labels else {}),
                 },
             )
-            return GatePlan(idempotency_key, ev, None, (event,))
+            return GatePlan(
+                idempotency_key, ev, None, (event,), action, requester, dict(classifications or {})
+            )
         req_spec = ev.requirement
         assert req_spec is not None  # a require outcome always carries its requirement
         request = ApprovalRequest.open(
@@ -132,6 +158,7 @@ class Approvals:
             on_timeout=req_spec.on_timeout,
             timeout=req_spec.timeout,
             now=now,
+            classifications=dict(classifications or {}),
         )
         created_event = request_event(
             request,
@@ -148,8 +175,17 @@ class Approvals:
             triggered_by=requester.triggered_by,
             owner=requester.owner,
             run_id=requester.run_id,
+            **({"classifications": labels} if labels else {}),
         )
-        return GatePlan(idempotency_key, ev, request, (created_event,))
+        return GatePlan(
+            idempotency_key,
+            ev,
+            request,
+            (created_event,),
+            action,
+            requester,
+            dict(classifications or {}),
+        )
 
     def commit_open(self, plan: GatePlan) -> GateAnswer:
         """Store what :meth:`plan_open` decided, in one transaction.
@@ -164,9 +200,29 @@ class Approvals:
         stored = self.store.open_gates(
             [GateOpen(p.idempotency_key, p.request, p.events, self.policy.digest) for p in plans]
         )
-        return [
+        answers = [
             _answer(plan, req, created) for plan, (req, created) in zip(plans, stored, strict=True)
         ]
+        if self.lineage is not None:
+            for plan, answer in zip(plans, answers, strict=True):
+                self._tell_opened(self.lineage, plan, answer)
+        return answers
+
+    def _tell_opened(self, lineage: GateLineage, plan: GatePlan, answer: GateAnswer) -> None:
+        request = answer.request
+        if request is None:
+            allowed = answer.status == "allowed"
+            self.store.on_commit(
+                lambda: lineage.answered(
+                    plan.action,
+                    plan.requester,
+                    allowed=allowed,
+                    rule=plan.evaluation.rule,
+                    classifications=plan.classifications,
+                )
+            )
+        elif answer.created:  # a retry that reattached sends nothing new
+            self.store.on_commit(lambda: lineage.opened(request))
 
     def check_reviewer(self, request: ApprovalRequest, reviewer: str) -> str | None:
         """None if ``reviewer`` may decide ``request``, else why not."""
@@ -197,7 +253,25 @@ class Approvals:
             fingerprint=fingerprint or request.fingerprint,
             decided_at=now or utcnow(),
         )
-        return self.store.decide(request.id, decision, now=now)
+        try:
+            outcome = self.store.decide(request.id, decision, now=now)
+        except ExpiredError as err:  # too late: this call ended it as expired
+            self._tell_changed(err.request)
+            raise
+        self._tell_changed(outcome.request)
+        return outcome
+
+    def _tell_changed(self, request: ApprovalRequest | None) -> None:
+        lineage = self.lineage
+        if lineage is not None and request is not None:
+            self.store.on_commit(lambda: lineage.changed(request))
+
+    def expire_due(self, now: datetime | None = None) -> list[ApprovalRequest]:
+        """End every pending request past its deadline (the server's sweep)."""
+        ended = self.store.expire_due(now)
+        for request in ended:
+            self._tell_changed(request)
+        return ended
 
     def reject(
         self,
@@ -241,7 +315,11 @@ class Approvals:
                 ]
             )
             raise ForbiddenError("only the principal that opened a request may cancel it")
-        return self.store.transition(request.id, Status.CANCELLED, actor=principal, reason=reason)
+        cancelled = self.store.transition(
+            request.id, Status.CANCELLED, actor=principal, reason=reason
+        )
+        self._tell_changed(cancelled)
+        return cancelled
 
     def release(self, request_id: uuid.UUID | str, *, principal: str | None = None) -> None:
         """Record that the gated step went ahead (``gate.released``)."""
@@ -249,6 +327,9 @@ class Approvals:
         self.store.record(
             [request_event(request, "gate.released", actor=principal, status=request.status.value)]
         )
+        lineage = self.lineage
+        if lineage is not None:
+            self.store.on_commit(lambda: lineage.released(request))
 
 
 def _answer(plan: GatePlan, stored: ApprovalRequest | None, created: bool) -> GateAnswer:

@@ -23,12 +23,15 @@ users as is: the CLI prints ``str(err)`` and exits 2.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ActionError",
     "AuditError",
     "ClientError",
     "ConfigError",
     "ConflictError",
+    "ExpiredError",
     "ForbiddenError",
     "MigrationError",
     "NotFoundError",
@@ -90,6 +93,17 @@ class ForbiddenError(SluicegateError):
 
 class TransitionError(SluicegateError):
     """A status change the status machine does not allow (terminal states are final)."""
+
+
+class ExpiredError(TransitionError):
+    """A decision came after the deadline: the request has just been ended as expired.
+
+    ``request`` is the request as that expiry left it (committed before this is raised).
+    """
+
+    def __init__(self, message: str, request: Any = None) -> None:
+        super().__init__(message)
+        self.request = request
 
 
 class ConflictError(TransitionError):

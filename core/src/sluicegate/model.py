@@ -40,7 +40,10 @@ __all__ = [
     "ApprovalRequest",
     "Asset",
     "Channel",
+    "ClassificationSource",
     "Decision",
+    "LineageHop",
+    "ParentRun",
     "Requester",
     "Status",
     "Verdict",
@@ -288,6 +291,19 @@ class Action(_Frozen):
         return f"sha256:{digest}"
 
 
+class ParentRun(_Frozen):
+    """The orchestrator's run a gate belongs to: the gate's OpenLineage ``parent`` facet.
+
+    The adapters fill it with the identity their orchestrator's own OpenLineage integration
+    gives the step (Airflow's task run, Dagster's step, Prefect's flow run), so that Marquez
+    shows the gate as a child of that run.
+    """
+
+    namespace: Annotated[str, Field(min_length=1, max_length=512)]
+    name: Annotated[str, Field(min_length=1, max_length=512)]
+    run_id: uuid.UUID
+
+
 class Requester(_Frozen):
     """Who asks: the pipeline step, the people behind it, and the API principal."""
 
@@ -300,6 +316,8 @@ class Requester(_Frozen):
     owner: Annotated[str | None, Field(max_length=512)] = None
     triggered_by: Annotated[str | None, Field(max_length=512)] = None
     principal: Annotated[str | None, Field(max_length=256)] = None
+    #: The orchestrator run this gate is part of, for lineage (None: the gate has no parent).
+    parent: ParentRun | None = None
 
     def identities(self) -> frozenset[str]:
         """Every identity that may never approve this request, case-folded.
@@ -327,6 +345,27 @@ class Decision(_Frozen):
     decided_at: datetime = Field(default_factory=utcnow)
 
 
+class LineageHop(_Frozen):
+    """One step on the way a classification took: data moved from this dataset through ``job``."""
+
+    namespace: str
+    name: str
+    job: str  # "namespace::name" of the OpenLineage job
+
+
+class ClassificationSource(_Frozen):
+    """Why a dataset of a request carries a classification: the first source found.
+
+    ``source`` says where it started (the pipeline, a ``classify`` rule, an OpenLineage tags
+    facet); ``path`` leads from the dataset that carries it on its own to this one, through
+    lineage (empty when the dataset carries it itself).
+    """
+
+    classification: str
+    source: str
+    path: tuple[LineageHop, ...] = ()
+
+
 class ApprovalRequest(_Frozen):
     """A gate that an action is waiting at."""
 
@@ -346,6 +385,9 @@ class ApprovalRequest(_Frozen):
     fingerprint: str = ""
     lineage_run_id: uuid.UUID = Field(default_factory=uuid7)
     decisions: tuple[Decision, ...] = ()
+    #: "namespace::name" of each dataset of the action -> its effective classifications and
+    #: where each came from, as the server found them when the gate opened (lineage included).
+    classifications: dict[str, tuple[ClassificationSource, ...]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _fill_fingerprint(self) -> ApprovalRequest:
@@ -371,6 +413,7 @@ class ApprovalRequest(_Frozen):
         comment_on_deny: bool = False,
         on_timeout: Literal["deny", "allow"] = "deny",
         now: datetime | None = None,
+        classifications: dict[str, tuple[ClassificationSource, ...]] | None = None,
     ) -> ApprovalRequest:
         """A new pending request; ``timeout`` sets ``expires_at``."""
         created = now or utcnow()
@@ -386,6 +429,7 @@ class ApprovalRequest(_Frozen):
             on_timeout=on_timeout,
             created_at=created,
             expires_at=created + timeout if timeout is not None else None,
+            classifications=classifications or {},
         )
 
     def transition(self, new: Status) -> ApprovalRequest:

@@ -31,6 +31,7 @@ from sluicegate.model import Action, Asset, Requester
 
 __all__ = [
     "ClassifySpec",
+    "DeclassifySpec",
     "Evaluation",
     "MatchSpec",
     "Policy",
@@ -107,6 +108,23 @@ class ClassifySpec(_Spec):
     ]
 
     _lists = field_validator("datasets", "add", mode="before")(_as_list)
+
+
+class DeclassifySpec(_Spec):
+    """The outputs of the named jobs do not inherit ``remove`` through lineage (a masking job).
+
+    ``jobs`` are globs on the OpenLineage job name (``namespace::glob`` pins the namespace);
+    ``remove`` names classifications, or ``"*"`` for all of them. A dataset's own
+    classifications (its tags, the ``classify`` rules) are never removed.
+    """
+
+    jobs: _Globs
+    remove: Annotated[
+        list[Annotated[str, Field(pattern=r"^(\*|[a-z0-9][a-z0-9_.:-]{0,63})$")]],
+        Field(min_length=1),
+    ]
+
+    _lists = field_validator("jobs", "remove", mode="before")(_as_list)
 
 
 class RequesterMatchSpec(_Spec):
@@ -199,6 +217,7 @@ class PolicySpec(_Spec):
     default_notify: list[str] = Field(default_factory=list)
     reviewers: list[ReviewerSpec] = Field(default_factory=list)
     classify: list[ClassifySpec] = Field(default_factory=list)
+    declassify: list[DeclassifySpec] = Field(default_factory=list)
     rules: list[RuleSpec] = Field(default_factory=list)
 
 
@@ -600,6 +619,9 @@ class Policy:
         self._classify = [
             ([_AssetGlob.parse(g) for g in c.datasets], frozenset(c.add)) for c in spec.classify
         ]
+        self._declassify = [
+            ([_AssetGlob.parse(g) for g in d.jobs], frozenset(d.remove)) for d in spec.declassify
+        ]
         self._rules = [_compile_rule(i, r) for i, r in enumerate(spec.rules)]
         self._default_requirement = (
             Requirement.from_spec(spec.default_require) if spec.default_require else None
@@ -657,16 +679,31 @@ class Policy:
             out.update(c.lower() for c in inherited.get((asset.namespace, asset.name), ()))
         return frozenset(out)
 
+    def own_classifications(self, namespace: str, name: str) -> dict[str, str]:
+        """What the ``classify`` rules give the dataset, each with the rule that gave it."""
+        out: dict[str, str] = {}
+        for i, (globs, add) in enumerate(self._classify):
+            hit = next((g.text for g in globs if g.matches(namespace, name)), None)
+            if hit is not None:
+                for c in sorted(add):
+                    out.setdefault(c, f"classify[{i}] {hit!r}")
+        return out
+
+    def declassified_by(self, namespace: str, name: str) -> frozenset[str]:
+        """The classifications a job's outputs do not inherit (``"*"``: none inherited)."""
+        out: set[str] = set()
+        for globs, remove in self._declassify:
+            if any(g.matches(namespace, name) for g in globs):
+                out |= remove
+        return frozenset(out)
+
     def classification_sources(
         self, asset: Asset, inherited: Mapping[tuple[str, str], Iterable[str]] | None = None
     ) -> dict[str, str]:
         """Each effective classification of ``asset`` and where it came from (first source)."""
         out: dict[str, str] = {c: "given by the pipeline" for c in asset.classifications}
-        for i, (globs, add) in enumerate(self._classify):
-            hit = next((g.text for g in globs if g.matches(asset.namespace, asset.name)), None)
-            if hit is not None:
-                for c in sorted(add):
-                    out.setdefault(c, f"classify[{i}] {hit!r}")
+        for c, why in self.own_classifications(asset.namespace, asset.name).items():
+            out.setdefault(c, why)
         if inherited:
             for c in inherited.get((asset.namespace, asset.name), ()):
                 out.setdefault(c.lower(), "inherited through lineage")

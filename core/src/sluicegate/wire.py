@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sluicegate.model import Action, Channel, Verdict, no_nul
+from sluicegate.model import Action, Channel, ParentRun, Verdict, no_nul
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -47,6 +47,8 @@ class RequesterIn(_In):
     map_index: int = -1
     owner: str | None = Field(None, max_length=512)
     triggered_by: str | None = Field(None, max_length=512)
+    #: The orchestrator run the gate belongs to (its OpenLineage parent); adapters fill it.
+    parent: ParentRun | None = None
 
 
 class GateIn(_In):
@@ -104,6 +106,11 @@ class RequestOut(BaseModel):
     classifications: dict[str, list[str]] = Field(
         default_factory=dict,
         description="each dataset (namespace::name) with its effective classifications",
+    )
+    classification_sources: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="each dataset's classifications with where each came from: "
+        "{classification, source, path: [{namespace, name, job}]} (path: through lineage)",
     )
     requester: dict[str, Any] | None = None
     decisions: list[DecisionOut] = []

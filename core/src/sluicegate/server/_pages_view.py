@@ -19,7 +19,7 @@ from typing import Any
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from sluicegate.model import ApprovalRequest, Status
+from sluicegate.model import ApprovalRequest, Asset, Status
 from sluicegate.server._pages_auth import Viewer
 from sluicegate.server.state import ServerState
 
@@ -99,8 +99,8 @@ class DatasetView:
 
     role: str  # input | output
     name: str  # namespace::name
-    #: (classification, where it came from), sorted.
-    classifications: list[tuple[str, str]]
+    #: (classification, where it came from, the lineage path as text or ""), sorted.
+    classifications: list[tuple[str, str, str]]
 
 
 @dataclass(frozen=True)
@@ -205,14 +205,24 @@ def _requirement(req: ApprovalRequest) -> str:
     return text + f"; {req.required_denials} denials end it"
 
 
+def _classifications(
+    st: ServerState, req: ApprovalRequest, asset: Asset
+) -> list[tuple[str, str, str]]:
+    """What the gate found when it opened (requests stored before that: the policy's view)."""
+    found = req.classifications.get(str(asset))
+    if found is None:
+        return [(c, why, "") for c, why in sorted(st.policy.classification_sources(asset).items())]
+    out = []
+    for c in found:
+        path = " → ".join([f"{h.namespace}::{h.name} (job {h.job})" for h in c.path] + [str(asset)])
+        out.append((c.classification, c.source, path if c.path else ""))
+    return out
+
+
 def request_view(st: ServerState, req: ApprovalRequest, now: datetime) -> RequestView:
     """Format ``req`` for the pages (classifications are the policy's effective ones)."""
     datasets = [
-        DatasetView(
-            role,
-            str(asset),
-            sorted(st.policy.classification_sources(asset).items()),
-        )
+        DatasetView(role, str(asset), _classifications(st, req, asset))
         for role, assets in (("input", req.action.inputs), ("output", req.action.outputs))
         for asset in assets
     ]

@@ -39,7 +39,7 @@ from sluicegate.wire import (
     VerifyOut,
 )
 
-__all__ = ["record_decision_metrics", "request_out", "router"]
+__all__ = ["classifications_of", "record_decision_metrics", "request_out", "router"]
 
 router = APIRouter(prefix="/api/v1", tags=["requests"])
 log = logging.getLogger("sluicegate.server")
@@ -69,8 +69,10 @@ def request_out(st: ServerState, req: ApprovalRequest) -> RequestOut:
         comment_on_deny=req.comment_on_deny,
         groups=list(req.groups),
         action=req.action.model_dump(mode="json"),
-        classifications={
-            str(a): sorted(st.policy.classifications_of(a)) for a in req.action.assets
+        classifications=classifications_of(st, req),
+        classification_sources={
+            key: [c.model_dump(mode="json") for c in found]
+            for key, found in req.classifications.items()
         },
         requester=req.requester.model_dump(mode="json"),
         decisions=[
@@ -86,6 +88,14 @@ def request_out(st: ServerState, req: ApprovalRequest) -> RequestOut:
         lineage_run_id=str(req.lineage_run_id),
         reason="",
     )
+
+
+def classifications_of(st: ServerState, req: ApprovalRequest) -> dict[str, list[str]]:
+    """Each dataset's effective classifications as the gate found them when it opened (the
+    policy's own view for requests stored before the server kept them)."""
+    if req.classifications:
+        return {k: sorted(c.classification for c in v) for k, v in req.classifications.items()}
+    return {str(a): sorted(st.policy.classifications_of(a)) for a in req.action.assets}
 
 
 def _gate_out(st: ServerState, answer: GateAnswer, answer_id: str) -> RequestOut:
@@ -124,8 +134,15 @@ async def open_gate(
 ) -> Response:
     """Open a gate: the policy allows, denies, or opens (or returns) a request."""
     requester = Requester(**body.requester.model_dump(), principal=who.principal)
+    # What lineage says about the datasets is the server's to know, never the pipeline's.
+    await st.writer.read(st.lineage.refresh)
+    found = st.lineage.classify(body.action)
     plan = st.approvals.plan_open(
-        idempotency_key=body.idempotency_key, action=body.action, requester=requester
+        idempotency_key=body.idempotency_key,
+        action=body.action,
+        requester=requester,
+        inherited=found.inherited,
+        classifications=found.sources,
     )
     answer = await st.writer.run_together(st.approvals.commit_opens, plan)
     st.metrics.gates.labels(

@@ -190,7 +190,7 @@ async def _sweep_expired(st: ServerState, stop: asyncio.Event) -> None:
     beat = 0
     while not stop.is_set():
         try:
-            ended = await st.writer.run(st.store.expire_due)
+            ended = await st.writer.run(st.approvals.expire_due)
             for req in ended:
                 st.metrics.ended.labels("expired").inc()
                 log.info(json.dumps({"event": "request.expired", "request_id": str(req.id)}))
@@ -263,6 +263,9 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             access_log.flush()
             await anyio.to_thread.run_sync(st.writer.close)
+            # What the lineage backend has not taken within 2 s is counted as dropped.
+            if st.approvals.lineage is not None:
+                await anyio.to_thread.run_sync(st.approvals.lineage.emitter.close, 2.0)
 
     app = FastAPI(
         title="Sluicegate",
@@ -276,9 +279,11 @@ def create_app(
     install_error_handlers(app)
 
     from sluicegate.server.api import router as api_router
+    from sluicegate.server.lineage_api import router as lineage_router
     from sluicegate.server.pages import router as pages_router
 
     app.include_router(api_router)
+    app.include_router(lineage_router)
     app.include_router(pages_router)
 
     @app.get("/healthz", tags=["operations"])

@@ -77,6 +77,19 @@ class Metrics:
             "Writes committed by the writer, over all its batches",
             registry=self.registry,
         )
+        self.lineage_received = Counter(
+            "sluicegate_lineage_events_received",
+            "OpenLineage events received by POST /api/v1/lineage, stored or rejected",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.lineage_emitted = Counter(
+            "sluicegate_lineage_events_emitted",
+            "The gates' own OpenLineage events: sent, failed (backend down or refusing), "
+            "or dropped (the send queue was full)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "sluicegate_decision_latency_seconds",
             "From a request's creation to its final decision",

@@ -12,6 +12,9 @@ import anyio
 from fastapi import Request
 
 from sluicegate.approvals import Approvals
+from sluicegate.lineage.emitter import LineageEmitter
+from sluicegate.lineage.gate import GateLineage
+from sluicegate.lineage.index import LineageIndex
 from sluicegate.policy import Policy
 from sluicegate.server.hub import StatusHub
 from sluicegate.server.writer import Writer
@@ -67,6 +70,7 @@ class ServerState:
     metrics: Metrics
     tokens: TokenCache
     writer: Writer
+    lineage: LineageIndex
 
     @classmethod
     def build(cls, settings: Settings, store: Store, policy: Policy) -> ServerState:
@@ -81,17 +85,24 @@ class ServerState:
         hub = StatusHub()
         store.listeners.append(hub.publish)
         metrics = Metrics(store, hub)
+        # The gates' own events go where OpenLineage's configuration says (openlineage.yml,
+        # OPENLINEAGE_URL, OPENLINEAGE__TRANSPORT__*), from a background thread; none: off.
+        emitter = LineageEmitter.from_environment(
+            on_result=lambda outcome: metrics.lineage_emitted.labels(outcome).inc()
+        )
+        lineage = GateLineage(emitter, review_url=lambda rid: f"{settings.server_url}/r/{rid}")
         return cls(
             settings=settings,
             store=store,
             policy=policy,
-            approvals=Approvals(store, policy),
+            approvals=Approvals(store, policy, lineage),
             hub=hub,
             secret_key=key,
             link_ttl=parse_duration(settings.link_ttl),
             metrics=metrics,
             tokens=TokenCache(store),
             writer=Writer(store, on_commit=metrics.count_batch),
+            lineage=LineageIndex(store, policy),
         )
 
     def review_url(self, request_id: str) -> str:

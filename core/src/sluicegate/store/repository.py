@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import threading
 import uuid
@@ -29,6 +30,7 @@ from sluicegate import audit
 from sluicegate.exceptions import (
     ActionError,
     ConflictError,
+    ExpiredError,
     NotFoundError,
     StoreError,
     TransitionError,
@@ -38,7 +40,10 @@ from sluicegate.model import (
     ApprovalRequest,
     Asset,
     Channel,
+    ClassificationSource,
     Decision,
+    LineageHop,
+    ParentRun,
     Requester,
     Status,
     Verdict,
@@ -61,6 +66,7 @@ from sluicegate.store.schema import (
 #: PostgreSQL channel on which every status change is announced (payload: the request id),
 #: so that a long poll on any replica returns as soon as any replica ends the request.
 STATUS_CHANNEL = "sluicegate_status"
+log = logging.getLogger("sluicegate.store")
 _CHANGED = "sluicegate_changed"
 
 # Statements are built once: SQLAlchemy then only binds parameters (building a statement with
@@ -209,11 +215,13 @@ class Store:
         batch = getattr(self._local, "conn", None)
         if batch is not None:
             head = list(batch.info[audit.HEAD])
+            after = len(self._local.after)
             try:
                 with batch.begin_nested():
                     yield batch
             except BaseException:
                 batch.info[audit.HEAD][:] = head  # the undone appends never happened
+                del self._local.after[after:]  # nor did what was to follow them
                 raise
             return
         changed: list[str] = []
@@ -245,21 +253,36 @@ class Store:
         if getattr(self._local, "conn", None) is not None:
             raise StoreError("batches do not nest")
         changed: list[str] = []
+        after: list[Callable[[], None]] = []
         try:
             with self._write_lock, self.engine.begin() as conn:
                 conn.info[_CHANGED] = changed
                 audit.lock_head(conn)
                 self._local.conn = conn
+                self._local.after = after
                 try:
                     yield
                     audit.flush_head(conn)
                 finally:
                     self._local.conn = None
+                    self._local.after = None
                     conn.info.pop(_CHANGED, None)
                     conn.info.pop(audit.HEAD, None)
         except DBAPIError as err:
             raise StoreError(describe_db_error(err, str(self.engine.url))) from err
         self._announce(changed)
+        _run_all(after)
+
+    def on_commit(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once what this thread wrote is committed: at once outside a batch (the
+        write before this call has committed), at the batch's commit inside one. Dropped if
+        the write it follows is undone. For side effects that must not announce a write that
+        was not kept (lineage events); ``fn``'s failures are logged, never raised."""
+        pending = getattr(self._local, "after", None)
+        if pending is None:
+            _run_all([fn])
+        else:
+            pending.append(fn)
 
     def _announce(self, changed: Sequence[str]) -> None:
         for request_id in changed:  # committed: now tell whoever waits
@@ -609,8 +632,8 @@ class Store:
                     conn.execute(_BUMP_VERSION, {"rid": str(req.id)})
                 audit.append(conn, events, now=now)
                 return DecisionOutcome(req, ended)
-        raise TransitionError(
-            f"request {expired.id} expired at {expired.expires_at:%Y-%m-%d %H:%M:%S}Z"
+        raise ExpiredError(
+            f"request {expired.id} expired at {expired.expires_at:%Y-%m-%d %H:%M:%S}Z", expired
         )
 
     def expire_due(self, now: datetime | None = None, *, limit: int = 100) -> list[ApprovalRequest]:
@@ -735,6 +758,14 @@ class Store:
         return _request_of(row, [_decision_of(d) for d in ds])
 
 
+def _run_all(calls: Sequence[Callable[[], None]]) -> None:
+    for fn in calls:
+        try:
+            fn()
+        except Exception:  # a side effect's failure never fails the committed write
+            log.exception("an after-commit call failed")
+
+
 def _request_with_decisions(rows: Sequence[Row[Any]]) -> ApprovalRequest:
     """A request from the rows of ``_WITH_DECISIONS``: its columns, then one decision each."""
     return _request_of(rows[0], [_decision_of(r) for r in rows if r.d_reviewer is not None])
@@ -762,7 +793,7 @@ def _request_of(row: Row[Any], decided: list[Decision]) -> ApprovalRequest:
         id=uuid.UUID(row.id),
         idempotency_key=row.idempotency_key,
         action=_stored_action(row.action),
-        requester=Requester.model_construct(**json.loads(row.requester)),
+        requester=_stored_requester(row.requester),
         rule=row.rule,
         required_approvals=row.required_approvals,
         required_denials=row.required_denials,
@@ -775,7 +806,37 @@ def _request_of(row: Row[Any], decided: list[Decision]) -> ApprovalRequest:
         fingerprint=row.fingerprint,
         lineage_run_id=uuid.UUID(row.lineage_run_id),
         decisions=tuple(decided),
+        classifications=_stored_classifications(row.classifications),
     )
+
+
+def _stored_requester(text: str) -> Requester:
+    d = json.loads(text)
+    parent = d.pop("parent", None)
+    return Requester.model_construct(
+        **d,
+        parent=None
+        if parent is None
+        else ParentRun.model_construct(
+            namespace=parent["namespace"], name=parent["name"], run_id=uuid.UUID(parent["run_id"])
+        ),
+    )
+
+
+def _stored_classifications(text: str | None) -> dict[str, tuple[ClassificationSource, ...]]:
+    if not text or text == "{}":
+        return {}
+    return {
+        key: tuple(
+            ClassificationSource.model_construct(
+                classification=c["classification"],
+                source=c["source"],
+                path=tuple(LineageHop.model_construct(**hop) for hop in c.get("path", ())),
+            )
+            for c in sources
+        )
+        for key, sources in json.loads(text).items()
+    }
 
 
 def _stored_action(text: str) -> Action:
@@ -830,6 +891,9 @@ def _row_of(req: ApprovalRequest) -> dict[str, Any]:
         "created_at": req.created_at,
         "expires_at": req.expires_at,
         "lineage_run_id": str(req.lineage_run_id),
+        "classifications": canonical_json(
+            {k: [c.model_dump(mode="json") for c in v] for k, v in req.classifications.items()}
+        ),
         "version": 1,
     }
 

@@ -30,6 +30,9 @@ __all__ = [
     "audit_events",
     "audit_head",
     "decisions",
+    "lineage_edges",
+    "lineage_events",
+    "lineage_tags",
     "metadata",
     "request_datasets",
     "requests",
@@ -94,6 +97,8 @@ requests = Table(
     Column("decided_at", UTCDateTime),
     Column("lineage_run_id", String(36), nullable=False),
     Column("policy_digest", String(80)),
+    # Each dataset's effective classifications and where they came from, when the gate opened.
+    Column("classifications", Text, nullable=False, default="{}", server_default="{}"),
     # Bumped by every change; a compare-and-set on status also bumps it.
     Column("version", Integer, nullable=False, default=1),
 )
@@ -177,4 +182,51 @@ server_values = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# OpenLineage events as received by POST /api/v1/lineage (canonical JSON), and the graph they
+# feed: one edge per (job, input, output), one tag per (dataset, classification). The server's
+# in-memory graph follows the edge and tag ids, so every replica sees every replica's events.
+_SERIAL = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys
+
+lineage_events = Table(
+    "lineage_events",
+    metadata,
+    Column("id", _SERIAL, primary_key=True, autoincrement=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("event_kind", String(16), nullable=False),  # run | job | dataset
+    Column("event_type", String(16)),
+    Column("event_time", String(64), nullable=False),
+    Column("run_id", String(36), index=True),
+    Column("job_namespace", String(1024)),
+    Column("job_name", String(1024)),
+    Column("producer", Text, nullable=False),
+    Column("body", Text, nullable=False),
+)
+
+lineage_edges = Table(
+    "lineage_edges",
+    metadata,
+    Column("id", _SERIAL, primary_key=True, autoincrement=True),
+    # sha256 of the six names: unique without an index over six long strings.
+    Column("edge_key", String(64), nullable=False, unique=True),
+    Column("job_namespace", String(1024), nullable=False),
+    Column("job_name", String(1024), nullable=False),
+    Column("src_namespace", String(1024), nullable=False),
+    Column("src_name", String(1024), nullable=False),
+    Column("dst_namespace", String(1024), nullable=False),
+    Column("dst_name", String(1024), nullable=False),
+    Column("first_seen", UTCDateTime, nullable=False),
+)
+
+lineage_tags = Table(
+    "lineage_tags",
+    metadata,
+    Column("id", _SERIAL, primary_key=True, autoincrement=True),
+    Column("tag_key", String(64), nullable=False, unique=True),
+    Column("namespace", String(1024), nullable=False),
+    Column("name", String(1024), nullable=False),
+    Column("classification", String(64), nullable=False),
+    Column("source", String(512), nullable=False),
+    Column("first_seen", UTCDateTime, nullable=False),
 )

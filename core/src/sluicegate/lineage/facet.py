@@ -1,0 +1,152 @@
+"""The ``sluicegate_approval`` run facet: what a reviewer saw and decided, on the gate's run.
+
+The facet rides on every RunEvent a gate emits (see :mod:`sluicegate.lineage.events`), so that
+Marquez, or any OpenLineage consumer, shows who asked, which rule matched, how many approvals
+the rule wants, who decided what, and where each dataset's classifications came from.
+
+Its JSON Schema is published in the repository, versioned, under
+``spec/facets/<version>/SluicegateApprovalRunFacet.json``; a published version never changes,
+and :data:`SCHEMA_URL` names the one this code writes. Keys are camelCase, as OpenLineage's own
+facets are. Fields that are ``None`` are left out of the JSON (openlineage-python's ``Serde``
+drops nulls), so a consumer reads a missing ``requestId`` as "no request".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, get_args
+
+import attr
+from openlineage.client.facet_v2 import RunFacet
+from openlineage.client.utils import RedactMixin
+
+from sluicegate import __version__
+
+__all__ = [
+    "FACET_NAME",
+    "GATE_STATUSES",
+    "PRODUCER",
+    "SCHEMA_URL",
+    "ApprovalDecision",
+    "ApprovalRequester",
+    "ClassificationHop",
+    "ClassificationSource",
+    "GateStatus",
+    "SluicegateApprovalRunFacet",
+]
+
+#: The key of the facet in ``run.facets``.
+FACET_NAME = "sluicegate_approval"
+
+#: The ``producer`` of Sluicegate's events and the ``_producer`` of its facets.
+PRODUCER = f"https://github.com/sluicegate/sluicegate/tree/v{__version__}/core"
+
+#: The published, versioned schema file this code writes (its ``$id``).
+SCHEMA_URL = (
+    "https://raw.githubusercontent.com/sluicegate/sluicegate/main/"
+    "spec/facets/1-0-0/SluicegateApprovalRunFacet.json"
+)
+
+#: Where a gate is. ``allowed`` and ``denied`` without a request are the policy's own answers;
+#: ``released`` is an approved gate that let its step run.
+GateStatus = Literal["allowed", "denied", "pending", "approved", "expired", "cancelled", "released"]
+
+#: Every :data:`GateStatus`, in the order the schema lists them.
+GATE_STATUSES: tuple[str, ...] = get_args(GateStatus)
+
+
+@attr.define(kw_only=True)
+class ClassificationHop(RedactMixin):
+    """One dataset on the way a classification came, and the job that read it to derive the next."""
+
+    namespace: str
+    name: str
+    job: str | None = None
+
+    _skip_redact: ClassVar[list[str]] = ["namespace", "name", "job"]
+
+
+@attr.define(kw_only=True)
+class ClassificationSource(RedactMixin):
+    """Why a dataset has a classification: who gave it (``source``) and the lineage ``path``.
+
+    ``source`` is ``pipeline`` (the step declared it), ``policy`` (a ``classify`` rule) or
+    ``lineage`` (inherited from upstream); ``path`` lists the hops from the dataset where the
+    classification was given down to this one, empty when it was given here.
+    """
+
+    classification: str
+    source: str
+    path: list[ClassificationHop] = attr.field(factory=list)
+
+    _skip_redact: ClassVar[list[str]] = ["classification", "source", "path"]
+
+    @classmethod
+    def coerce(cls, value: ClassificationSource | Mapping[str, Any]) -> ClassificationSource:
+        """``value`` itself, or the source a plain ``{classification, source, path}`` names."""
+        if isinstance(value, ClassificationSource):
+            return value
+        hops = [
+            hop if isinstance(hop, ClassificationHop) else ClassificationHop(**hop)
+            for hop in value.get("path", ())
+        ]
+        return cls(classification=value["classification"], source=value["source"], path=hops)
+
+
+@attr.define(kw_only=True)
+class ApprovalDecision(RedactMixin):
+    """One reviewer's verdict, as the audit log records it."""
+
+    reviewer: str
+    verdict: str
+    comment: str
+    channel: str
+    decidedAt: str
+
+
+@attr.define(kw_only=True)
+class ApprovalRequester(RedactMixin):
+    """Who asked: the pipeline step and the people behind it."""
+
+    orchestrator: str
+    job: str
+    runId: str
+    owner: str | None = None
+    triggeredBy: str | None = None
+    principal: str | None = None
+
+
+@attr.define(kw_only=True)
+class SluicegateApprovalRunFacet(RunFacet):
+    """The gate's approval state, attached to the gate's run as ``sluicegate_approval``.
+
+    :param status: one of :data:`GATE_STATUSES`.
+    :param requiredApprovals: distinct eligible reviewers the rule requires (0 when none).
+    :param approvals: distinct reviewers who approved so far.
+    :param requester: who asked.
+    :param requestId: the approval request, or ``None`` for a gate the policy answered alone.
+    :param rule: the policy rule that matched, or ``None`` for the default.
+    :param decisions: every decision so far, oldest first.
+    :param reviewUrl: the review page, when there is a request.
+    :param classifications: per dataset key ``namespace::name``, where its classifications
+        came from.
+    """
+
+    status: str = attr.field(validator=attr.validators.in_(GATE_STATUSES))
+    requiredApprovals: int
+    approvals: int
+    requester: ApprovalRequester
+    requestId: str | None = None
+    rule: str | None = None
+    decisions: list[ApprovalDecision] = attr.field(factory=list)
+    reviewUrl: str | None = None
+    classifications: dict[str, list[ClassificationSource]] = attr.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        if not self._producer:
+            self._producer = PRODUCER
+        super().__attrs_post_init__()
+
+    @staticmethod
+    def _get_schema() -> str:
+        return f"{SCHEMA_URL}#/$defs/SluicegateApprovalRunFacet"

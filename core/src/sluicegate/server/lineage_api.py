@@ -1,0 +1,176 @@
+"""HTTP API v1, lineage: the OpenLineage receiver and the dataset graph's read side.
+
+``POST /api/v1/lineage`` follows Marquez's ingest contract, so that any OpenLineage client
+pointed at Sluicegate (``OPENLINEAGE_URL=http://sluicegate:8080``, or one leg of a composite
+transport beside Marquez) works unchanged: 201 with no body when stored, 400 for a body that
+is not JSON, 422 with the reason for an event Marquez would refuse. The caller needs a token
+of any scope (OpenLineage clients send ``OPENLINEAGE_API_KEY`` as a bearer token): lineage
+can only add classifications, never remove them, but it is the server's input all the same.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel
+
+from sluicegate.lineage.graph import Subgraph
+from sluicegate.lineage.ingest import LineageRejected, parse_event
+from sluicegate.server.auth import Identity, require_any
+from sluicegate.server.errors import ApiError
+from sluicegate.server.state import ServerState, state_dependency
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/api/v1", tags=["lineage"])
+State = Annotated[ServerState, Depends(state_dependency)]
+_NO_NUL = r"^[^\x00]*$"
+Namespace = Annotated[str, Query(min_length=1, max_length=1024, pattern=_NO_NUL)]
+Name = Annotated[str, Query(min_length=1, max_length=1024, pattern=_NO_NUL)]
+Depth = Annotated[int, Query(ge=1, le=20)]
+
+
+@router.post(
+    "/lineage",
+    status_code=201,
+    response_class=Response,
+    responses={
+        201: {"description": "stored (no body)"},
+        400: {"description": "the body is not JSON"},
+        422: {"description": "not an event Marquez would ingest; the detail says why"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+async def receive_lineage(
+    request: Request, st: State, _: Annotated[Identity, Depends(require_any)]
+) -> Response:
+    """Receive one OpenLineage event (RunEvent, JobEvent or DatasetEvent)."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+    try:
+        record = parse_event(body)
+    except LineageRejected as err:
+        st.metrics.lineage_received.labels("rejected").inc()
+        raise ApiError(422, "invalid_event", str(err)) from None
+    await st.writer.run(st.lineage.tables.record, [record])
+    await st.writer.read(st.lineage.refresh, 0.0)
+    st.metrics.lineage_received.labels("stored").inc()
+    return Response(status_code=201)
+
+
+class DatasetRef(BaseModel):
+    namespace: str
+    name: str
+
+
+class NodeOut(DatasetRef):
+    distance: int
+
+
+class EdgeOut(BaseModel):
+    source: DatasetRef
+    job: DatasetRef
+    target: DatasetRef
+
+
+class SubgraphOut(BaseModel):
+    """Datasets within ``depth`` hops and the edges among them (job: which job moved data)."""
+
+    dataset: DatasetRef
+    direction: str
+    depth: int
+    nodes: list[NodeOut]
+    edges: list[EdgeOut]
+    truncated: bool
+
+
+class HopOut(BaseModel):
+    namespace: str
+    name: str
+    job: str
+
+
+class SourceOut(BaseModel):
+    classification: str
+    source: str
+    path: list[HopOut]
+
+
+class ClassificationsOut(BaseModel):
+    dataset: DatasetRef
+    classifications: list[SourceOut]
+
+
+def _subgraph_out(direction: str, ns: str, name: str, depth: int, g: Subgraph) -> SubgraphOut:
+    return SubgraphOut(
+        dataset=DatasetRef(namespace=ns, name=name),
+        direction=direction,
+        depth=depth,
+        nodes=[NodeOut(namespace=n, name=m, distance=d) for (n, m), d in g.nodes],
+        edges=[
+            EdgeOut(
+                source=DatasetRef(namespace=s[0], name=s[1]),
+                job=DatasetRef(namespace=j[0], name=j[1]),
+                target=DatasetRef(namespace=t[0], name=t[1]),
+            )
+            for s, j, t in g.edges
+        ],
+        truncated=g.truncated,
+    )
+
+
+async def _fresh(st: ServerState) -> None:
+    await st.writer.read(st.lineage.refresh)
+
+
+@router.get("/lineage/upstream", response_model=SubgraphOut)
+async def upstream(
+    st: State,
+    _: Annotated[Identity, Depends(require_any)],
+    namespace: Namespace,
+    name: Name,
+    depth: Depth = 5,
+) -> Any:
+    """Where a dataset's data came from, to ``depth`` jobs back."""
+    await _fresh(st)
+    return _subgraph_out(
+        "upstream", namespace, name, depth, st.lineage.upstream((namespace, name), depth)
+    )
+
+
+@router.get("/lineage/downstream", response_model=SubgraphOut)
+async def downstream(
+    st: State,
+    _: Annotated[Identity, Depends(require_any)],
+    namespace: Namespace,
+    name: Name,
+    depth: Depth = 5,
+) -> Any:
+    """Where a dataset's data went, to ``depth`` jobs on."""
+    await _fresh(st)
+    return _subgraph_out(
+        "downstream", namespace, name, depth, st.lineage.downstream((namespace, name), depth)
+    )
+
+
+@router.get("/lineage/classifications", response_model=ClassificationsOut)
+async def classifications(
+    st: State, _: Annotated[Identity, Depends(require_any)], namespace: Namespace, name: Name
+) -> Any:
+    """A dataset's effective classifications (policy, tags, lineage) and where each came from."""
+    await _fresh(st)
+    found = st.lineage.sources_of(namespace, name)
+    return ClassificationsOut(
+        dataset=DatasetRef(namespace=namespace, name=name),
+        classifications=[SourceOut.model_validate(c.model_dump()) for c in found],
+    )

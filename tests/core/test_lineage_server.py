@@ -1,0 +1,238 @@
+"""The gates' own OpenLineage events, from the real server to a real lineage backend.
+
+The server runs as a subprocess with ``OPENLINEAGE_URL`` pointing at a local HTTP backend that
+answers as Marquez does; pipelines and reviewers use the real client. Every event the backend
+receives must validate against the OpenLineage spec and the published facet schema, and a
+backend that is down, hangs or fails must leave the gate's answers and timing unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from lineage_backend import LineageBackend, running_backend
+from lineage_schema import validate_event
+from serverproc import (
+    GRANT,
+    PII_EXPORT,
+    POLICY,
+    ROUTINE_READ,
+    SECRET_EXPORT,
+    ServerProcess,
+)
+
+from sluicegate.client import GateRefused, SluicegateClient
+from sluicegate.store import Store
+
+PARENT = {
+    "namespace": "airflow",
+    "name": "crm_export.export_customers",
+    "run_id": str(uuid.uuid4()),
+}
+REQUESTER = {
+    "orchestrator": "airflow",
+    "job": "crm_export.export_customers",
+    "run_id": "manual__1",
+    "owner": "carol",
+    "parent": PARENT,
+}
+
+
+class Setup:
+    def __init__(self, server: ServerProcess, backend: LineageBackend, db_url: str, tmp: Path):
+        self.server, self.backend = server, backend
+        with Store(db_url) as store:  # (the CLI that does the same is tested on its own)
+            self.pipeline = SluicegateClient(
+                server.url, store.create_token("airflow-prod", "request")
+            )
+            self.reviewers = {
+                name: SluicegateClient(server.url, store.create_token(name, "review"))
+                for name in ("alice", "bob", "erin")
+            }
+
+    def events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The first ``count`` events the backend received (waits for them), all validated."""
+        deadline = time.monotonic() + timeout
+        while len(self.backend.received) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        got = [body for _, _, body in self.backend.received]
+        assert len(got) >= count, (count, [e["eventType"] for e in got], self.server.stderr())
+        for event in got:
+            validate_event(event)
+        return got
+
+    def close(self) -> None:
+        self.pipeline.close()
+        for c in self.reviewers.values():
+            c.close()
+
+
+@pytest.fixture
+def setup(sqlite_url: str, tmp_path: Path) -> Iterator[Setup]:
+    with running_backend("ok") as backend:
+        server = ServerProcess(
+            sqlite_url, POLICY, tmp_path, env={"OPENLINEAGE_URL": backend.url}
+        ).start()
+        s = Setup(server, backend, sqlite_url, tmp_path)
+        try:
+            yield s
+        finally:
+            s.close()
+            server.stop()
+
+
+def _approval(event: dict[str, Any]) -> dict[str, Any]:
+    facet: dict[str, Any] = event["run"]["facets"]["sluicegate_approval"]
+    return facet
+
+
+def test_a_gate_approved_by_two_reviewers_emits_start_other_other_complete(setup: Setup) -> None:
+    opened = setup.pipeline.open_gate("k-approved", PII_EXPORT, REQUESTER)
+    setup.reviewers["alice"].decide(opened.id, "approve")
+    setup.reviewers["bob"].decide(opened.id, "approve", "partner contract checked")
+    setup.pipeline.release(opened.id)
+
+    events = setup.events(4)
+    assert [e["eventType"] for e in events] == ["START", "OTHER", "OTHER", "COMPLETE"]
+    assert {e["run"]["runId"] for e in events} == {opened.lineage_run_id}
+    assert [_approval(e)["status"] for e in events] == [
+        "pending",
+        "pending",
+        "approved",
+        "released",
+    ]
+    assert [_approval(e)["approvals"] for e in events] == [0, 1, 2, 2]
+    last = _approval(events[-1])
+    assert last["requestId"] == opened.id and last["rule"] == "pii-export"
+    assert last["requiredApprovals"] == 2
+    assert last["reviewUrl"] == f"{setup.server.url}/r/{opened.id}"
+    assert [(d["reviewer"], d["verdict"], d["comment"]) for d in last["decisions"]] == [
+        ("alice", "approve", ""),
+        ("bob", "approve", "partner contract checked"),
+    ]
+    key = "postgres://prod:5432::crm.public.customers"
+    assert {c["classification"] for c in last["classifications"][key]} == {"pii", "prod"}
+    start = events[0]
+    assert start["job"] == {
+        "namespace": "sluicegate",
+        "name": "crm_export.export_customers.approval_gate",
+        "facets": start["job"]["facets"],
+    }
+    assert start["job"]["facets"]["jobType"]["jobType"]  # Marquez needs it
+    parent = start["run"]["facets"]["parent"]
+    assert parent["run"]["runId"] == PARENT["run_id"]
+    assert (parent["job"]["namespace"], parent["job"]["name"]) == (
+        "airflow",
+        "crm_export.export_customers",
+    )
+    assert [(d["namespace"], d["name"]) for d in start["inputs"]] == [
+        ("postgres://prod:5432", "crm.public.customers")
+    ]
+    tags = start["inputs"][0]["facets"]["tags"]["tags"]
+    assert {(t["key"], t["value"]) for t in tags} == {("pii", "true"), ("prod", "true")}
+    assert setup.backend.received[0][0] == "/api/v1/lineage"
+
+
+def test_denied_expired_cancelled_and_policy_answers(setup: Setup, tmp_path: Path) -> None:
+    denied = setup.pipeline.open_gate("k-denied", PII_EXPORT, REQUESTER)
+    setup.reviewers["alice"].decide(denied.id, "deny", "no contract with this partner")
+    cancelled = setup.pipeline.open_gate("k-cancel", GRANT, REQUESTER)
+    setup.pipeline.cancel(cancelled.id, "not needed")
+    allowed = setup.pipeline.open_gate("k-read", ROUTINE_READ, REQUESTER)
+    with pytest.raises(GateRefused):
+        setup.pipeline.gate("k-secret", SECRET_EXPORT, REQUESTER, timeout=5)
+    assert allowed.status == "allowed"
+
+    events = setup.events(8)
+    by_run: dict[str, list[str]] = {}
+    for e in events:
+        by_run.setdefault(e["run"]["runId"], []).append(e["eventType"])
+    assert by_run[denied.lineage_run_id] == ["START", "FAIL"]
+    fail = next(e for e in events if e["eventType"] == "FAIL" and _approval(e).get("requestId"))
+    assert _approval(fail)["decisions"][0]["comment"] == "no contract with this partner"
+    assert by_run[cancelled.lineage_run_id] == ["START", "ABORT"]
+    answered = [
+        flow
+        for run, flow in by_run.items()
+        if run not in (denied.lineage_run_id, cancelled.lineage_run_id)
+    ]
+    assert sorted(answered) == [["START", "COMPLETE"], ["START", "FAIL"]]
+    policy_denied = [
+        e
+        for e in events
+        if _approval(e)["status"] == "denied" and not _approval(e).get("requestId")
+    ]
+    assert policy_denied and _approval(policy_denied[-1])["rule"] == "no-secrets-leave"
+
+
+def test_a_reattached_retry_sends_nothing_new(setup: Setup) -> None:
+    first = setup.pipeline.open_gate("k-retry", PII_EXPORT, REQUESTER)
+    again = setup.pipeline.open_gate("k-retry", PII_EXPORT, REQUESTER)
+    assert again.id == first.id
+    setup.pipeline.cancel(first.id)
+    events = setup.events(2)
+    time.sleep(0.3)
+    assert [e["eventType"] for e in setup.events(2)] == ["START", "ABORT"]
+    assert len(events) == 2
+
+
+def test_an_expired_request_aborts(sqlite_url: str, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.read_text().replace("timeout: 24h", "timeout: 1s"))
+    with running_backend("ok") as backend:
+        server = ServerProcess(
+            sqlite_url, policy, tmp_path, env={"OPENLINEAGE_URL": backend.url}
+        ).start()
+        s = Setup(server, backend, sqlite_url, tmp_path)
+        try:
+            opened = s.pipeline.open_gate("k-expire", PII_EXPORT, REQUESTER)
+            assert s.pipeline.wait(opened.id, timeout=10).status == "expired"
+            events = s.events(2)
+            assert [e["eventType"] for e in events] == ["START", "ABORT"]
+            assert _approval(events[1])["status"] == "expired"
+        finally:
+            s.close()
+            server.stop()
+
+
+@pytest.mark.parametrize("mode", ["hang", "fail", "dead"])
+def test_a_backend_that_hangs_fails_or_is_down_never_holds_a_gate(
+    mode: str, sqlite_url: str, tmp_path: Path
+) -> None:
+    with running_backend("hang" if mode == "hang" else "fail") as backend:
+        url = backend.url
+        if mode == "dead":
+            import socket
+
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        server = ServerProcess(sqlite_url, POLICY, tmp_path, env={"OPENLINEAGE_URL": url}).start()
+        s = Setup(server, backend, sqlite_url, tmp_path)
+        try:
+            started = time.monotonic()
+            for i in range(5):
+                assert s.pipeline.open_gate(f"k-{i}", ROUTINE_READ, REQUESTER).status == "allowed"
+            opened = s.pipeline.open_gate("k-pii", PII_EXPORT, REQUESTER)
+            s.reviewers["alice"].decide(opened.id, "approve")
+            s.reviewers["bob"].decide(opened.id, "approve")
+            assert s.pipeline.wait(opened.id, timeout=5).status == "approved"
+            # A behavioural bound, not a benchmark: the backend takes 5 s an event (hang) or
+            # retries for 9 s (dead); the gates must not wait for any of it.
+            assert time.monotonic() - started < 3.0
+            metrics = httpx.get(f"{server.url}/metrics").text
+            assert "sluicegate_lineage_events_emitted_total" in metrics
+        finally:
+            s.close()
+            server.stop()
