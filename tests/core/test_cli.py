@@ -126,6 +126,13 @@ def test_demo_halts_at_the_gate_and_resumes_when_approved(tmp_path: Path) -> Non
     assert "approved by alice, bob; the step resumed" in out
     assert "refused by policy, the step does not run" in out
     assert "chain intact" in out
+    # Where the lineage went: a file of OpenLineage events, one run per gate.
+    line = next(x for x in out.splitlines() if x.startswith("Lineage: "))
+    assert "(START, COMPLETE, START, OTHER, OTHER, COMPLETE, START, FAIL)" in line, line
+    path = Path(line.rsplit(" in ", 1)[1])
+    events = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [e["eventType"] for e in events][-2:] == ["START", "FAIL"]
+    assert events[5]["run"]["facets"]["sluicegate_approval"]["status"] == "released"
 
 
 def test_demo_without_approvals_fails_closed(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ CUSTOMERS = (PG, "crm.public.customers")  # pii by the example policy's classify
 
 #: The example policy, its masking job renamed to the jobs these tests run.
 MASKING_POLICY = POLICY.read_text().replace('["analytics::mask_customers"]', '["etl::mask_*"]')
-assert MASKING_POLICY != POLICY.read_text()
+assert POLICY.read_text() != MASKING_POLICY
 
 
 def run_event(

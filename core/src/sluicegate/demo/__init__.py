@@ -9,6 +9,7 @@ unattended; without it, approve in the browser or with the printed CLI command.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def run_demo(
     settings = load_settings(
         db_url=db_url, policy=str(policy_file or bundled_policy_path()), server_url=server_url
     )
+    lineage_file = _lineage_to_file(folder)
     app = create_app(settings)
     st = app.state.sluicegate
     tokens = {r: st.store.create_token(r, "review") for r in st.policy.reviewers}
@@ -109,7 +111,46 @@ def run_demo(
     )
     echo(f"  sluicegate audit verify --db {db_url}")
     echo(f"  sluicegate audit export --db {db_url} --format csv")
+    emitter = st.approvals.lineage.emitter if st.approvals.lineage else None
+    if lineage_file is not None:
+        events = _event_types(lineage_file)
+        echo(f"Lineage: {len(events)} OpenLineage events ({', '.join(events)}) in {lineage_file}")
+        echo("  set OPENLINEAGE_URL=http://marquez:5000 to send them to Marquez instead")
+    elif emitter is not None and emitter.enabled:
+        counts = ", ".join(f"{n} {k}" for k, n in emitter.counts.items())
+        echo(
+            f"Lineage: sent through your OpenLineage {emitter.transport_kind} transport ({counts})"
+        )
     return code if verified.ok else 1
+
+
+def _lineage_to_file(folder: Path) -> Path | None:
+    """Unless OpenLineage is configured already, send the demo's events to a file in
+    ``folder`` (JSON Lines) so that the demo shows them; returns that file, or None."""
+    import os
+
+    from sluicegate.lineage.emitter import LineageEmitter
+
+    probe = LineageEmitter.from_environment()
+    configured = probe.enabled or os.environ.get("OPENLINEAGE_DISABLED", "").lower() == "true"
+    probe.close(0)
+    if configured:
+        return None
+    target = folder / "lineage.jsonl"
+    config = folder / "openlineage.yml"
+    config.write_text(
+        f"transport:\n  type: file\n  log_file_path: {json.dumps(str(target))}\n  append: true\n"
+    )
+    os.environ["OPENLINEAGE_CONFIG"] = str(config)
+    return target
+
+
+def _event_types(path: Path) -> list[str]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    return [str(json.loads(line).get("eventType")) for line in lines if line.strip()]
 
 
 def _approver(

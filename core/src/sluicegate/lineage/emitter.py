@@ -162,8 +162,11 @@ class LineageEmitter:
         with self._lock:
             return dict(self._counts)
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Event | Callable[[], Event]) -> None:
         """Queue ``event`` for sending and return at once; never raises, never blocks.
+
+        ``event`` may be a function that builds it: it then runs in the sending thread, so a
+        caller pays only for queueing (a failure to build counts as ``failed``).
 
         A disabled emitter ignores the event and counts nothing; a full queue, or a closed
         emitter, drops it (counted).
@@ -274,7 +277,9 @@ class LineageEmitter:
             finally:
                 self._queue.task_done()
 
-    def _send(self, event: Event) -> None:
+    def _send(self, event: Event | Callable[[], Event]) -> None:
+        if callable(event):  # an event to build here, off the caller's path
+            event = event()
         # A client applies its own config (tags, filters, facets) before its transport sends.
         if self._target is not None:
             self._target.emit(event)

@@ -17,9 +17,13 @@ lineage backend.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from functools import partial
 from typing import Any
+
+from openlineage.client.event_v2 import RunEvent
+from openlineage.client.uuid import generate_new_uuid
 
 from sluicegate.lineage.emitter import LineageEmitter
 from sluicegate.lineage.events import (
@@ -30,11 +34,15 @@ from sluicegate.lineage.events import (
     facts_for_request,
     gate_event,
 )
-from sluicegate.model import Action, ApprovalRequest, ClassificationSource, Requester
+from sluicegate.model import (
+    Action,
+    ApprovalRequest,
+    ClassificationSource,
+    Requester,
+    utcnow,
+)
 
 __all__ = ["GateLineage"]
-
-log = logging.getLogger("sluicegate.lineage")
 
 
 class GateLineage:
@@ -57,7 +65,7 @@ class GateLineage:
 
     def opened(self, request: ApprovalRequest) -> None:
         """A new request waits (START)."""
-        self._send(self._facts(request), event_types_for("pending", opened=False))
+        self._send(lambda: self._facts(request), event_types_for("pending", opened=False))
 
     def answered(
         self,
@@ -70,24 +78,29 @@ class GateLineage:
     ) -> None:
         """The policy allowed (START, COMPLETE) or denied (START, FAIL) with no request."""
         status = "allowed" if allowed else "denied"
-        facts = facts_for_policy_answer(
-            action,
-            requester,
-            status=status,
-            rule=rule,
-            namespace=self.namespace,
-            classifications=_plain(classifications),
-        )
+        run_id = generate_new_uuid()  # one run for both events
+
+        def facts() -> GateFacts:
+            return facts_for_policy_answer(
+                action,
+                requester,
+                status=status,
+                rule=rule,
+                namespace=self.namespace,
+                classifications=_plain(classifications),
+                run_id=run_id,
+            )
+
         self._send(facts, event_types_for(status, opened=False))
 
     def changed(self, request: ApprovalRequest) -> None:
         """A decision landed or the request ended: OTHER while pending or approved, FAIL when
         denied, ABORT when expired or cancelled."""
-        self._send(self._facts(request), event_types_for(request.status.value, opened=True))
+        self._send(lambda: self._facts(request), event_types_for(request.status.value, opened=True))
 
     def released(self, request: ApprovalRequest) -> None:
         """The gated step went ahead (COMPLETE)."""
-        self._send(self._facts(request, status="released"), ("COMPLETE",))
+        self._send(lambda: self._facts(request, status="released"), ("COMPLETE",))
 
     def _facts(self, request: ApprovalRequest, status: str | None = None) -> GateFacts:
         return facts_for_request(
@@ -98,17 +111,21 @@ class GateLineage:
             classifications=_plain(request.classifications),
         )
 
-    def _send(self, facts: GateFacts, event_types: Sequence[str]) -> None:
+    def _send(self, facts: Callable[[], GateFacts], event_types: Sequence[str]) -> None:
+        """Queue the events; they are built in the emitter's thread (building one cost more
+        than the rest of an allowed gate's answer), stamped with the time of this call."""
         if not self.emitter.enabled:
             return
+        now = utcnow()
         for event_type in event_types:
-            try:
-                self.emitter.emit(gate_event(facts, event_type))
-            except Exception:  # building an event must never fail the gate it describes
-                log.exception("could not build the %s event of gate %s", event_type, facts.run_id)
+            self.emitter.emit(partial(_build, facts, event_type, now))
 
 
 def _plain(
     found: Mapping[str, Sequence[ClassificationSource]],
 ) -> dict[str, list[Mapping[str, Any]]]:
     return {key: [c.model_dump(mode="json") for c in sources] for key, sources in found.items()}
+
+
+def _build(facts: Callable[[], GateFacts], event_type: str, when: datetime) -> RunEvent:
+    return gate_event(facts(), event_type, event_time=when)

@@ -58,6 +58,12 @@ class LineageIndex:
 
     # ---- keeping current
 
+    @property
+    def stale(self) -> bool:
+        """True when the last look at the tables is older than ``max_age`` (callers skip the
+        thread hop of :meth:`refresh` otherwise)."""
+        return time.monotonic() - self._refreshed >= self.max_age
+
     def refresh(self, max_age: float | None = None) -> None:
         """Apply what the tables gained since the last look, unless that look is recent."""
         limit = self.max_age if max_age is None else max_age

@@ -135,7 +135,8 @@ async def open_gate(
     """Open a gate: the policy allows, denies, or opens (or returns) a request."""
     requester = Requester(**body.requester.model_dump(), principal=who.principal)
     # What lineage says about the datasets is the server's to know, never the pipeline's.
-    await st.writer.read(st.lineage.refresh)
+    if st.lineage.stale:
+        await st.writer.read(st.lineage.refresh)
     found = st.lineage.classify(body.action)
     plan = st.approvals.plan_open(
         idempotency_key=body.idempotency_key,

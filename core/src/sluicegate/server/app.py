@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from sluicegate import __version__
-from sluicegate.exceptions import ConfigError
+from sluicegate.exceptions import ConfigError, StoreError
 from sluicegate.policy import Policy, load_policy
 from sluicegate.server.errors import error_body, install_error_handlers
 from sluicegate.server.hub import follow_sqlite, listen_postgres
@@ -224,6 +224,13 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         st.hub.bind(asyncio.get_running_loop())
+        # The lineage graph is built before the first gate asks (100,000 edges: about a second).
+        # Without a database the server still starts (readyz says so); every gate then tries
+        # again before it classifies, and fails (503) rather than classify without lineage.
+        try:
+            await anyio.to_thread.run_sync(st.lineage.refresh, 0.0)
+        except StoreError as err:
+            log.warning("lineage graph not loaded at start: %s", err)
         stop = asyncio.Event()
         access_log.start()
         tasks = [
@@ -250,6 +257,15 @@ def create_app(
                     "db": store.url,
                     "policy": policy.source,
                     "policy_digest": policy.digest,
+                    "lineage_graph": {
+                        "datasets": st.lineage.graph.dataset_count,
+                        "edges": st.lineage.graph.edge_count,
+                    },
+                    "lineage_out": (
+                        st.approvals.lineage.emitter.transport_kind
+                        if st.approvals.lineage and st.approvals.lineage.enabled
+                        else "off"
+                    ),
                 }
             )
         )

@@ -130,7 +130,8 @@ def _subgraph_out(direction: str, ns: str, name: str, depth: int, g: Subgraph) -
 
 
 async def _fresh(st: ServerState) -> None:
-    await st.writer.read(st.lineage.refresh)
+    if st.lineage.stale:
+        await st.writer.read(st.lineage.refresh)
 
 
 @router.get("/lineage/upstream", response_model=SubgraphOut)
