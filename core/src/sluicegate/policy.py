@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sluicegate.exceptions import PolicyError
 from sluicegate.model import Action, Asset, Requester
@@ -170,14 +170,26 @@ class RequireSpec(_Spec):
     timeout: str | int = "24h"
     on_timeout: Literal["deny", "allow"] = "deny"
     denials: Annotated[int, Field(ge=1, le=50)] = 1
+    #: Remind the same targets when a request still waits after this long (once).
+    remind_after: str | int | None = None
+    #: Tell the reviewers of ``escalate_to`` when a request still waits after this long (once).
+    escalate_after: str | int | None = None
+    escalate_to: list[Annotated[str, Field(pattern=_NAME)]] = Field(default_factory=list)
 
-    _lists = field_validator("groups", mode="before")(_as_list)
+    _lists = field_validator("groups", "escalate_to", mode="before")(_as_list)
 
-    @field_validator("timeout")
+    @field_validator("timeout", "remind_after", "escalate_after")
     @classmethod
-    def _duration(cls, value: str | int) -> str | int:
-        parse_duration(value)
+    def _duration(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_duration(value)
         return value
+
+    @model_validator(mode="after")
+    def _escalation(self) -> RequireSpec:
+        if self.escalate_after is not None and not self.escalate_to:
+            raise ValueError("escalate_after needs escalate_to: the groups to tell")
+        return self
 
 
 class RuleSpec(_Spec):
@@ -339,6 +351,9 @@ class Requirement:
     timeout: timedelta
     on_timeout: Literal["deny", "allow"]
     denials: int
+    remind_after: timedelta | None = None
+    escalate_after: timedelta | None = None
+    escalate_to: tuple[str, ...] = ()
 
     @classmethod
     def from_spec(cls, spec: RequireSpec) -> Requirement:
@@ -349,6 +364,11 @@ class Requirement:
             timeout=parse_duration(spec.timeout),
             on_timeout=spec.on_timeout,
             denials=spec.denials,
+            remind_after=None if spec.remind_after is None else parse_duration(spec.remind_after),
+            escalate_after=(
+                None if spec.escalate_after is None else parse_duration(spec.escalate_after)
+            ),
+            escalate_to=tuple(spec.escalate_to),
         )
 
 
@@ -727,6 +747,19 @@ class Policy:
                 eligible.append(r)
         return tuple(eligible), tuple(excluded)
 
+    def rule_named(self, name: str | None) -> tuple[Requirement | None, tuple[str, ...]]:
+        """The requirement and notify targets of the rule called ``name`` (the default's for
+        None or a rule no longer in the policy)."""
+        for rule in self._rules:
+            if rule.name == name:
+                return rule.requirement, rule.notify or tuple(self.spec.default_notify)
+        return self._default_requirement, tuple(self.spec.default_notify)
+
+    def members(self, groups: Iterable[str]) -> tuple[Reviewer, ...]:
+        """The reviewers in any of ``groups``, in policy order."""
+        wanted = set(groups)
+        return tuple(r for r in self.reviewers.values() if not wanted.isdisjoint(r.groups))
+
     def may_decide(
         self, reviewer_id: str, groups: Iterable[str], requester: Requester
     ) -> str | None:
@@ -909,6 +942,9 @@ def _cross_check(spec: PolicySpec, lines: Mapping[tuple[Any, ...], int], source:
         for j, g in enumerate(req.groups):
             if g not in members:
                 fail(f"group {g!r} has no reviewers", (*loc, "groups", j))
+        for j, g in enumerate(req.escalate_to):
+            if g not in members:
+                fail(f"group {g!r} has no reviewers", (*loc, "escalate_to", j))
         available = sum(1 for r in spec.reviewers if not set(r.groups).isdisjoint(req.groups))
         if req.approvals > available:
             fail(

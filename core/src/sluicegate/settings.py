@@ -79,6 +79,8 @@ class SlackSettings(_Section):
     signing_secret: SecretStr | None = None
     webhook_url: SecretStr | None = None
     api_url: str = "https://slack.com/api/"
+    #: Also send each eligible reviewer (with a ``slack_id`` in the policy) a direct message.
+    dm_reviewers: bool = False
 
 
 class TeamsSettings(_Section):

@@ -233,6 +233,7 @@ def create_app(
             log.warning("lineage graph not loaded at start: %s", err)
         stop = asyncio.Event()
         access_log.start()
+        st.dispatcher.start()
         tasks = [
             asyncio.create_task(_sweep_expired(st, stop), name="expiry-sweep"),
             asyncio.create_task(_flush_access(access_log, stop), name="access-log"),
@@ -279,6 +280,7 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             access_log.flush()
             await anyio.to_thread.run_sync(st.writer.close)
+            await anyio.to_thread.run_sync(st.dispatcher.stop)
             # What the lineage backend has not taken within 2 s is counted as dropped.
             if st.approvals.lineage is not None:
                 await anyio.to_thread.run_sync(st.approvals.lineage.emitter.close, 2.0)
@@ -297,9 +299,11 @@ def create_app(
     from sluicegate.server.api import router as api_router
     from sluicegate.server.lineage_api import router as lineage_router
     from sluicegate.server.pages import router as pages_router
+    from sluicegate.server.slack_api import router as slack_router
 
     app.include_router(api_router)
     app.include_router(lineage_router)
+    app.include_router(slack_router)
     app.include_router(pages_router)
 
     @app.get("/healthz", tags=["operations"])

@@ -90,6 +90,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.notifications = Counter(
+            "sluicegate_notifications",
+            "Notification sends by channel and outcome (sent, skipped, retried, failed)",
+            ["channel", "outcome"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "sluicegate_decision_latency_seconds",
             "From a request's creation to its final decision",

@@ -15,17 +15,20 @@ from sluicegate.approvals import Approvals
 from sluicegate.lineage.emitter import LineageEmitter
 from sluicegate.lineage.gate import GateLineage
 from sluicegate.lineage.index import LineageIndex
+from sluicegate.notify.dispatch import Dispatcher
+from sluicegate.notify.outbox import Channels, Planner
 from sluicegate.policy import Policy
 from sluicegate.server.hub import StatusHub
 from sluicegate.server.writer import Writer
 from sluicegate.settings import Settings
 from sluicegate.store import Store
+from sluicegate.store.outbox import OutboxTable
 from sluicegate.store.repository import TokenInfo
 
 if TYPE_CHECKING:
     from sluicegate.server.metrics import Metrics
 
-__all__ = ["ServerState", "TokenCache", "state_dependency", "state_of"]
+__all__ = ["ServerState", "TokenCache", "channels_of", "state_dependency", "state_of"]
 
 #: How long a token lookup is trusted: a revoked token keeps working at most this long.
 TOKEN_CACHE_SECONDS = 10.0
@@ -71,6 +74,8 @@ class ServerState:
     tokens: TokenCache
     writer: Writer
     lineage: LineageIndex
+    outbox: OutboxTable
+    dispatcher: Dispatcher
 
     @classmethod
     def build(cls, settings: Settings, store: Store, policy: Policy) -> ServerState:
@@ -91,6 +96,20 @@ class ServerState:
             on_result=lambda outcome: metrics.lineage_emitted.labels(outcome).inc()
         )
         lineage = GateLineage(emitter, review_url=lambda rid: f"{settings.server_url}/r/{rid}")
+        # Notifications: planned in the change's own transaction, sent by the dispatcher.
+        table = OutboxTable(store)
+        planner = Planner(table, policy, channels_of(settings))
+        store.on_change.append(planner)
+        dispatcher = Dispatcher(
+            store,
+            table,
+            planner,
+            settings,
+            key,
+            parse_duration(settings.link_ttl),
+            on_result=lambda channel, outcome: metrics.notifications.labels(channel, outcome).inc(),
+        )
+        planner.wake = dispatcher.wake.set
         return cls(
             settings=settings,
             store=store,
@@ -103,6 +122,8 @@ class ServerState:
             tokens=TokenCache(store),
             writer=Writer(store, on_commit=metrics.count_batch),
             lineage=LineageIndex(store, policy),
+            outbox=table,
+            dispatcher=dispatcher,
         )
 
     def review_url(self, request_id: str) -> str:
@@ -119,3 +140,14 @@ def state_of(request: Request) -> ServerState:
 async def state_dependency(request: Request) -> ServerState:
     """:func:`state_of` as an async dependency (FastAPI runs sync ones in a thread)."""
     return state_of(request)
+
+
+def channels_of(settings: Settings) -> Channels:
+    """Which notification channels the settings configure."""
+    return Channels(
+        slack_bot=settings.slack.bot_token is not None,
+        slack_webhook=settings.slack.webhook_url is not None,
+        teams=settings.teams.webhook_url is not None,
+        webhook=settings.webhook.url is not None,
+        slack_dm_reviewers=settings.slack.dm_reviewers,
+    )

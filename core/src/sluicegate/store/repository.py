@@ -186,6 +186,11 @@ class Store:
         self.url = self.engine.url.render_as_string(hide_password=True)
         #: Called with a request id after a transaction that changed its status commits.
         self.listeners: list[Callable[[str], None]] = []
+        #: Called inside the write transaction of every change a request goes through, with
+        #: that transaction's connection, the change (``request.created``,
+        #: ``decision.recorded``, ``request.<terminal status>``) and the request after it: what
+        #: is written there (the notification outbox) commits or rolls back with the change.
+        self.on_change: list[Callable[[Connection, str, ApprovalRequest], None]] = []
         self._local = threading.local()  # the open batch of this thread, if any
         self._write_lock = WriteLock(self.engine)
         self._autocommit_reads = self.engine.dialect.name == "postgresql"
@@ -215,24 +220,27 @@ class Store:
         batch = getattr(self._local, "conn", None)
         if batch is not None:
             head = list(batch.info[audit.HEAD])
-            after = len(self._local.after)
+            mark = len(self._local.after)
             try:
                 with batch.begin_nested():
                     yield batch
             except BaseException:
                 batch.info[audit.HEAD][:] = head  # the undone appends never happened
-                del self._local.after[after:]  # nor did what was to follow them
+                del self._local.after[mark:]  # nor did what was to follow them
                 raise
             return
         changed: list[str] = []
+        after: list[Callable[[], None]] = []
         try:
             with self._write_lock, self.engine.begin() as conn:
                 conn.info[_CHANGED] = changed
+                self._local.after = after
                 try:
                     audit.lock_head(conn)
                     yield conn
                     audit.flush_head(conn)
                 finally:
+                    self._local.after = None
                     conn.info.pop(_CHANGED, None)
                     conn.info.pop(audit.HEAD, None)
         except DBAPIError as err:
@@ -240,6 +248,7 @@ class Store:
                 raise
             raise StoreError(describe_db_error(err, str(self.engine.url))) from err
         self._announce(changed)
+        _run_all(after)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -274,10 +283,11 @@ class Store:
         _run_all(after)
 
     def on_commit(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` once what this thread wrote is committed: at once outside a batch (the
-        write before this call has committed), at the batch's commit inside one. Dropped if
-        the write it follows is undone. For side effects that must not announce a write that
-        was not kept (lineage events); ``fn``'s failures are logged, never raised."""
+        """Run ``fn`` once what this thread wrote is committed: at the commit of the write
+        transaction or batch this thread is in, or at once outside both (the write before this
+        call has committed). Dropped if the write it follows is undone. For side effects that
+        must not announce a write that was not kept (lineage events, the dispatcher's wake-up);
+        ``fn``'s failures are logged, never raised."""
         pending = getattr(self._local, "after", None)
         if pending is None:
             _run_all([fn])
@@ -353,6 +363,11 @@ class Store:
         if datasets:
             conn.execute(_INSERT_DATASETS, datasets)
         audit.append(conn, events, now=req.created_at)
+        self._changed(conn, "request.created", req)
+
+    def _changed(self, conn: Connection, kind: str, req: ApprovalRequest) -> None:
+        for hook in self.on_change:
+            hook(conn, kind, req)
 
     def _existing(self, idempotency_key: str) -> ApprovalRequest:
         # The key exists (a retry, or another process got there first): return that request.
@@ -438,6 +453,10 @@ class Store:
                 if datasets:
                     conn.execute(_INSERT_DATASETS, datasets)
                 audit.append_groups(conn, audit_groups)
+                if self.on_change:
+                    for made, created in answers:
+                        if created and made is not None:
+                            self._changed(conn, "request.created", made)
                 return answers
         except IntegrityError:
             return [
@@ -599,6 +618,7 @@ class Store:
                     raise ActionError("the rule requires a comment to deny")
                 conn.execute(_INSERT_DECISION, _decision_row(req.id, decision))
                 req = req.model_copy(update={"decisions": (*req.decisions, decision)})
+                self._changed(conn, "decision.recorded", req)
                 events = [
                     request_event(
                         req,
@@ -740,7 +760,9 @@ class Store:
         if conn.dialect.name == "postgresql":
             # Delivered at commit, to every replica that listens.
             conn.execute(_NOTIFY, {"c": STATUS_CHANNEL, "id": str(req.id)})
-        return req.transition(new)
+        ended = req.transition(new)
+        self._changed(conn, f"request.{new.value}", ended)
+        return ended
 
     def _locked(self, conn: Connection, request_id: uuid.UUID | str) -> ApprovalRequest:
         row = conn.execute(_BY_ID_LOCKED, {"rid": request_key(request_id)}).one_or_none()

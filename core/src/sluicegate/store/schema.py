@@ -34,6 +34,7 @@ __all__ = [
     "lineage_events",
     "lineage_tags",
     "metadata",
+    "outbox",
     "request_datasets",
     "requests",
     "server_values",
@@ -229,4 +230,29 @@ lineage_tags = Table(
     Column("classification", String(64), nullable=False),
     Column("source", String(512), nullable=False),
     Column("first_seen", UTCDateTime, nullable=False),
+)
+
+# Notifications to send, written in the same transaction as the change that causes them (the
+# outbox pattern): a crash after the commit loses nothing, the dispatcher sends after restart.
+# ``dedupe_key`` makes each (request, event, target) one row however often it is planned.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", _SERIAL, primary_key=True, autoincrement=True),
+    Column("dedupe_key", String(300), nullable=False, unique=True),
+    Column("request_id", String(36), nullable=False, index=True),
+    Column(
+        "target", String(300), nullable=False
+    ),  # slack:#chan | slack-dm:<reviewer> | teams | webhook
+    Column("kind", String(40), nullable=False),  # request.created | decision.recorded | ...
+    Column("payload", Text, nullable=False, default="{}"),
+    Column("status", String(12), nullable=False, default="pending"),  # pending | sent | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False, index=True),
+    Column("claimed_by", String(64)),
+    Column("claimed_until", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    Column("result", Text),  # what the channel answered that later sends need (Slack's ts)
+    Column("last_error", Text),
 )

@@ -1,0 +1,348 @@
+"""The dispatcher: sends what the outbox holds, with retries and backoff, and settles each row.
+
+One thread per server process claims due rows (:meth:`OutboxTable.claim`), builds each message
+from the request as it is now (so a late update shows the latest state), sends it, and settles
+the row with its audit row (``notification.sent``, or ``notification.failed`` once it gives
+up). What a target receives for each change:
+
+    target          created                      decided / ended / reminded / escalated
+    slack:#chan     chat.postMessage, buttons    chat.update in place; the end, a reminder or
+                                                 an escalation also as a reply in the thread
+    (webhook only)  the message, signed links    the end, a reminder, an escalation: one line
+    slack-dm:<id>   DM with buttons              chat.update of that DM (an escalation: a DM)
+    teams           Adaptive Card, signed links  the end, a reminder, an escalation: a card
+    webhook         JSON, HMAC-signed            every change: JSON, HMAC-signed
+
+A channel that answers 429 is retried after its ``Retry-After``; one that is down or answers
+5xx after a backoff (2, 4, 8 ... s, at most 5 minutes); one that refuses for good (a bad token,
+an unknown channel, 4xx) is not retried. Secrets (tokens, webhook URLs, the signing secret) go
+into requests, never into logs, errors or audit rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from sluicegate.links import sign_link
+from sluicegate.model import ApprovalRequest, utcnow
+from sluicegate.notify.messages import (
+    MessageView,
+    followup_text,
+    slack_message,
+    teams_card,
+    webhook_body,
+)
+from sluicegate.notify.outbox import Planner, plan_followups
+from sluicegate.notify.signing import sign_webhook
+from sluicegate.settings import Settings
+from sluicegate.store import Store
+from sluicegate.store.outbox import OutboxRow, OutboxTable
+
+__all__ = ["Dispatcher", "SendError"]
+
+log = logging.getLogger("sluicegate.notify")
+
+#: Attempts before a row is given up (the backoff then totals about 17 minutes).
+MAX_ATTEMPTS = 10
+_SKIP = {"skipped": True}
+#: ``SendError.retry_after`` for "try again after the row's backoff" (2, 4, 8 ... s).
+BACKOFF = -1.0
+
+
+class SendError(Exception):
+    """A failed send; ``retry_after`` None means it will not succeed by trying again."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _backoff(attempts: int) -> float:
+    return float(min(2**attempts, 300))
+
+
+class Dispatcher:
+    """Sends the outbox of one server process (see the module's docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        table: OutboxTable,
+        planner: Planner,
+        settings: Settings,
+        secret_key: bytes,
+        link_ttl: timedelta,
+        *,
+        on_result: Callable[[str, str], None] | None = None,
+        poll: float = 0.25,
+        followup_every: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.table = table
+        self.planner = planner
+        self.settings = settings
+        self.secret_key = secret_key
+        self.link_ttl = link_ttl
+        self.on_result = on_result
+        self.poll = poll
+        self.followup_every = followup_every
+        self.worker = f"{uuid.uuid4().hex[:12]}"
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._http = httpx.Client(timeout=10.0)
+        self._slack: Any = None
+        bot = settings.slack.bot_token
+        if bot is not None:
+            from slack_sdk import WebClient
+
+            self._slack = WebClient(
+                token=bot.get_secret_value(), base_url=settings.slack.api_url, timeout=10
+            )
+
+    @property
+    def slack(self) -> Any:
+        """The Slack Web API client (``slack_sdk.WebClient``), None without a bot token."""
+        return self._slack
+
+    # ---- the thread
+
+    def start(self) -> None:
+        if self._thread is None and self.planner.channels.any:
+            self._thread = threading.Thread(target=self._run, name="sluicegate-notify", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._http.close()
+
+    def _run(self) -> None:
+        next_sweep = 0.0
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() >= next_sweep:
+                    plan_followups(self.store, self.table, self.planner)
+                    next_sweep = time.monotonic() + self.followup_every
+                if self.run_once():
+                    continue  # there may be more
+            except Exception:  # a boundary: the loop lives on, the rows stay in the outbox
+                log.exception("the notification dispatcher failed; trying again")
+            self.wake.wait(self.poll)
+            self.wake.clear()
+
+    def run_once(self, limit: int = 20) -> int:
+        """Claim and send one round of due rows; returns how many were claimed."""
+        rows = self.table.claim(self.worker, limit=limit)
+        for row in rows:
+            self.deliver(row)
+        return len(rows)
+
+    # ---- one row
+
+    def deliver(self, row: OutboxRow) -> None:
+        try:
+            request = self.store.get(row.request_id)
+            result = self._send(row, request)
+        except SendError as err:
+            retry = err.retry_after
+            if retry == BACKOFF:
+                retry = _backoff(row.attempts)
+            if retry is not None and row.attempts < MAX_ATTEMPTS:
+                retry_at: datetime | None = utcnow() + timedelta(seconds=max(retry, 0.0))
+            else:
+                retry_at = None
+            self.table.failed(row, self.worker, str(err), retry_at=retry_at)
+            self._count(row, "retried" if retry_at else "failed")
+            log.warning(
+                "notification %d (%s, %s) failed: %s%s",
+                row.id,
+                row.kind,
+                row.target,
+                err,
+                f"; retrying in {retry:.0f} s" if retry_at else "; giving up",
+            )
+            return
+        if self.table.sent(row, self.worker, result=result):
+            self._count(row, "skipped" if result == _SKIP else "sent")
+
+    def _count(self, row: OutboxRow, outcome: str) -> None:
+        if self.on_result is not None:
+            self.on_result(row.target.split(":", 1)[0], outcome)
+
+    def _view(self, request: ApprovalRequest) -> MessageView:
+        return MessageView.of(
+            request,
+            review_url=f"{self.settings.server_url}/r/{request.id}",
+            now=utcnow(),
+            eligible=self.planner.eligible(request),
+        )
+
+    def _links(self, request: ApprovalRequest, reviewers: list[str]) -> dict[str, str]:
+        """One signed, single-use review link per reviewer (they identify that reviewer)."""
+        base = f"{self.settings.server_url}/r/{request.id}?t="
+        return {
+            r: base + sign_link(self.secret_key, str(request.id), r, ttl=self.link_ttl)
+            for r in reviewers
+        }
+
+    def _send(self, row: OutboxRow, request: ApprovalRequest) -> dict[str, Any]:
+        view = self._view(request)
+        scheme, _, rest = row.target.partition(":")
+        if scheme == "webhook":
+            return self._webhook(view, row.kind)
+        if scheme == "teams":
+            return self._teams(view, row, request)
+        if scheme == "slack-dm":
+            return self._slack_dm(view, row, request, rest)
+        if self._slack is not None:
+            return self._slack_channel(view, row, rest)
+        return self._slack_webhook(view, row, request)
+
+    # ---- channels
+
+    def _slack_call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            response = getattr(self._slack, method)(**kwargs)
+        except SlackApiError as err:
+            status = err.response.status_code
+            error = err.response.get("error", "") if isinstance(err.response.data, dict) else ""
+            if status == 429 or error == "ratelimited":
+                retry = float(err.response.headers.get("Retry-After", "1") or 1)
+                raise SendError(f"Slack {method}: rate limited", retry) from None
+            if status >= 500:
+                raise SendError(f"Slack {method}: HTTP {status}", BACKOFF) from None
+            raise SendError(f"Slack {method}: {error or status}", None) from None
+        except Exception as err:  # the network: retried
+            raise SendError(f"Slack {method}: {type(err).__name__}", BACKOFF) from None
+        return dict(response.data) if isinstance(response.data, dict) else {}
+
+    def _slack_channel(self, view: MessageView, row: OutboxRow, channel: str) -> dict[str, Any]:
+        message = slack_message(view, buttons=True)
+        if row.kind == "request.created":
+            answer = self._slack_call(
+                "chat_postMessage", channel=channel, unfurl_links=False, **message
+            )
+            return {"channel": answer.get("channel"), "ts": answer.get("ts")}
+        posted = self.table.result_of(row.request_id, row.target)
+        if not posted or not posted.get("ts"):
+            raise SendError("the channel message this updates was never posted", None)
+        if row.kind not in ("reminder", "escalation"):
+            self._slack_call("chat_update", channel=posted["channel"], ts=posted["ts"], **message)
+        if row.kind != "decision.recorded":
+            self._slack_call(
+                "chat_postMessage",
+                channel=posted["channel"],
+                thread_ts=posted["ts"],
+                reply_broadcast=True,
+                text=followup_text(view, event=row.kind),
+            )
+        return {}
+
+    def _slack_dm(
+        self, view: MessageView, row: OutboxRow, request: ApprovalRequest, reviewer: str
+    ) -> dict[str, Any]:
+        if self._slack is None:
+            raise SendError("direct messages need a Slack bot token", None)
+        person = self.planner.policy.reviewer(reviewer)
+        if person is None or not person.slack_id:
+            raise SendError(f"reviewer {reviewer!r} has no slack_id in the policy", None)
+        may_decide = reviewer in view.eligible
+        message = slack_message(view, buttons=may_decide)
+        if row.kind in ("request.created", "escalation"):
+            dm = self._slack_call("conversations_open", users=person.slack_id)
+            channel = (dm.get("channel") or {}).get("id")
+            if row.kind == "escalation":
+                message = {"text": followup_text(view, event="escalation"), **_blocks(message)}
+            answer = self._slack_call("chat_postMessage", channel=channel, **message)
+            return {"channel": answer.get("channel"), "ts": answer.get("ts")}
+        posted = self.table.result_of(row.request_id, row.target)
+        if not posted or not posted.get("ts"):
+            return _SKIP  # this reviewer was never sent a DM to update
+        if row.kind == "reminder":
+            self._slack_call(
+                "chat_postMessage",
+                channel=posted["channel"],
+                thread_ts=posted["ts"],
+                text=followup_text(view, event="reminder"),
+            )
+            return {}
+        self._slack_call("chat_update", channel=posted["channel"], ts=posted["ts"], **message)
+        return {}
+
+    def _slack_webhook(
+        self, view: MessageView, row: OutboxRow, request: ApprovalRequest
+    ) -> dict[str, Any]:
+        url = self.settings.slack.webhook_url
+        if url is None:
+            raise SendError("no Slack bot token and no Slack webhook URL", None)
+        if row.kind == "decision.recorded":
+            return _SKIP  # a webhook's message cannot be updated
+        if row.kind == "request.created":
+            body = slack_message(
+                view, buttons=False, links=self._links(request, list(view.eligible))
+            )
+        else:
+            body = {"text": followup_text(view, event=row.kind)}
+        self._post("Slack webhook", url.get_secret_value(), body)
+        return {}
+
+    def _teams(self, view: MessageView, row: OutboxRow, request: ApprovalRequest) -> dict[str, Any]:
+        url = self.settings.teams.webhook_url
+        if url is None:
+            raise SendError("no Teams webhook URL", None)
+        if row.kind == "decision.recorded":
+            return _SKIP
+        links = self._links(request, list(view.eligible)) if view.pending else {}
+        self._post("Teams webhook", url.get_secret_value(), teams_card(view, links=links))
+        return {}
+
+    def _webhook(self, view: MessageView, kind: str) -> dict[str, Any]:
+        url = self.settings.webhook.url
+        if url is None:
+            raise SendError("no webhook URL", None)
+        body = json.dumps(webhook_body(view, event=kind), sort_keys=True).encode()
+        headers = {"Content-Type": "application/json"}
+        secret = self.settings.webhook.secret
+        if secret is not None:
+            headers.update(
+                sign_webhook(secret.get_secret_value(), body, timestamp=int(time.time()))
+            )
+        self._post("webhook", url.get_secret_value(), body, headers=headers)
+        return {}
+
+    def _post(
+        self, what: str, url: str, body: Any, *, headers: dict[str, str] | None = None
+    ) -> None:
+        try:
+            if isinstance(body, bytes):
+                response = self._http.post(url, content=body, headers=headers)
+            else:
+                response = self._http.post(url, json=body, headers=headers)
+        except httpx.HTTPError as err:  # the URL stays out of the message: it is a secret
+            raise SendError(f"{what}: {type(err).__name__}", BACKOFF) from None
+        if response.status_code == 429:
+            retry = float(response.headers.get("Retry-After", "1") or 1)
+            raise SendError(f"{what}: rate limited", retry)
+        if response.status_code >= 500:
+            raise SendError(f"{what}: HTTP {response.status_code}", BACKOFF)
+        if response.status_code >= 400:
+            raise SendError(f"{what}: HTTP {response.status_code}", None)
+
+
+def _blocks(message: dict[str, Any]) -> dict[str, Any]:
+    return {"blocks": message.get("blocks", [])}

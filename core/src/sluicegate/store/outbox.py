@@ -1,0 +1,254 @@
+"""The notification outbox in the database: rows planned with a change, claimed, settled.
+
+A row is inserted in the transaction of the change that causes it (:meth:`OutboxTable.enqueue`
+on that transaction's connection), so a notification exists exactly when its change does.
+Dispatchers claim due rows under a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two
+replicas never take the same row; SQLite's single writer gives the same), send them, and
+settle each in one transaction with its audit row. A dispatcher that dies mid-send leaves its
+rows leased; when the lease runs out another dispatcher takes them, so nothing is lost. The one
+window left is a crash between the channel's answer and the settling commit: that message is
+sent again (at least once; the rest of the time, exactly once).
+
+Rows of one request and target go out in order: a row is not claimed while an older row of the
+same request and target is unsettled (Slack's update needs the ``ts`` of the first post).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, exists, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased
+
+from sluicegate import audit
+from sluicegate.model import utcnow
+from sluicegate.store.repository import Store
+from sluicegate.store.schema import outbox
+
+__all__ = ["OutboxRow", "OutboxTable"]
+
+_older = aliased(outbox)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One claimed notification."""
+
+    id: int
+    request_id: str
+    target: str
+    kind: str
+    payload: Mapping[str, Any]
+    attempts: int
+
+
+class OutboxTable:
+    """The outbox of one :class:`Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pg = store.engine.dialect.name == "postgresql"
+        dialect = postgresql if self._pg else sqlite
+        self._insert = dialect.insert(outbox).on_conflict_do_nothing(index_elements=["dedupe_key"])
+
+    # ---- planning (inside the change's transaction)
+
+    def enqueue(
+        self,
+        conn: Connection,
+        request_id: str,
+        rows: Sequence[tuple[str, str, str, dict[str, Any]]],
+    ) -> None:
+        """Plan ``(dedupe_key, target, kind, payload)`` rows for ``request_id`` on ``conn``."""
+        if not rows:
+            return
+        now = utcnow()
+        conn.execute(
+            self._insert,
+            [
+                {
+                    "dedupe_key": key[:300],
+                    "request_id": request_id,
+                    "target": target,
+                    "kind": kind,
+                    "payload": json.dumps(payload, sort_keys=True),
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+                for key, target, kind, payload in rows
+            ],
+        )
+
+    def targets_of(self, conn: Connection, request_id: str) -> list[str]:
+        """The targets a request's creation was announced to (its later events go there)."""
+        stmt = (
+            select(outbox.c.target)
+            .where(outbox.c.request_id == request_id, outbox.c.kind == "request.created")
+            .order_by(outbox.c.id)
+        )
+        return list(conn.execute(stmt).scalars())
+
+    # ---- dispatching
+
+    def claim(
+        self, worker: str, *, limit: int = 20, lease: timedelta = timedelta(seconds=60)
+    ) -> list[OutboxRow]:
+        """Lease up to ``limit`` due rows to ``worker`` (each attempt counted)."""
+        now = utcnow()
+        due = (
+            select(outbox.c.id)
+            .where(
+                outbox.c.status == "pending",
+                outbox.c.next_attempt_at <= now,
+                or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+                ~exists().where(
+                    and_(
+                        _older.c.request_id == outbox.c.request_id,
+                        _older.c.target == outbox.c.target,
+                        _older.c.id < outbox.c.id,
+                        _older.c.status == "pending",
+                    )
+                ),
+            )
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        if self._pg:
+            due = due.with_for_update(skip_locked=True, of=outbox)
+        with self.store.write() as conn:
+            ids = list(conn.execute(due).scalars())
+            if not ids:
+                return []
+            rows = conn.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(ids))
+                .values(
+                    claimed_by=worker,
+                    claimed_until=now + lease,
+                    attempts=outbox.c.attempts + 1,
+                )
+                .returning(
+                    outbox.c.id,
+                    outbox.c.request_id,
+                    outbox.c.target,
+                    outbox.c.kind,
+                    outbox.c.payload,
+                    outbox.c.attempts,
+                )
+            ).all()
+        return sorted(
+            (
+                OutboxRow(r.id, r.request_id, r.target, r.kind, json.loads(r.payload), r.attempts)
+                for r in rows
+            ),
+            key=lambda r: r.id,
+        )
+
+    def sent(self, row: OutboxRow, worker: str, *, result: Mapping[str, Any] | None = None) -> bool:
+        """Settle ``row`` as sent, with its audit row; False if the lease was lost meanwhile
+        (another dispatcher took the row over: it settles it)."""
+        now = utcnow()
+        with self.store.write() as conn:
+            done = conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.id == row.id,
+                    outbox.c.claimed_by == worker,
+                    outbox.c.status == "pending",
+                )
+                .values(
+                    status="sent",
+                    sent_at=now,
+                    claimed_until=None,
+                    result=json.dumps(dict(result or {}), sort_keys=True),
+                    last_error=None,
+                )
+            ).rowcount
+            if done != 1:
+                return False
+            audit.append(
+                conn,
+                [
+                    audit.AuditEvent(
+                        "notification.sent",
+                        request_id=row.request_id,
+                        data={
+                            "target": row.target,
+                            "event": row.kind,
+                            "attempts": row.attempts,
+                            "outbox_id": row.id,
+                        },
+                    )
+                ],
+            )
+            return True
+
+    def failed(
+        self,
+        row: OutboxRow,
+        worker: str,
+        error: str,
+        *,
+        retry_at: datetime | None,
+    ) -> None:
+        """Record a failed attempt: retried at ``retry_at``, or given up (None, audited)."""
+        values: dict[str, Any] = {"claimed_until": None, "last_error": error[:2000]}
+        if retry_at is None:
+            values["status"] = "failed"
+        else:
+            values["next_attempt_at"] = retry_at
+        with self.store.write() as conn:
+            done = conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.id == row.id,
+                    outbox.c.claimed_by == worker,
+                    outbox.c.status == "pending",
+                )
+                .values(**values)
+            ).rowcount
+            if done == 1 and retry_at is None:
+                audit.append(
+                    conn,
+                    [
+                        audit.AuditEvent(
+                            "notification.failed",
+                            request_id=row.request_id,
+                            data={
+                                "target": row.target,
+                                "event": row.kind,
+                                "attempts": row.attempts,
+                                "error": error[:500],
+                                "outbox_id": row.id,
+                            },
+                        )
+                    ],
+                )
+
+    def result_of(self, request_id: str, target: str, kind: str = "request.created") -> Any:
+        """What the channel answered to a sent row (Slack's channel and ts), or None."""
+        stmt = select(outbox.c.result).where(
+            outbox.c.request_id == bindparam("rid"),
+            outbox.c.target == bindparam("target"),
+            outbox.c.kind == bindparam("kind"),
+            outbox.c.status == "sent",
+        )
+        with self.store.read() as conn:
+            found = conn.execute(stmt, {"rid": request_id, "target": target, "kind": kind})
+            text = found.scalar()
+        return None if text is None else json.loads(text)
+
+    def rows(self, request_id: str | None = None) -> list[dict[str, Any]]:
+        """Every row (of one request), oldest first: for tests and operators."""
+        stmt = select(outbox).order_by(outbox.c.id)
+        if request_id is not None:
+            stmt = stmt.where(outbox.c.request_id == request_id)
+        with self.store.read() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]

@@ -1,0 +1,392 @@
+"""Reviewers where they work: Slack, Teams and a webhook, through the outbox, exactly once.
+
+The server runs in process (ASGI, lifespan and dispatcher running) or as a subprocess; Slack's
+Web API, its incoming webhook, Teams' Workflows webhook and a generic receiver are one local
+HTTP server (``fakechat``) that answers as they do and records what they get. Interaction
+payloads are signed exactly as Slack signs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from fakechat import FakeChat, block_actions_payload, interaction_body, view_submission_payload
+from serverproc import GRANT, PII_EXPORT, POLICY, ServerProcess
+from test_server_api import Harness, _isolated, assert_error, make_api
+
+from sluicegate.notify.dispatch import Dispatcher
+from sluicegate.notify.outbox import Channels, Planner
+from sluicegate.notify.signing import sign_slack_request, verify_webhook
+from sluicegate.policy import load_policy
+from sluicegate.settings import load_settings
+from sluicegate.store import Store
+from sluicegate.store.outbox import OutboxTable
+
+__all__ = ["_isolated", "make_api"]  # fixtures used here, defined there
+
+BOT = "xoxb-test-bot-token"
+SIGNING = "8f742231b10e8888abcd99yyyzzz85a5"
+WEBHOOK_SECRET = "hook-secret"
+REQUESTER = {"orchestrator": "airflow", "job": "crm.export", "run_id": "r1", "owner": "carol"}
+
+
+@pytest.fixture
+def chat() -> Iterator[FakeChat]:
+    with FakeChat(bot_token=BOT) as fake:
+        yield fake
+
+
+def chat_settings(chat: FakeChat, **more: Any) -> dict[str, Any]:
+    return {
+        "slack": {"bot_token": BOT, "signing_secret": SIGNING, "api_url": f"{chat.url}/api/"},
+        "teams": {"webhook_url": f"{chat.url}/teams-webhook/t1"},
+        "webhook": {"url": f"{chat.url}/hook/h1", "secret": WEBHOOK_SECRET},
+        **more,
+    }
+
+
+@pytest.fixture
+def api(db_url: str, make_api: Any, chat: FakeChat) -> Harness:
+    h: Harness = make_api(db_url, **chat_settings(chat))
+    return h
+
+
+def signed(
+    payload: dict[str, Any], *, at: int | None = None, secret: str = SIGNING
+) -> tuple[bytes, dict[str, str]]:
+    body = interaction_body(payload)
+    headers = sign_slack_request(secret, body, at if at is not None else int(time.time()))
+    return body, {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+
+
+def click(h: Harness, chat: FakeChat, user: str, action: str, request_id: str) -> httpx.Response:
+    payload = block_actions_payload(
+        user_id=user,
+        action_id=action,
+        request_id=request_id,
+        response_url=f"{chat.url}/slack-response/{uuid.uuid4().hex}",
+    )
+    body, headers = signed(payload)
+    return h.c.post("/integrations/slack/interactions", content=body, headers=headers)
+
+
+def posts(chat: FakeChat, count: int) -> list[Any]:
+    return chat.wait_for("/api/chat.postMessage", count, timeout=10)
+
+
+def test_a_gate_posts_buttons_and_each_decision_updates_the_message(
+    api: Harness, chat: FakeChat
+) -> None:
+    rid = api.pending(requester=REQUESTER)["id"]
+    (post,) = posts(chat, 1)
+    assert post.body["channel"] == "#data-approvals"
+    actions = [
+        e["action_id"]
+        for b in post.body["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if "action_id" in e
+    ]
+    assert {"sluicegate_approve", "sluicegate_deny"} <= set(actions)
+
+    assert api.decide(rid, "alice").status_code == 200
+    (update,) = chat.wait_for("/api/chat.update", 1, timeout=10)
+    assert update.body["ts"] == post.answer["ts"]
+    assert "1 of 2 approved" in json.dumps(update.body["blocks"])
+
+    assert api.decide(rid, "bob").status_code == 200
+    updates = chat.wait_for("/api/chat.update", 3, timeout=10)  # bob's decision, then the end
+    final = json.dumps(updates[-1].body["blocks"])
+    assert "sluicegate_approve" not in final  # the buttons are gone once it is decided
+    replies = [c for c in posts(chat, 2) if c.body.get("thread_ts") == post.answer["ts"]]
+    assert replies and "Approved by alice, bob" in replies[0].body["text"]
+    sent = api.audit("notification.sent", rid)
+    assert {json.loads(r.data)["target"] for r in sent} >= {"slack:#data-approvals", "teams"}
+
+
+def test_teams_gets_a_card_with_a_link_for_each_eligible_reviewer_and_the_webhook_is_signed(
+    api: Harness, chat: FakeChat
+) -> None:
+    rid = api.pending(requester=REQUESTER)["id"]
+    (card,) = chat.wait_for("/teams-webhook/", 1, timeout=10)
+    content = card.body["attachments"][0]["content"]
+    assert content["type"] == "AdaptiveCard"
+    urls = {
+        a["title"]: a["url"] for a in content.get("actions", []) if a["type"] == "Action.OpenUrl"
+    }
+    reviewers = [t for t in urls if t.startswith("Review as ")]
+    assert sorted(reviewers) == ["Review as alice", "Review as bob"]  # never carol, the owner
+    assert all(f"/r/{rid}?t=v1." in urls[t] for t in reviewers)
+    api.decide(rid, "alice", "deny", "not with this partner")
+    hooks = chat.wait_for("/hook/", 3, timeout=10)  # created, decision, denied
+    for h in hooks:
+        verify_webhook(WEBHOOK_SECRET, h.headers, h.raw)
+    assert [h.body["event"] for h in hooks] == [
+        "request.created",
+        "decision.recorded",
+        "request.denied",
+    ]
+
+
+def test_a_click_decides_as_the_reviewer_behind_the_slack_id(api: Harness, chat: FakeChat) -> None:
+    rid = api.pending(requester=REQUESTER)["id"]
+    r = click(api, chat, "U01ALICE", "sluicegate_approve", rid)
+    assert r.status_code == 200, r.text
+    req = api.get(rid)
+    assert [(d["reviewer"], d["channel"]) for d in req["decisions"]] == [("alice", "slack")]
+
+
+@pytest.mark.parametrize(
+    ("user", "why"),
+    [("U0STRANGER", "not a reviewer"), ("U01CAROL", "cannot decide")],  # carol owns the job
+)
+def test_an_unknown_or_self_approving_clicker_is_told_why_and_audited(
+    api1: Harness, chat: FakeChat, user: str, why: str
+) -> None:
+    rid = api1.pending(requester=REQUESTER)["id"]
+    assert click(api1, chat, user, "sluicegate_approve", rid).status_code == 200
+    (told,) = chat.wait_for("/slack-response/", 1, timeout=10)
+    assert told.body["response_type"] == "ephemeral" and why in told.body["text"]
+    assert api1.get(rid)["decisions"] == []
+    assert api1.audit("decision.rejected", rid)
+
+
+@pytest.fixture
+def api1(sqlite_url: str, make_api: Any, chat: FakeChat) -> Harness:
+    h: Harness = make_api(sqlite_url, **chat_settings(chat))
+    return h
+
+
+def test_forged_stale_and_replayed_signatures_are_refused(api1: Harness, chat: FakeChat) -> None:
+    rid = api1.pending(requester=REQUESTER)["id"]
+    payload = block_actions_payload(
+        user_id="U01ALICE", action_id="sluicegate_approve", request_id=rid, response_url=""
+    )
+    url = "/integrations/slack/interactions"
+    body, forged = signed(payload, secret="not-the-secret")
+    assert_error(api1.c.post(url, content=body, headers=forged), 401, "bad_signature")
+    body, stale = signed(payload, at=int(time.time()) - 6 * 60)
+    assert_error(api1.c.post(url, content=body, headers=stale), 401, "bad_signature")
+    body, good = signed(payload)
+    assert_error(api1.c.post(url, content=body, headers={}), 401, "bad_signature")
+    assert api1.c.post(url, content=body, headers=good).status_code == 200
+    assert_error(api1.c.post(url, content=body, headers=good), 401, "replayed")
+    assert len(api1.get(rid)["decisions"]) == 1
+
+
+def test_deny_opens_a_modal_for_the_comment_and_its_submission_denies(
+    api1: Harness, chat: FakeChat
+) -> None:
+    rid = api1.pending(requester=REQUESTER)["id"]  # pii-export: a comment is required to deny
+    assert click(api1, chat, "U01BOB", "sluicegate_deny", rid).status_code == 200
+    (opened,) = chat.wait_for("/api/views.open", 1, timeout=5)
+    view = opened.body["view"]
+    if isinstance(view, str):
+        view = json.loads(view)
+    assert api1.get(rid)["status"] == "pending"  # nothing decided before the comment
+    submission = view_submission_payload(
+        user_id="U01BOB", private_metadata=view["private_metadata"], comment="no contract"
+    )
+    body, headers = signed(submission)
+    r = api1.c.post("/integrations/slack/interactions", content=body, headers=headers)
+    assert r.status_code == 200 and r.json() == {"response_action": "clear"}
+    req = api1.get(rid)
+    assert req["status"] == "denied"
+    assert [(d["reviewer"], d["comment"]) for d in req["decisions"]] == [("bob", "no contract")]
+
+
+def test_a_failing_slack_is_retried_and_the_message_still_goes_once(
+    api1: Harness, chat: FakeChat
+) -> None:
+    chat.fail_next("/api/chat.postMessage", times=1, status=500)
+    api1.pending(requester=REQUESTER)
+    calls = chat.wait_for("/api/chat.postMessage", 2, timeout=15)  # the failure, then the send
+    time.sleep(0.5)
+    assert len(chat.calls("/api/chat.postMessage")) == 2
+    assert [c.status for c in calls] == [500, 200]
+
+
+def _dispatchers(url: str, chat: FakeChat, n: int) -> tuple[Store, list[Dispatcher]]:
+    settings = load_settings(db_url=url, policy=str(POLICY), **chat_settings(chat))
+    store = Store(url)
+    policy = load_policy(POLICY)
+    table = OutboxTable(store)
+    channels = Channels(slack_bot=True, teams=True, webhook=True)
+    planner = Planner(table, policy, channels)
+    store.on_change.append(planner)
+    made = [
+        Dispatcher(store, table, planner, settings, b"k" * 32, timedelta(hours=1)) for _ in range(n)
+    ]
+    return store, made
+
+
+def test_concurrent_dispatchers_never_double_a_message(db_url: str, chat: FakeChat) -> None:
+    from sluicegate.approvals import Approvals
+    from sluicegate.model import Action, Requester
+
+    store, dispatchers = _dispatchers(db_url, chat, 4)
+    try:
+        approvals = Approvals(store, load_policy(POLICY))
+        for i in range(10):
+            approvals.open(
+                idempotency_key=f"k{i}",
+                action=Action.model_validate(PII_EXPORT),
+                requester=Requester(**REQUESTER, principal="p"),
+            )
+        barrier = threading.Barrier(len(dispatchers))
+
+        def work(d: Dispatcher) -> None:
+            barrier.wait(10)
+            while d.run_once(limit=3):
+                pass
+
+        threads = [threading.Thread(target=work, args=(d,)) for d in dispatchers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(chat.calls("/api/chat.postMessage")) == 10
+        assert len(chat.calls("/teams-webhook/")) == 10
+        assert len(chat.calls("/hook/")) == 10
+        rows = OutboxTable(store).rows()
+        assert len(rows) == 30 and {r["status"] for r in rows} == {"sent"}
+    finally:
+        for d in dispatchers:
+            d.stop()
+        store.close()
+
+
+def test_a_dispatcher_that_dies_holding_rows_is_taken_over_after_its_lease(
+    sqlite_url: str, chat: FakeChat
+) -> None:
+    from sluicegate.approvals import Approvals
+    from sluicegate.model import Action, Requester
+
+    store, (dead, alive) = _dispatchers(sqlite_url, chat, 2)
+    try:
+        Approvals(store, load_policy(POLICY)).open(
+            idempotency_key="k-lease",
+            action=Action.model_validate(GRANT),  # privilege-change: slack + teams
+            requester=Requester(**REQUESTER, principal="p"),
+        )
+        held = dead.table.claim(dead.worker, lease=timedelta(seconds=0.5))
+        assert held and alive.run_once() == 0  # leased: not taken
+        time.sleep(0.6)
+        assert alive.run_once() == len(held)
+        assert not dead.table.sent(held[0], dead.worker)  # too late: the row is not its own
+        assert len(chat.calls("/api/chat.postMessage")) == 1
+    finally:
+        dead.stop()
+        alive.stop()
+        store.close()
+
+
+def test_a_server_killed_before_sending_delivers_after_restart(
+    sqlite_url: str, tmp_path: Path, chat: FakeChat
+) -> None:
+    def env(api_url: str) -> dict[str, str]:
+        return {
+            "SLUICEGATE_SLACK__BOT_TOKEN": BOT,
+            "SLUICEGATE_SLACK__SIGNING_SECRET": SIGNING,
+            "SLUICEGATE_SLACK__API_URL": api_url,
+        }
+
+    # Slack unreachable at first: the row is committed with the request, its send fails.
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{s.getsockname()[1]}/api/"
+    server = ServerProcess(sqlite_url, POLICY, tmp_path, env=env(nowhere)).start()
+    with Store(sqlite_url) as store:
+        token = store.create_token("airflow-prod", "request")
+    r = httpx.post(
+        f"{server.url}/api/v1/requests",
+        json={"idempotency_key": "k-crash", "action": PII_EXPORT, "requester": REQUESTER},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 201, r.text
+    with Store(sqlite_url) as store:  # wait until the failed attempt is on record
+        deadline = time.monotonic() + 15
+        while not any(row["last_error"] for row in OutboxTable(store).rows()):
+            assert time.monotonic() < deadline, server.stderr()
+            time.sleep(0.05)
+    server.kill()  # SIGKILL: no shutdown of any kind
+    assert chat.calls("/api/chat.postMessage") == []
+    restarted = ServerProcess(
+        sqlite_url, POLICY, tmp_path, name="restarted", env=env(f"{chat.url}/api/")
+    ).start()
+    try:
+        (post,) = chat.wait_for("/api/chat.postMessage", 1, timeout=15)
+        assert post.body["channel"] == "#data-approvals"
+        time.sleep(0.5)
+        assert len(chat.calls("/api/chat.postMessage")) == 1
+    finally:
+        restarted.stop()
+
+
+def test_without_a_bot_token_the_incoming_webhook_gets_signed_links(
+    sqlite_url: str, make_api: Any, chat: FakeChat
+) -> None:
+    h: Harness = make_api(sqlite_url, slack={"webhook_url": f"{chat.url}/slack-webhook/w1"})
+    rid = h.pending(requester=REQUESTER)["id"]
+    (first,) = chat.wait_for("/slack-webhook/", 1, timeout=10)
+    text = json.dumps(first.body)
+    assert "sluicegate_approve" not in text  # an incoming webhook cannot carry buttons
+    for reviewer in ("alice", "bob"):
+        assert reviewer in text
+    assert text.count(f"/r/{rid}?t=v1.") == 2  # one signed link each; none for carol
+    h.decide(rid, "alice", "deny", "no")
+    second = chat.wait_for("/slack-webhook/", 2, timeout=10)[1]
+    assert "Denied by alice" in second.body["text"]
+
+
+def test_reminders_and_escalations_are_planned_once(
+    sqlite_url: str, chat: FakeChat, tmp_path: Path
+) -> None:
+    from datetime import timedelta as td
+
+    from sluicegate.approvals import Approvals
+    from sluicegate.model import Action, Requester, utcnow
+    from sluicegate.notify.outbox import plan_followups
+
+    store, (dispatcher,) = _dispatchers(sqlite_url, chat, 1)
+    dispatcher.planner.channels = Channels(slack_bot=True, teams=True, webhook=True)
+    try:
+        opened = Approvals(store, load_policy(POLICY)).open(
+            idempotency_key="k-remind",
+            action=Action.model_validate(PII_EXPORT),
+            requester=Requester(**REQUESTER, principal="p"),
+        )
+        assert opened.request is not None
+        while dispatcher.run_once():
+            pass
+        table = dispatcher.table
+        assert plan_followups(store, table, dispatcher.planner) == 0  # not yet due
+        later = utcnow() + td(hours=13)  # past remind_after (4h) and escalate_after (12h)
+        planned = plan_followups(store, table, dispatcher.planner, now=later)
+        assert planned == 3 + 3 + 1  # reminder and escalation to 3 targets; a DM to bob
+        assert plan_followups(store, table, dispatcher.planner, now=later) == 0  # once
+        while dispatcher.run_once():
+            pass
+        kinds = [(r["kind"], r["target"], r["status"]) for r in table.rows()]
+        assert ("escalation", "slack-dm:bob", "sent") in kinds
+        dm = [c for c in chat.calls("/api/conversations.open")]
+        assert dm and "U01BOB" in json.dumps(dm[-1].body)
+        thread = [c for c in chat.calls("/api/chat.postMessage") if c.body.get("thread_ts")]
+        assert any("eminder" in c.body["text"] for c in thread)
+    finally:
+        dispatcher.stop()
+        store.close()
