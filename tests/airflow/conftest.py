@@ -17,6 +17,8 @@ import tempfile
 _home = tempfile.mkdtemp(prefix="sluicegate-airflow-home-")
 atexit.register(shutil.rmtree, _home, ignore_errors=True)
 os.environ["AIRFLOW_HOME"] = _home
+# The test DAGs are files (dag.test() needs serialized DAGs, which Airflow makes from files).
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(__file__), "dags")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 

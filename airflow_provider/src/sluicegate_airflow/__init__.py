@@ -1,14 +1,16 @@
 """Apache Airflow provider for Sluicegate.
 
 Sluicegate halts a task that is about to touch a sensitive asset until the policy's reviewers
-approve it. This package will hold the Airflow side: an ``ApprovalGateOperator``, an
-``ApprovalSensor`` deferring to an ``ApprovalTrigger``, and a ``SluicegateHook`` over a
-``sluicegate`` connection. It imports the core (``sluicegate``) and Airflow, never another
-orchestrator's adapter.
+approve it:
 
-For now it only registers itself with Airflow through the ``apache_airflow_provider`` entry
-point (:func:`get_provider_info`). This module does not import Airflow, so that Airflow's
-provider discovery can call :func:`get_provider_info` cheaply.
+- :class:`~sluicegate_airflow.operators.ApprovalGateOperator`: the gate task; it defers to an
+  :class:`~sluicegate_airflow.triggers.ApprovalTrigger` while people decide (no worker held);
+- :class:`~sluicegate_airflow.operators.ApprovalSensor`: waits on an existing request;
+- :class:`~sluicegate_airflow.hooks.SluicegateHook`: the server of a ``sluicegate`` connection.
+
+It imports the core (``sluicegate``) and Airflow, never another orchestrator's adapter. This
+module itself imports neither, so that Airflow's provider discovery can call
+:func:`get_provider_info` cheaply.
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ DISTRIBUTION_NAME = "airflow-provider-sluicegate"
 def get_provider_info() -> dict[str, Any]:
     """Return the provider metadata that Airflow's ``ProvidersManager`` reads.
 
-    Referenced by the ``apache_airflow_provider`` entry point (``provider_info``). Operators,
-    hooks and the ``sluicegate`` connection type are added here as they are implemented.
+    Referenced by the ``apache_airflow_provider`` entry point (``provider_info``).
     """
     return {
         "package-name": DISTRIBUTION_NAME,
@@ -37,4 +38,34 @@ def get_provider_info() -> dict[str, Any]:
             "made by policy, with a tamper-evident audit log and OpenLineage events."
         ),
         "versions": [__version__],
+        "integrations": [
+            {"integration-name": "Sluicegate", "external-doc-url": "https://github.com/sluicegate"}
+        ],
+        "operators": [
+            {"integration-name": "Sluicegate", "python-modules": ["sluicegate_airflow.operators"]}
+        ],
+        "sensors": [
+            {"integration-name": "Sluicegate", "python-modules": ["sluicegate_airflow.operators"]}
+        ],
+        "hooks": [
+            {"integration-name": "Sluicegate", "python-modules": ["sluicegate_airflow.hooks"]}
+        ],
+        "triggers": [
+            {"integration-name": "Sluicegate", "python-modules": ["sluicegate_airflow.triggers"]}
+        ],
+        "connection-types": [
+            {
+                "connection-type": "sluicegate",
+                "hook-class-name": "sluicegate_airflow.hooks.SluicegateHook",
+                "hook-name": "Sluicegate",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "extra"],
+                    "relabeling": {"host": "Server URL", "password": "Request token"},
+                    "placeholders": {
+                        "host": "https://sluicegate.example.com",
+                        "password": "sgreq_... (sluicegate token create --scope request)",
+                    },
+                },
+            }
+        ],
     }

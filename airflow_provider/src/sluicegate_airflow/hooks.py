@@ -1,0 +1,63 @@
+"""``SluicegateHook``: the Sluicegate server of an Airflow connection of type ``sluicegate``.
+
+The connection's host is the server's URL (``https://sluicegate.example.com``; a bare host
+gets ``http://``, and ``port`` is added when given) and its password is a ``request``-scoped
+token (``sluicegate token create --principal airflow-prod --scope request``). For example::
+
+    AIRFLOW_CONN_SLUICEGATE_DEFAULT='{"conn_type": "sluicegate",
+                                      "host": "https://sluicegate.example.com",
+                                      "password": "sgreq_..."}'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from sluicegate.client import AsyncSluicegateClient, SluicegateClient
+
+__all__ = ["SluicegateHook"]
+
+
+class SluicegateHook(BaseHook):
+    """Clients of the Sluicegate server named by an Airflow connection."""
+
+    conn_name_attr = "sluicegate_conn_id"
+    default_conn_name = "sluicegate_default"
+    conn_type = "sluicegate"
+    hook_name = "Sluicegate"
+
+    def __init__(self, sluicegate_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sluicegate_conn_id = sluicegate_conn_id
+
+    def server(self) -> tuple[str, str]:
+        """``(server URL, token)`` from the connection; ValueError naming what is missing."""
+        conn = self.get_connection(self.sluicegate_conn_id)
+        host = (conn.host or "").strip().rstrip("/")
+        if not host:
+            raise ValueError(
+                f"connection {self.sluicegate_conn_id!r} has no host: set it to the "
+                "Sluicegate server's URL"
+            )
+        if "://" not in host:
+            host = f"{conn.schema or 'http'}://{host}"
+        if conn.port and host.count(":") < 2:
+            host = f"{host}:{conn.port}"
+        if not conn.password:
+            raise ValueError(
+                f"connection {self.sluicegate_conn_id!r} has no password: set it to a "
+                "request-scoped Sluicegate token"
+            )
+        return host, conn.password
+
+    def get_conn(self) -> SluicegateClient:
+        """A blocking client (close it when done)."""
+        url, token = self.server()
+        return SluicegateClient(url, token)
+
+    def get_async_conn(self) -> AsyncSluicegateClient:
+        """A non-blocking client, for triggers."""
+        url, token = self.server()
+        return AsyncSluicegateClient(url, token)

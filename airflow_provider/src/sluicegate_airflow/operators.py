@@ -1,0 +1,268 @@
+"""``ApprovalGateOperator`` and ``ApprovalSensor``: a task that halts until the policy says go.
+
+The gate describes what the next step is about to do (an export of a PII table, say), asks the
+Sluicegate server, and
+
+- passes at once when the policy allows it (one round trip, nobody is notified);
+- fails at once, without retrying, when the policy denies it;
+- otherwise defers to an :class:`~sluicegate_airflow.triggers.ApprovalTrigger`, so no worker
+  slot is held while people decide, and resumes the moment the decision lands: approved, the
+  task succeeds and downstream runs; denied, the task fails without retrying, naming who denied
+  and why (or, with ``fail_on_deny=False``, skips downstream); expired, as the rule says.
+
+The request's idempotency key is ``airflow:{dag_id}:{run_id}:{task_id}:{map_index}``: a retry or
+a re-run of the task instance reattaches to the request it opened, never a second notification.
+The requester carries the task's owner and the user who triggered the run, so neither can
+approve it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow.sdk import BaseOperator, BaseSensorOperator, Context
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from sluicegate.wire import RequestOut
+from sluicegate_airflow.hooks import SluicegateHook
+from sluicegate_airflow.triggers import ApprovalTrigger
+
+__all__ = ["ApprovalGateOperator", "ApprovalSensor", "idempotency_key"]
+
+#: Added to the rule's timeout for the defer timeout, so the server's expiry decides first.
+DEFER_MARGIN = timedelta(minutes=5)
+#: The defer timeout when the server gives no expiry (a rule without timeout).
+DEFAULT_DEFER = timedelta(days=7)
+
+
+def idempotency_key(context: Context) -> str:
+    """The gate's key for this task instance: the same across retries and re-runs."""
+    ti = context["ti"]
+    map_index = getattr(ti, "map_index", -1)
+    map_index = -1 if map_index is None else map_index
+    return f"airflow:{ti.dag_id}:{ti.run_id}:{ti.task_id}:{map_index}"
+
+
+def _assets(items: Sequence[Any]) -> list[dict[str, Any]]:
+    """Inlets/outlets or explicit datasets as the API's assets."""
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, Mapping):
+            out.append(dict(item))
+            continue
+        uri = getattr(item, "uri", None) or str(item)
+        scheme, sep, rest = uri.partition("://")
+        if sep and "/" in rest:
+            authority, _, path = rest.partition("/")
+            out.append({"namespace": f"{scheme}://{authority}", "name": path})
+        else:
+            out.append({"namespace": "airflow", "name": uri})
+    return out
+
+
+class _Gate:
+    """What the gate operator and the sensor share: the client, and reading the answer."""
+
+    sluicegate_conn_id: str
+    fail_on_deny: bool
+
+    def _finish(self, answer: RequestOut) -> RequestOut:
+        if answer.may_proceed:
+            return answer
+        if answer.status == "pending":
+            raise AirflowFailException(f"Sluicegate request {answer.id} is still pending")
+        deny = next((d for d in reversed(answer.decisions) if d.verdict.value == "deny"), None)
+        who = f" by {deny.reviewer}" if deny else ""
+        why = f": {deny.comment}" if deny and deny.comment else ""
+        reason = f" ({answer.reason})" if answer.reason and not deny else ""
+        message = f"Sluicegate request {answer.id} was {answer.status}{who}{why}{reason}"
+        if answer.status == "denied" and not self.fail_on_deny:
+            raise AirflowSkipException(message)
+        raise AirflowFailException(message)  # no retry: a retry would only reattach to it
+
+
+class ApprovalGateOperator(_Gate, BaseOperator):
+    """Halt until the action is allowed or approved (see the module's docstring).
+
+    :param kind: the action (``export``, ``write``, ``delete``, ``grant``, ``deploy``, ...).
+    :param summary: what a reviewer reads first.
+    :param inputs, outputs: datasets as ``{"namespace", "name", "classifications"}`` dicts
+        (or Airflow assets/URIs); default: the task's inlets and outlets.
+    :param context_data: facts for the reviewer (row counts, the query); shown escaped.
+    :param fail_on_deny: False to skip downstream instead of failing when denied.
+    """
+
+    template_fields: Sequence[str] = ("summary", "context_data", "destination")
+    ui_color = "#f5d76e"
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        summary: str = "",
+        inputs: Sequence[Any] | None = None,
+        outputs: Sequence[Any] | None = None,
+        destination: str | None = None,
+        environment: str | None = None,
+        context_data: Mapping[str, Any] | None = None,
+        sluicegate_conn_id: str = SluicegateHook.default_conn_name,
+        fail_on_deny: bool = True,
+        poll_seconds: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kind = kind
+        self.summary = summary
+        self.gate_inputs = list(inputs) if inputs is not None else None
+        self.gate_outputs = list(outputs) if outputs is not None else None
+        self.destination = destination
+        self.environment = environment
+        self.context_data = dict(context_data or {})
+        self.sluicegate_conn_id = sluicegate_conn_id
+        self.fail_on_deny = fail_on_deny
+        self.poll_seconds = poll_seconds
+
+    def action(self) -> dict[str, Any]:
+        inputs = self.gate_inputs if self.gate_inputs is not None else list(self.inlets or [])
+        outputs = self.gate_outputs if self.gate_outputs is not None else list(self.outlets or [])
+        action: dict[str, Any] = {
+            "kind": self.kind,
+            "summary": self.summary or f"{self.kind} by {self.dag_id}.{self.task_id}",
+            "inputs": _assets(inputs),
+            "outputs": _assets(outputs),
+            "context": self.context_data,
+        }
+        if self.destination:
+            action["destination"] = self.destination
+        if self.environment:
+            action["environment"] = self.environment
+        return action
+
+    def requester(self, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
+        dag_run = context.get("dag_run")
+        triggered_by = getattr(dag_run, "triggering_user_name", None) if dag_run else None
+        return {
+            "orchestrator": "airflow",
+            "job": f"{ti.dag_id}.{ti.task_id}",
+            "run_id": ti.run_id,
+            "step": ti.task_id,
+            "try_number": int(getattr(ti, "try_number", 0) or 0),
+            "map_index": int(getattr(ti, "map_index", -1) if ti.map_index is not None else -1),
+            "owner": self.owner,
+            "triggered_by": triggered_by,
+            "parent": _parent_run(context),
+        }
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = SluicegateHook(self.sluicegate_conn_id)
+        with hook.get_conn() as client:
+            answer = client.open_gate(
+                idempotency_key(context), self.action(), self.requester(context)
+            )
+        self.log.info(
+            "Sluicegate: %s (rule %s) %s", answer.status, answer.rule, answer.review_url or ""
+        )
+        if answer.terminal:
+            return self._passed(self._finish(answer))
+        expires = answer.expires_at
+        timeout = expires - datetime.now(timezone.utc) + DEFER_MARGIN if expires else DEFAULT_DEFER
+        self.defer(
+            trigger=ApprovalTrigger(
+                answer.id,
+                self.sluicegate_conn_id,
+                self.poll_seconds,
+                carry={"request_id": answer.id, "review_url": answer.review_url},
+            ),
+            method_name="execute_complete",
+            timeout=max(timeout, timedelta(seconds=1)),
+        )
+        raise AssertionError("defer() raises")  # pragma: no cover
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("status") == "error":
+            raise AirflowFailException(f"Sluicegate: {event.get('error')}")
+        answer = RequestOut.model_validate(event["request"])
+        return self._passed(self._finish(answer))
+
+    def _passed(self, answer: RequestOut) -> dict[str, Any]:
+        if answer.status == "approved":
+            hook = SluicegateHook(self.sluicegate_conn_id)
+            with hook.get_conn() as client:
+                try:
+                    client.release(answer.id)
+                except Exception as err:  # the approval stands; only the release row is missing
+                    self.log.warning("could not record the release of %s: %s", answer.id, err)
+        approvers = [d.reviewer for d in answer.decisions if d.verdict.value == "approve"]
+        return {"request_id": answer.id, "status": answer.status, "approvers": approvers}
+
+
+class ApprovalSensor(_Gate, BaseSensorOperator):
+    """Wait for an existing request (``request_id``, templated) to be decided; deferrable."""
+
+    template_fields: Sequence[str] = ("request_id",)
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        sluicegate_conn_id: str = SluicegateHook.default_conn_name,
+        fail_on_deny: bool = True,
+        deferrable: bool = True,
+        poll_seconds: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.request_id = request_id
+        self.sluicegate_conn_id = sluicegate_conn_id
+        self.fail_on_deny = fail_on_deny
+        self.deferrable = deferrable
+        self.poll_seconds = poll_seconds
+
+    def poke(self, context: Context) -> bool:
+        with SluicegateHook(self.sluicegate_conn_id).get_conn() as client:
+            answer = client.get(self.request_id)
+        if not answer.terminal:
+            return False
+        self._finish(answer)
+        return True
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        if self.poke(context):
+            return None
+        self.defer(
+            trigger=ApprovalTrigger(self.request_id, self.sluicegate_conn_id, self.poll_seconds),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.timeout)),  # the sensor's own timeout
+        )
+        raise AssertionError("defer() raises")  # pragma: no cover
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> None:
+        if event.get("status") == "error":
+            raise AirflowFailException(f"Sluicegate: {event.get('error')}")
+        self._finish(RequestOut.model_validate(event["request"]))
+
+
+def _parent_run(context: Context) -> dict[str, Any] | None:
+    """The OpenLineage identity Airflow's provider gives this task run (None without it)."""
+    try:
+        from airflow.providers.openlineage.conf import namespace
+        from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
+    except ImportError:
+        return None
+    ti = context["ti"]
+    try:
+        run_id = OpenLineageAdapter.build_task_instance_run_id(
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            try_number=ti.try_number,
+            logical_date=context.get("logical_date") or context["dag_run"].run_after,
+            map_index=ti.map_index,
+        )
+    except Exception:  # an API change in the provider: lineage without a parent
+        return None
+    return {"namespace": namespace(), "name": f"{ti.dag_id}.{ti.task_id}", "run_id": run_id}

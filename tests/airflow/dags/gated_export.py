@@ -1,0 +1,82 @@
+"""Test DAGs: extract -> gate on exporting a PII table -> export (and a routine read).
+
+The export task writes the file named by ``SLUICEGATE_TEST_MARKS`` plus its DAG id, so a test
+sees whether it ran.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from airflow.sdk import dag, task
+
+from sluicegate_airflow.operators import ApprovalGateOperator
+
+CUSTOMERS = {"namespace": "postgres://prod:5432", "name": "crm.public.customers"}
+BUCKET = {"namespace": "s3://partner-share", "name": "exports/customers.csv"}
+ORDERS = {"namespace": "postgres://prod:5432", "name": "sales.public.orders"}
+
+
+def _mark(name: str) -> None:
+    folder = os.environ.get("SLUICEGATE_TEST_MARKS")
+    if folder:
+        Path(folder, name).write_text("ran")
+
+
+def _gated(dag_id: str, kind: str, inputs: list[dict[str, str]], **gate: object) -> None:
+    @dag(
+        dag_id=dag_id,
+        start_date=datetime(2026, 1, 1),
+        schedule=None,
+        catchup=False,
+        default_args={"owner": "carol", "retries": 0},
+    )
+    def build() -> None:
+        @task
+        def extract() -> None:
+            _mark(f"{dag_id}.extract")
+
+        approve = ApprovalGateOperator(
+            task_id="approve_export",
+            kind=kind,
+            summary=f"{kind} {inputs[0]['name']} for the partner",
+            inputs=inputs,
+            outputs=[BUCKET],
+            context_data={"rows": 120000},
+            poll_seconds=5.0,
+            **gate,  # type: ignore[arg-type]
+        )
+
+        @task
+        def export() -> None:
+            _mark(f"{dag_id}.export")
+
+        extract() >> approve >> export()
+
+    build()
+
+
+_gated("pii_export", "export", [CUSTOMERS])
+_gated("pii_export_skip_on_deny", "export", [CUSTOMERS], fail_on_deny=False)
+_gated("routine_read", "read", [ORDERS])
+
+
+@dag(dag_id="wait_for_request", start_date=datetime(2026, 1, 1), schedule=None, catchup=False)
+def wait_for_request() -> None:
+    from sluicegate_airflow.operators import ApprovalSensor
+
+    @task
+    def publish() -> None:
+        _mark("wait_for_request.publish")
+
+    (
+        ApprovalSensor(
+            task_id="wait", request_id="{{ dag_run.conf['request_id'] }}", poll_seconds=5.0
+        )
+        >> publish()
+    )
+
+
+wait_for_request()

@@ -1,0 +1,244 @@
+"""The approval gate in real Airflow: ``dag.test()`` on a migrated SQLite AIRFLOW_HOME, against
+the real Sluicegate server as a subprocess. A reviewer thread decides through the API the way
+a person would, once the request shows up; the DAG resumes by itself (the trigger's long poll).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+
+from serverproc import POLICY, ServerProcess
+
+from sluicegate.store import Store
+
+DAGS = Path(__file__).parent / "dags"
+
+
+class Env:
+    def __init__(self, server: ServerProcess, tokens: dict[str, str], marks: Path) -> None:
+        self.server, self.tokens, self.marks = server, tokens, marks
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def requests(self, **params: Any) -> list[dict[str, Any]]:
+        r = httpx.get(
+            f"{self.server.url}/api/v1/requests", params=params, headers=self.auth("alice")
+        )
+        assert r.status_code == 200, r.text
+        items: list[dict[str, Any]] = r.json()["items"]
+        return items
+
+    def ran(self, name: str) -> bool:
+        return (self.marks / name).exists()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    work = tmp_path_factory.mktemp("airflow-gate")
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True
+    )
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(str(DAGS))
+    assert not bag.import_errors, bag.import_errors
+    sync_bag_to_db(bag, "dags-folder", None)
+    db = f"sqlite:///{work}/sluicegate.db"
+    server = ServerProcess(db, POLICY, work).start()
+    with Store(db) as store:
+        tokens = {"airflow-prod": store.create_token("airflow-prod", "request")}
+        tokens |= {r: store.create_token(r, "review") for r in ("alice", "bob")}
+    conn = {"conn_type": "sluicegate", "host": server.url, "password": tokens["airflow-prod"]}
+    os.environ["AIRFLOW_CONN_SLUICEGATE_DEFAULT"] = json.dumps(conn)
+    marks = work / "marks"
+    marks.mkdir()
+    os.environ["SLUICEGATE_TEST_MARKS"] = str(marks)
+    try:
+        yield Env(server, tokens, marks)
+    finally:
+        server.stop()
+
+
+def _dag(dag_id: str) -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(DAGS)).get_dag(dag_id)
+
+
+def reviewer(
+    env: Env, decisions: list[tuple[str, str, str]], before: Callable[[], None] | None = None
+) -> threading.Thread:
+    """A thread that waits for a pending request, then decides as each (who, verdict, comment)."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pending = env.requests(status="pending")
+            if pending:
+                rid = pending[0]["id"]
+                if before is not None:
+                    before()
+                for who, verdict, comment in decisions:
+                    httpx.post(
+                        f"{env.server.url}/api/v1/requests/{rid}/decisions",
+                        json={"verdict": verdict, "comment": comment},
+                        headers=env.auth(who),
+                    ).raise_for_status()
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def states(dag_run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def test_approved_by_two_stewards_the_export_runs(env: Env) -> None:
+    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "contract checked")])
+    run = _dag("pii_export").test()
+    thread.join(5)
+    assert states(run) == {
+        "extract": "success",
+        "approve_export": "success",
+        "export": "success",
+    }
+    assert env.ran("pii_export.export")
+    (req,) = env.requests(job="pii_export.approve_export", status="approved")
+    assert [d["reviewer"] for d in req["decisions"]] == ["alice", "bob"]
+    assert req["requester"]["owner"] == "carol" and req["requester"]["orchestrator"] == "airflow"
+    assert req["idempotency_key"].startswith("airflow:pii_export:")
+
+
+def test_denied_the_gate_fails_with_the_comment_and_the_export_never_runs(
+    env: Env, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (env.marks / "pii_export.export").unlink(missing_ok=True)
+    thread = reviewer(env, [("bob", "deny", "no contract with this partner")])
+    run = _dag("pii_export").test()
+    thread.join(5)
+    printed = "".join(capfd.readouterr())
+    assert states(run)["approve_export"] == "failed"
+    assert states(run)["export"] in ("upstream_failed", "None")
+    assert not env.ran("pii_export.export")
+    assert "AirflowFailException" in printed  # failed without retrying
+    assert "denied by bob: no contract with this partner" in printed
+
+
+def test_fail_on_deny_false_skips_downstream(env: Env) -> None:
+    thread = reviewer(env, [("alice", "deny", "not today")])
+    run = _dag("pii_export_skip_on_deny").test()
+    thread.join(5)
+    assert states(run)["approve_export"] == "skipped"
+    assert states(run)["export"] == "skipped"
+    assert not env.ran("pii_export_skip_on_deny.export")
+
+
+def test_a_policy_allowed_action_waits_for_nothing_and_opens_no_request(env: Env) -> None:
+    before = env.requests()
+    started = time.monotonic()
+    run = _dag("routine_read").test()
+    assert states(run)["approve_export"] == "success" and env.ran("routine_read.export")
+    assert env.requests() == before  # nothing opened, so nobody was notified
+    assert time.monotonic() - started < 30
+
+
+def test_the_server_restarting_while_the_task_waits_still_resumes(env: Env) -> None:
+    def restart() -> None:
+        env.server.stop()
+        time.sleep(1.0)
+        env.server.start()
+
+    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")], before=restart)
+    run = _dag("pii_export").test()
+    thread.join(5)
+    assert states(run)["export"] == "success"
+
+
+def test_the_sensor_waits_for_an_existing_request(env: Env) -> None:
+    action = {
+        "kind": "export",
+        "summary": "Export customers",
+        "inputs": [{"namespace": "postgres://prod:5432", "name": "crm.public.customers"}],
+    }
+    r = httpx.post(
+        f"{env.server.url}/api/v1/requests",
+        json={"idempotency_key": "sensor-1", "action": action, "requester": {"owner": "carol"}},
+        headers=env.auth("airflow-prod"),
+    )
+    assert r.status_code == 201, r.text
+    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+    run = _dag("wait_for_request").test(run_conf={"request_id": r.json()["id"]})
+    thread.join(5)
+    assert states(run) == {"wait": "success", "publish": "success"}
+
+
+class _TI:
+    def __init__(self, run_id: str) -> None:
+        self.dag_id, self.task_id, self.run_id = "pii_export", "approve_export", run_id
+        self.map_index, self.try_number = -1, 1
+
+
+def test_a_retry_of_the_same_task_instance_reattaches_to_its_request(env: Env) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from sluicegate_airflow.operators import ApprovalGateOperator
+
+    gate = ApprovalGateOperator(
+        task_id="approve_export",
+        kind="export",
+        inputs=[{"namespace": "postgres://prod:5432", "name": "crm.public.customers"}],
+        owner="carol",
+    )
+    ids = []
+    for try_number in (1, 2):
+        ti = _TI("manual__retry")
+        ti.try_number = try_number
+        with pytest.raises(TaskDeferred) as deferred:
+            gate.execute({"ti": ti, "dag_run": None})  # type: ignore[arg-type]
+        ids.append(deferred.value.trigger.request_id)
+    assert ids[0] == ids[1]
+    assert len(env.requests(job="pii_export.approve_export", status="pending")) == 1
+    # Its defer timeout follows the rule's (24 h) plus a margin, never Airflow's default.
+    assert deferred.value.timeout is not None
+    assert 24 * 3600 < deferred.value.timeout.total_seconds() <= 24 * 3600 + 6 * 60
+
+
+def test_the_trigger_serializes_to_json_values_that_rebuild_it() -> None:
+    import importlib
+
+    from sluicegate_airflow.triggers import ApprovalTrigger
+
+    trigger = ApprovalTrigger("0193-abc", "sg_conn", 12.5, carry={"review_url": "http://x/r/1"})
+    classpath, kwargs = trigger.serialize()
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+
+
+def test_the_sluicegate_connection_type_is_registered() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    hooks = ProvidersManager().hooks
+    assert "sluicegate" in hooks
+    info = hooks["sluicegate"]
+    assert info is not None and info.hook_class_name == "sluicegate_airflow.hooks.SluicegateHook"
