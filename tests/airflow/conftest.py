@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -19,6 +20,15 @@ atexit.register(shutil.rmtree, _home, ignore_errors=True)
 os.environ["AIRFLOW_HOME"] = _home
 # The test DAGs are files (dag.test() needs serialized DAGs, which Airflow makes from files).
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(__file__), "dags")
+# Airflow's OpenLineage provider writes the tasks' events here (JSON Lines), so tests can check
+# that the gate's facets reach them.
+os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
+    {
+        "type": "file",
+        "log_file_path": os.path.join(_home, "airflow-openlineage.jsonl"),
+        "append": True,
+    }
+)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 

@@ -30,6 +30,8 @@ DAGS = Path(__file__).parent / "dags"
 class Env:
     def __init__(self, server: ServerProcess, tokens: dict[str, str], marks: Path) -> None:
         self.server, self.tokens, self.marks = server, tokens, marks
+        self.gate_events = server.workdir / "gates.jsonl"
+        self.task_events = Path(os.environ["AIRFLOW_HOME"]) / "airflow-openlineage.jsonl"
 
     def auth(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -60,7 +62,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     assert not bag.import_errors, bag.import_errors
     sync_bag_to_db(bag, "dags-folder", None)
     db = f"sqlite:///{work}/sluicegate.db"
-    server = ServerProcess(db, POLICY, work).start()
+    # The server's own gate events go to a file too (OpenLineage's file transport).
+    (work / "openlineage.yml").write_text(
+        f"transport:\n  type: file\n  log_file_path: {work / 'gates.jsonl'}\n  append: true\n"
+    )
+    server = ServerProcess(
+        db, POLICY, work, env={"OPENLINEAGE_CONFIG": str(work / "openlineage.yml")}
+    ).start()
     with Store(db) as store:
         tokens = {"airflow-prod": store.create_token("airflow-prod", "request")}
         tokens |= {r: store.create_token(r, "review") for r in ("alice", "bob")}
@@ -126,6 +134,52 @@ def test_approved_by_two_stewards_the_export_runs(env: Env) -> None:
     assert [d["reviewer"] for d in req["decisions"]] == ["alice", "bob"]
     assert req["requester"]["owner"] == "carol" and req["requester"]["orchestrator"] == "airflow"
     assert req["idempotency_key"].startswith("airflow:pii_export:")
+
+
+def _events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_the_approval_reaches_airflows_openlineage_events_and_the_gate_points_at_its_task(
+    env: Env,
+) -> None:
+    from lineage_schema import validate_event
+
+    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "ok")])
+    run = _dag("pii_export").test()
+    thread.join(5)
+    assert states(run)["export"] == "success"
+    (req,) = [
+        r
+        for r in env.requests(job="pii_export.approve_export", status="approved")
+        if r["idempotency_key"].endswith(f":{run.run_id}:approve_export:-1")
+    ]
+    # Airflow's own COMPLETE event of the gate task carries the approval facet.
+    task_done = [
+        e
+        for e in _events(env.task_events)
+        if e["job"]["name"] == "pii_export.approve_export"
+        and e["eventType"] == "COMPLETE"
+        and "sluicegate_approval" in e["run"]["facets"]
+        and e["run"]["facets"]["sluicegate_approval"].get("requestId") == req["id"]
+    ]
+    assert len(task_done) == 1
+    facet = task_done[0]["run"]["facets"]["sluicegate_approval"]
+    assert [d["reviewer"] for d in facet["decisions"]] == ["alice", "bob"]
+    assert [i["name"] for i in task_done[0]["inputs"]] == ["crm.public.customers"]
+    # The gate's own events (sent by the server) name that task run as their parent.
+    deadline = time.monotonic() + 10
+    while True:
+        gate = [e for e in _events(env.gate_events) if e["run"]["runId"] == req["lineage_run_id"]]
+        if len(gate) >= 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [e["eventType"] for e in gate] == ["START", "OTHER", "OTHER", "COMPLETE"]
+    parent = gate[0]["run"]["facets"]["parent"]
+    assert parent["run"]["runId"] == task_done[0]["run"]["runId"]
+    assert parent["job"]["name"] == "pii_export.approve_export"
+    for event in gate:
+        validate_event(event)
 
 
 def test_denied_the_gate_fails_with_the_comment_and_the_export_never_runs(

@@ -187,6 +187,42 @@ class ApprovalGateOperator(_Gate, BaseOperator):
         answer = RequestOut.model_validate(event["request"])
         return self._passed(self._finish(answer))
 
+    # ---- lineage: Airflow's OpenLineage provider asks the operator for its facets
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """The gate's inputs and outputs (the approval facet follows on complete/failure)."""
+        return self._lineage(None)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Inputs, outputs and the ``sluicegate_approval`` run facet of the passed gate."""
+        return self._lineage(getattr(self, "_sluicegate_answer", None))
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        """The same for a gate that was denied, expired or failed to open."""
+        return self._lineage(getattr(self, "_sluicegate_answer", None))
+
+    def _lineage(self, answer: RequestOut | None) -> Any:
+        from airflow.providers.openlineage.extractors import OperatorLineage
+        from openlineage.client.event_v2 import InputDataset, OutputDataset
+
+        from sluicegate.lineage.facet import FACET_NAME, facet_of_answer
+
+        action = self.action()
+        run_facets = {} if answer is None else {FACET_NAME: facet_of_answer(answer)}
+        return OperatorLineage(
+            inputs=[
+                InputDataset(namespace=a["namespace"], name=a["name"]) for a in action["inputs"]
+            ],
+            outputs=[
+                OutputDataset(namespace=a["namespace"], name=a["name"]) for a in action["outputs"]
+            ],
+            run_facets=run_facets,
+        )
+
+    def _finish(self, answer: RequestOut) -> RequestOut:
+        self._sluicegate_answer = answer  # for the OpenLineage facets, asked after execute
+        return super()._finish(answer)
+
     def _passed(self, answer: RequestOut) -> dict[str, Any]:
         if answer.status == "approved":
             hook = SluicegateHook(self.sluicegate_conn_id)

@@ -33,6 +33,7 @@ __all__ = [
     "ClassificationSource",
     "GateStatus",
     "SluicegateApprovalRunFacet",
+    "facet_of_answer",
 ]
 
 #: The key of the facet in ``run.facets``.
@@ -150,3 +151,40 @@ class SluicegateApprovalRunFacet(RunFacet):
     @staticmethod
     def _get_schema() -> str:
         return f"{SCHEMA_URL}#/$defs/SluicegateApprovalRunFacet"
+
+
+def facet_of_answer(answer: Any, *, status: str | None = None) -> SluicegateApprovalRunFacet:
+    """The facet of a gate as the API answered it (a :class:`sluicegate.wire.RequestOut`):
+    what an adapter hands to its orchestrator's own OpenLineage integration."""
+    requester = answer.requester or {}
+    is_request = answer.status not in ("allowed", "denied") or bool(answer.decisions)
+    return SluicegateApprovalRunFacet(
+        status=status or answer.status,
+        requiredApprovals=answer.required_approvals,
+        approvals=answer.approvals,
+        requester=ApprovalRequester(
+            orchestrator=str(requester.get("orchestrator") or "api"),
+            job=str(requester.get("job") or ""),
+            runId=str(requester.get("run_id") or ""),
+            owner=requester.get("owner"),
+            triggeredBy=requester.get("triggered_by"),
+            principal=requester.get("principal"),
+        ),
+        requestId=answer.id if is_request else None,
+        rule=answer.rule,
+        decisions=[
+            ApprovalDecision(
+                reviewer=d.reviewer,
+                verdict=d.verdict.value,
+                comment=d.comment,
+                channel=d.channel.value,
+                decidedAt=d.decided_at.isoformat(),
+            )
+            for d in answer.decisions
+        ],
+        reviewUrl=answer.review_url if is_request else None,
+        classifications={
+            key: [ClassificationSource.coerce(c) for c in found]
+            for key, found in (answer.classification_sources or {}).items()
+        },
+    )

@@ -1,0 +1,76 @@
+"""DAGs of ``bench/bench_airflow_gate.py``: extract -> (a gate) -> done.
+
+``done`` writes ``time.time()`` to the file named by ``SLUICEGATE_BENCH_MARK`` the moment it
+starts, so the benchmark can tell when the gated task's downstream began.
+
+- ``bench_sluicegate_gate``: our ``ApprovalGateOperator`` on a PII export (two approvals);
+- ``bench_airflow_hitl``: Airflow's own ``ApprovalOperator`` (standard provider, HITL);
+- ``bench_allowed_gate``: our gate on an action the policy allows (kind ``read``);
+- ``bench_no_gate``: the same DAG without a gate.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import dag, task
+
+from sluicegate_airflow.operators import ApprovalGateOperator
+
+CUSTOMERS = {"namespace": "postgres://prod:5432", "name": "crm.public.customers"}
+BUCKET = {"namespace": "s3://partner-share", "name": "exports/customers.csv"}
+ORDERS = {"namespace": "postgres://prod:5432", "name": "sales.public.orders"}
+#: The long poll's hold (s): the server answers the moment the request ends, so this only
+#: bounds how long one poll waits before the trigger asks again; it does not add latency.
+POLL_SECONDS = 30.0
+ARGS = {"owner": "carol", "retries": 0}
+
+
+def _build(dag_id: str, gate: str | None) -> None:
+    @dag(dag_id=dag_id, start_date=datetime(2026, 1, 1), schedule=None, catchup=False,
+         default_args=ARGS)  # fmt: skip
+    def build() -> None:
+        @task
+        def extract() -> int:
+            return 120000
+
+        @task
+        def done() -> None:
+            started = time.time()
+            mark = os.environ.get("SLUICEGATE_BENCH_MARK")
+            if mark:
+                with open(mark, "w") as fh:
+                    fh.write(repr(started))
+
+        if gate is None:
+            extract() >> done()
+            return
+        if gate == "hitl":
+            approve: object = ApprovalOperator(
+                task_id="approve_export",
+                subject="Export crm.public.customers for the partner",
+                body="120000 rows to s3://partner-share/exports/customers.csv",
+            )
+        else:
+            kind, inputs = ("export", [CUSTOMERS]) if gate == "export" else ("read", [ORDERS])
+            approve = ApprovalGateOperator(
+                task_id="approve_export",
+                kind=kind,
+                summary=f"{kind} {inputs[0]['name']} for the partner",
+                inputs=inputs,
+                outputs=[BUCKET] if kind == "export" else [],
+                context_data={"rows": 120000},
+                poll_seconds=POLL_SECONDS,
+            )
+        extract() >> approve >> done()  # type: ignore[operator]
+
+    build()
+
+
+_build("bench_sluicegate_gate", "export")
+_build("bench_airflow_hitl", "hitl")
+_build("bench_allowed_gate", "read")
+_build("bench_no_gate", None)
