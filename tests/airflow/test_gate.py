@@ -296,3 +296,16 @@ def test_the_sluicegate_connection_type_is_registered() -> None:
     assert "sluicegate" in hooks
     info = hooks["sluicegate"]
     assert info is not None and info.hook_class_name == "sluicegate_airflow.hooks.SluicegateHook"
+
+
+def test_the_example_dag_loads_as_documented() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    folder = Path(__file__).resolve().parents[2] / "examples" / "airflow"
+    bag = DagBag(str(folder))
+    assert not bag.import_errors, bag.import_errors
+    dag = bag.get_dag("crm_export")
+    assert dag is not None
+    gate = dag.get_task("approve_export")
+    assert type(gate).__name__ == "ApprovalGateOperator"
+    assert gate.upstream_task_ids == {"extract"} and gate.downstream_task_ids == {"export"}
