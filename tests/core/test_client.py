@@ -27,7 +27,9 @@ from serverproc import (
     POLICY,
     ROUTINE_READ,
     SECRET_EXPORT,
+    ServerProcess,
     ThreadServer,
+    create_token,
     free_port,
 )
 
@@ -334,3 +336,42 @@ def test_the_async_client_says_unreachable_and_waits_fail_closed() -> None:
             assert 0.9 <= time.monotonic() - started < 3.0
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("on_timeout", ["allow", "deny"])
+def test_a_deadline_decides_as_the_rule_says(
+    sqlite_url: str, tmp_path: Path, on_timeout: str
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        POLICY.read_text().replace(
+            "timeout: 24h\n      on_timeout: deny", f"timeout: 1s\n      on_timeout: {on_timeout}"
+        )
+    )
+    assert f"on_timeout: {on_timeout}" in policy.read_text()
+    server = ServerProcess(sqlite_url, policy, tmp_path).start()
+    try:
+        token = create_token(sqlite_url, "airflow-prod", "request", cwd=tmp_path)
+        with SluicegateClient(server.url, token) as client:
+            if on_timeout == "allow":
+                answer = client.gate("k-deadline", PII_EXPORT, {"owner": "carol"}, timeout=20)
+                assert answer.status == "expired" and answer.on_timeout == "allow"
+                assert answer.may_proceed
+            else:
+                with pytest.raises(GateRefused) as refused:
+                    client.gate("k-deadline", PII_EXPORT, {"owner": "carol"}, timeout=20)
+                assert refused.value.answer.status == "expired"
+        kinds = [e["kind"] for e in audit_rows(sqlite_url)]
+        assert ("gate.released" in kinds) == (on_timeout == "allow")
+    finally:
+        server.stop()
+
+
+def audit_rows(url: str) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from sluicegate.store import Store
+    from sluicegate.store.schema import audit_events
+
+    with Store(url) as store, store.read() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(audit_events))]

@@ -224,7 +224,7 @@ class ApprovalGateOperator(_Gate, BaseOperator):
         return super()._finish(answer)
 
     def _passed(self, answer: RequestOut) -> dict[str, Any]:
-        if answer.status == "approved":
+        if answer.status in ("approved", "expired"):  # passed by reviewers or by the deadline
             hook = SluicegateHook(self.sluicegate_conn_id)
             with hook.get_conn() as client:
                 try:

@@ -101,6 +101,8 @@ class RequestOut(BaseModel):
     idempotency_key: str | None = None
     fingerprint: str | None = None
     comment_on_deny: bool = False
+    #: What the rule does at the deadline: ``deny`` (the default) or ``allow``.
+    on_timeout: Literal["deny", "allow"] = "deny"
     groups: list[str] = []
     action: dict[str, Any] | None = None
     classifications: dict[str, list[str]] = Field(
@@ -123,7 +125,10 @@ class RequestOut(BaseModel):
 
     @property
     def may_proceed(self) -> bool:
-        """True only when the gated step may run: allowed by policy, or approved."""
+        """True only when the gated step may run: allowed by policy, approved, or expired
+        under a rule whose timeout allows (``on_timeout: allow``)."""
+        if self.status == "expired":
+            return self.on_timeout == "allow"
         return self.status in ("allowed", "approved")
 
 

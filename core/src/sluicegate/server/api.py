@@ -67,6 +67,7 @@ def request_out(st: ServerState, req: ApprovalRequest) -> RequestOut:
         idempotency_key=req.idempotency_key,
         fingerprint=req.fingerprint,
         comment_on_deny=req.comment_on_deny,
+        on_timeout=req.on_timeout,
         groups=list(req.groups),
         action=req.action.model_dump(mode="json"),
         classifications=classifications_of(st, req),
@@ -283,13 +284,19 @@ async def cancel(
 async def release(
     request_id: str, st: State, who: Annotated[Identity, Depends(require_request)]
 ) -> Response:
-    """The gated step went ahead: recorded as ``gate.released`` (approved requests only)."""
+    """The gated step went ahead: recorded as ``gate.released`` (an approved request, or one
+    expired under a rule whose timeout allows)."""
     req = await st.writer.get(request_id)
     if req.requester.principal != who.principal:
         raise ApiError(403, "forbidden", "only the principal that opened a request may release it")
-    if req.status is not Status.APPROVED:
+    passed = req.status is Status.APPROVED or (
+        req.status is Status.EXPIRED and req.on_timeout == "allow"
+    )
+    if not passed:
         raise ApiError(
-            409, "conflict", f"request is {req.status.value}; only an approved gate is released"
+            409,
+            "conflict",
+            f"request is {req.status.value}; only a gate that let its step go on is released",
         )
     await st.writer.run(st.approvals.release, req.id, principal=who.principal)
     return _json(request_out(st, req))
