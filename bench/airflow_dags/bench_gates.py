@@ -6,7 +6,8 @@ starts, so the benchmark can tell when the gated task's downstream began.
 - ``bench_sluicegate_gate``: our ``ApprovalGateOperator`` on a PII export (two approvals);
 - ``bench_airflow_hitl``: Airflow's own ``ApprovalOperator`` (standard provider, HITL);
 - ``bench_allowed_gate``: our gate on an action the policy allows (kind ``read``);
-- ``bench_no_gate``: the same DAG without a gate.
+- ``bench_no_gate``: the same DAG without a gate;
+- ``bench_plain_task``: the gate's place taken by a trivial ``@task`` (what one more task costs).
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ def _build(dag_id: str, gate: str | None) -> None:
         if gate is None:
             extract() >> done()
             return
+        if gate == "plain":
+
+            @task(task_id="approve_export")
+            def plain() -> None:
+                pass
+
+            extract() >> plain() >> done()
+            return
         if gate == "hitl":
             approve: object = ApprovalOperator(
                 task_id="approve_export",
@@ -74,3 +83,4 @@ _build("bench_sluicegate_gate", "export")
 _build("bench_airflow_hitl", "hitl")
 _build("bench_allowed_gate", "read")
 _build("bench_no_gate", None)
+_build("bench_plain_task", "plain")

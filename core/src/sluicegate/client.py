@@ -9,8 +9,10 @@ and nothing but an ``allowed`` or ``approved`` answer lets the step run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
+import ssl
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +28,16 @@ __all__ = ["AsyncSluicegateClient", "GateRefused", "SluicegateClient"]
 
 _LONG_POLL = 30.0
 log = logging.getLogger("sluicegate.client")
+
+
+@functools.lru_cache(maxsize=1)
+def _tls() -> ssl.SSLContext:
+    """httpx's default TLS context (certifi, or SSL_CERT_FILE/SSL_CERT_DIR), made once.
+
+    Making it loads the CA bundle: 30-50 ms, which every new client paid again (an Airflow
+    gate makes one per task run, and one more when it resumes).
+    """
+    return httpx.create_ssl_context()
 
 
 class GateRefused(ClientError):
@@ -149,7 +161,11 @@ class SluicegateClient:
         self.server_url, token = _settings_defaults(server_url, token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
-            base_url=self.server_url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.server_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            verify=_tls(),
         )
 
     def close(self) -> None:
@@ -297,7 +313,11 @@ class AsyncSluicegateClient:
         self.server_url, token = _settings_defaults(server_url, token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.AsyncClient(
-            base_url=self.server_url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.server_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            verify=_tls(),
         )
 
     async def aclose(self) -> None:
