@@ -18,6 +18,7 @@ approve it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -284,7 +285,13 @@ class ApprovalSensor(_Gate, BaseSensorOperator):
 
 
 def _parent_run(context: Context) -> dict[str, Any] | None:
-    """The OpenLineage identity Airflow's provider gives this task run (None without it)."""
+    """The OpenLineage identity Airflow's provider gives this task run (None without it).
+
+    Only when the provider is active in this process (its listener has loaded the adapter):
+    importing it cold takes seconds, and without it no event names this task run anyway.
+    """
+    if "airflow.providers.openlineage.plugins.adapter" not in sys.modules:
+        return None
     try:
         from airflow.providers.openlineage.conf import namespace
         from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
