@@ -26,6 +26,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from sluicegate.client import GateRefused
 from sluicegate.wire import RequestOut
 from sluicegate_airflow.hooks import SluicegateHook
 from sluicegate_airflow.triggers import ApprovalTrigger
@@ -74,11 +75,7 @@ class _Gate:
             return answer
         if answer.status == "pending":
             raise AirflowFailException(f"Sluicegate request {answer.id} is still pending")
-        deny = next((d for d in reversed(answer.decisions) if d.verdict.value == "deny"), None)
-        who = f" by {deny.reviewer}" if deny else ""
-        why = f": {deny.comment}" if deny and deny.comment else ""
-        reason = f" ({answer.reason})" if answer.reason and not deny else ""
-        message = f"Sluicegate request {answer.id} was {answer.status}{who}{why}{reason}"
+        message = f"Sluicegate: {GateRefused(answer).detail}"  # who denied, and why
         if answer.status == "denied" and not self.fail_on_deny:
             raise AirflowSkipException(message)
         raise AirflowFailException(message)  # no retry: a retry would only reattach to it
@@ -225,7 +222,7 @@ class ApprovalGateOperator(_Gate, BaseOperator):
         return super()._finish(answer)
 
     def _passed(self, answer: RequestOut) -> dict[str, Any]:
-        if answer.status in ("approved", "expired"):  # passed by reviewers or by the deadline
+        if answer.releases:
             hook = SluicegateHook(self.sluicegate_conn_id)
             with hook.get_conn() as client:
                 try:

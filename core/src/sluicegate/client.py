@@ -291,7 +291,7 @@ class SluicegateClient:
         if not answer.terminal:
             answer = self.wait_until_done(answer.id, deadline=deadline)
         answer = _settle(answer, timeout)
-        if answer.status in ("approved", "expired"):  # may_proceed held: the step goes on
+        if answer.releases:
             try:
                 self.release(answer.id)
             except ClientError as err:  # the approval stands; only the release row is missing
@@ -437,7 +437,7 @@ class AsyncSluicegateClient:
         if not answer.terminal:
             answer = await self.wait_until_done(answer.id, deadline=deadline)
         answer = _settle(answer, timeout)
-        if answer.status in ("approved", "expired"):  # may_proceed held: the step goes on
+        if answer.releases:
             try:
                 await self.release(answer.id)
             except ClientError as err:  # the approval stands; only the release row is missing

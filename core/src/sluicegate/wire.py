@@ -131,6 +131,12 @@ class RequestOut(BaseModel):
             return self.on_timeout == "allow"
         return self.status in ("allowed", "approved")
 
+    @property
+    def releases(self) -> bool:
+        """True when going on should be recorded (``release``): a request let the step pass
+        (approved, or expired under ``on_timeout: allow``); a policy answer has no request."""
+        return self.may_proceed and self.status != "allowed"
+
 
 class RequestPage(BaseModel):
     """A page of the inbox."""

@@ -235,31 +235,14 @@ def _tags(labels: list[str]) -> dict[str, Any]:
 
 
 def _approval_facet(facts: GateFacts, sources: dict[str, list[ClassificationSource]]) -> RunFacet:
-    requester = facts.requester
     return SluicegateApprovalRunFacet(
         status=facts.status,
         requiredApprovals=facts.required_approvals,
         approvals=facts.approvals,
-        requester=ApprovalRequester(
-            orchestrator=requester.orchestrator,
-            job=requester.job,
-            runId=requester.run_id,
-            owner=requester.owner,
-            triggeredBy=requester.triggered_by,
-            principal=requester.principal,
-        ),
+        requester=ApprovalRequester.of(facts.requester),
         requestId=str(facts.request.id) if facts.request is not None else None,
         rule=facts.rule,
-        decisions=[
-            ApprovalDecision(
-                reviewer=d.reviewer,
-                verdict=d.verdict.value,
-                comment=d.comment,
-                channel=d.channel.value,
-                decidedAt=_utc_iso(d.decided_at),
-            )
-            for d in facts.decisions
-        ],
+        decisions=[ApprovalDecision.of(d) for d in facts.decisions],
         reviewUrl=facts.review_url,
         classifications=sources,
     )

@@ -14,6 +14,7 @@ drops nulls), so a consumer reads a missing ``requestId`` as "no request".
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timezone
 from typing import Any, ClassVar, Literal, get_args
 
 import attr
@@ -21,6 +22,7 @@ from openlineage.client.facet_v2 import RunFacet
 from openlineage.client.utils import RedactMixin
 
 from sluicegate import __version__
+from sluicegate.model import Requester
 
 __all__ = [
     "FACET_NAME",
@@ -104,6 +106,17 @@ class ApprovalDecision(RedactMixin):
     channel: str
     decidedAt: str
 
+    @classmethod
+    def of(cls, decision: Any) -> ApprovalDecision:
+        """From a stored :class:`~sluicegate.model.Decision` or the API's ``DecisionOut``."""
+        return cls(
+            reviewer=decision.reviewer,
+            verdict=decision.verdict.value,
+            comment=decision.comment,
+            channel=decision.channel.value,
+            decidedAt=decision.decided_at.astimezone(timezone.utc).isoformat(),
+        )
+
 
 @attr.define(kw_only=True)
 class ApprovalRequester(RedactMixin):
@@ -115,6 +128,17 @@ class ApprovalRequester(RedactMixin):
     owner: str | None = None
     triggeredBy: str | None = None
     principal: str | None = None
+
+    @classmethod
+    def of(cls, requester: Requester) -> ApprovalRequester:
+        return cls(
+            orchestrator=requester.orchestrator,
+            job=requester.job,
+            runId=requester.run_id,
+            owner=requester.owner,
+            triggeredBy=requester.triggered_by,
+            principal=requester.principal,
+        )
 
 
 @attr.define(kw_only=True)
@@ -156,32 +180,15 @@ class SluicegateApprovalRunFacet(RunFacet):
 def facet_of_answer(answer: Any, *, status: str | None = None) -> SluicegateApprovalRunFacet:
     """The facet of a gate as the API answered it (a :class:`sluicegate.wire.RequestOut`):
     what an adapter hands to its orchestrator's own OpenLineage integration."""
-    requester = answer.requester or {}
     is_request = answer.status not in ("allowed", "denied") or bool(answer.decisions)
     return SluicegateApprovalRunFacet(
         status=status or answer.status,
         requiredApprovals=answer.required_approvals,
         approvals=answer.approvals,
-        requester=ApprovalRequester(
-            orchestrator=str(requester.get("orchestrator") or "api"),
-            job=str(requester.get("job") or ""),
-            runId=str(requester.get("run_id") or ""),
-            owner=requester.get("owner"),
-            triggeredBy=requester.get("triggered_by"),
-            principal=requester.get("principal"),
-        ),
+        requester=ApprovalRequester.of(Requester.model_validate(answer.requester or {})),
         requestId=answer.id if is_request else None,
         rule=answer.rule,
-        decisions=[
-            ApprovalDecision(
-                reviewer=d.reviewer,
-                verdict=d.verdict.value,
-                comment=d.comment,
-                channel=d.channel.value,
-                decidedAt=d.decided_at.isoformat(),
-            )
-            for d in answer.decisions
-        ],
+        decisions=[ApprovalDecision.of(d) for d in answer.decisions],
         reviewUrl=answer.review_url if is_request else None,
         classifications={
             key: [ClassificationSource.coerce(c) for c in found]

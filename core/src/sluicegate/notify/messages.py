@@ -44,10 +44,11 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from sluicegate.model import ApprovalRequest, Asset, Status, Verdict
+from sluicegate.timefmt import span, time_left, when
 
 __all__ = [
     "APPROVE_ACTION_ID",
@@ -232,7 +233,7 @@ class MessageView:
             decisions=decisions,
             created_at=_utc(request.created_at),
             expires_at=expires,
-            time_left=_time_left(request.status, expires, now),
+            time_left=time_left(request.status, expires, now),
             review_url=review_url,
             eligible=tuple(eligible),
             comment_on_deny=request.comment_on_deny,
@@ -260,7 +261,7 @@ class MessageView:
             return "no deadline"
         if self.as_of >= self.expires_at:
             return "past its deadline"
-        return f"{_span(self.expires_at - self.as_of)} left"
+        return f"{span(self.expires_at - self.as_of)} left"
 
     @property
     def approvers(self) -> tuple[str, ...]:
@@ -307,31 +308,6 @@ def _classifications(request: ApprovalRequest, asset: Asset) -> tuple[tuple[str,
     if found is None:
         return tuple((c, "given by the pipeline") for c in asset.classifications)
     return tuple(sorted((c.classification, c.source) for c in found))
-
-
-def _when(moment: datetime) -> str:
-    return f"{moment:%Y-%m-%d %H:%M} UTC"
-
-
-def _span(delta: timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min" if minutes else "less than a minute"
-
-
-def _time_left(status: Status, expires: datetime | None, now: datetime) -> str:
-    if status is not Status.PENDING:
-        return f"ended: {status.value}"
-    if expires is None:
-        return "no deadline"
-    if now >= expires:
-        return f"expired at {_when(expires)}"
-    return f"{_span(expires - now)} left (expires {_when(expires)})"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -476,7 +452,7 @@ def _dataset_text(d: DatasetLine, escape: Callable[[str], str]) -> str:
 
 def _decision_text(d: DecisionLine, escape: Callable[[str], str]) -> str:
     verb = "approved" if d.verdict == Verdict.APPROVE.value else "denied"
-    text = f"{_clip(d.reviewer, 100, escape)} {verb} ({_when(d.decided_at)}, via {d.channel})"
+    text = f"{_clip(d.reviewer, 100, escape)} {verb} ({when(d.decided_at)}, via {d.channel})"
     if d.comment:
         text += f": “{_clip(d.comment, 500, escape)}”"
     return text
@@ -812,7 +788,7 @@ def _card(view: MessageView, links: Mapping[str, str], scale: float) -> dict[str
         rows = []
         for d in shown_d:
             verb = "approved" if d.verdict == Verdict.APPROVE.value else "denied"
-            value = f"{verb} · {_when(d.decided_at)}"
+            value = f"{verb} · {when(d.decided_at)}"
             if d.comment:
                 value += f" · “{_clip(d.comment, cap(400), esc)}”"
             rows.append({"title": _clip(d.reviewer, 100, esc), "value": value})

@@ -12,13 +12,14 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from sluicegate import timefmt
 from sluicegate.model import ApprovalRequest, Asset, Status
 from sluicegate.server._pages_auth import Viewer
 from sluicegate.server.state import ServerState
@@ -140,32 +141,9 @@ class RequestView:
     created: str
 
 
-def when(moment: datetime) -> str:
-    """A time as reviewers read it."""
-    return f"{moment:%Y-%m-%d %H:%M} UTC"
-
-
-def span(delta: timedelta) -> str:
-    """A duration in its two largest units: ``2 d 3 h``, ``5 h 12 min``, ``4 min``."""
-    minutes = int(delta.total_seconds() // 60)
-    days, minutes = divmod(minutes, 24 * 60)
-    hours, minutes = divmod(minutes, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min" if minutes else "less than a minute"
-
-
 def time_left(req: ApprovalRequest, now: datetime) -> str:
     """How long a pending request still waits, or how it ended."""
-    if req.status is not Status.PENDING:
-        return f"ended: {req.status.value}"
-    if req.expires_at is None:
-        return "no deadline"
-    if now >= req.expires_at:
-        return f"expired at {when(req.expires_at)}"
-    return f"{span(req.expires_at - now)} left (expires {when(req.expires_at)})"
+    return timefmt.time_left(req.status, req.expires_at, now)
 
 
 def progress(req: ApprovalRequest) -> str:
@@ -256,11 +234,11 @@ def request_view(st: ServerState, req: ApprovalRequest, now: datetime) -> Reques
         on_timeout=req.on_timeout,
         decisions=[
             DecisionView(
-                d.reviewer, d.verdict.value, d.comment, d.channel.value, when(d.decided_at)
+                d.reviewer, d.verdict.value, d.comment, d.channel.value, timefmt.when(d.decided_at)
             )
             for d in req.decisions
         ],
         progress=progress(req),
         time_left=time_left(req, now),
-        created=when(req.created_at),
+        created=timefmt.when(req.created_at),
     )

@@ -11,7 +11,7 @@ can only add classifications, never remove them, but it is the server's input al
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
@@ -111,11 +111,11 @@ class ClassificationsOut(BaseModel):
     classifications: list[SourceOut]
 
 
-def _subgraph_out(direction: str, ns: str, name: str, depth: int, g: Subgraph) -> SubgraphOut:
+def _subgraph_out(g: Subgraph) -> SubgraphOut:
     return SubgraphOut(
-        dataset=DatasetRef(namespace=ns, name=name),
-        direction=direction,
-        depth=depth,
+        dataset=DatasetRef(namespace=g.root[0], name=g.root[1]),
+        direction=g.direction,
+        depth=g.depth,
         nodes=[NodeOut(namespace=n, name=m, distance=d) for (n, m), d in g.nodes],
         edges=[
             EdgeOut(
@@ -134,36 +134,6 @@ async def _fresh(st: ServerState) -> None:
         await st.writer.read(st.lineage.refresh)
 
 
-@router.get("/lineage/upstream", response_model=SubgraphOut)
-async def upstream(
-    st: State,
-    _: Annotated[Identity, Depends(require_any)],
-    namespace: Namespace,
-    name: Name,
-    depth: Depth = 5,
-) -> Any:
-    """Where a dataset's data came from, to ``depth`` jobs back."""
-    await _fresh(st)
-    return _subgraph_out(
-        "upstream", namespace, name, depth, st.lineage.upstream((namespace, name), depth)
-    )
-
-
-@router.get("/lineage/downstream", response_model=SubgraphOut)
-async def downstream(
-    st: State,
-    _: Annotated[Identity, Depends(require_any)],
-    namespace: Namespace,
-    name: Name,
-    depth: Depth = 5,
-) -> Any:
-    """Where a dataset's data went, to ``depth`` jobs on."""
-    await _fresh(st)
-    return _subgraph_out(
-        "downstream", namespace, name, depth, st.lineage.downstream((namespace, name), depth)
-    )
-
-
 @router.get("/lineage/classifications", response_model=ClassificationsOut)
 async def classifications(
     st: State, _: Annotated[Identity, Depends(require_any)], namespace: Namespace, name: Name
@@ -175,3 +145,19 @@ async def classifications(
         dataset=DatasetRef(namespace=namespace, name=name),
         classifications=[SourceOut.model_validate(c.model_dump()) for c in found],
     )
+
+
+@router.get("/lineage/{direction}", response_model=SubgraphOut)
+async def walk(
+    st: State,
+    _: Annotated[Identity, Depends(require_any)],
+    direction: Literal["upstream", "downstream"],
+    namespace: Namespace,
+    name: Name,
+    depth: Depth = 5,
+) -> Any:
+    """Where a dataset's data came from (``upstream``) or went (``downstream``), to ``depth``
+    jobs away."""
+    await _fresh(st)
+    graph = st.lineage.upstream if direction == "upstream" else st.lineage.downstream
+    return _subgraph_out(graph((namespace, name), depth))

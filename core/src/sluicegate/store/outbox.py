@@ -173,21 +173,7 @@ class OutboxTable:
             ).rowcount
             if done != 1:
                 return False
-            audit.append(
-                conn,
-                [
-                    audit.AuditEvent(
-                        "notification.sent",
-                        request_id=row.request_id,
-                        data={
-                            "target": row.target,
-                            "event": row.kind,
-                            "attempts": row.attempts,
-                            "outbox_id": row.id,
-                        },
-                    )
-                ],
-            )
+            _audit(conn, row, "notification.sent")
             return True
 
     def failed(
@@ -215,22 +201,7 @@ class OutboxTable:
                 .values(**values)
             ).rowcount
             if done == 1 and retry_at is None:
-                audit.append(
-                    conn,
-                    [
-                        audit.AuditEvent(
-                            "notification.failed",
-                            request_id=row.request_id,
-                            data={
-                                "target": row.target,
-                                "event": row.kind,
-                                "attempts": row.attempts,
-                                "error": error[:500],
-                                "outbox_id": row.id,
-                            },
-                        )
-                    ],
-                )
+                _audit(conn, row, "notification.failed", error=error[:500])
 
     def result_of(self, request_id: str, target: str, kind: str = "request.created") -> Any:
         """What the channel answered to a sent row (Slack's channel and ts), or None."""
@@ -252,3 +223,10 @@ class OutboxTable:
             stmt = stmt.where(outbox.c.request_id == request_id)
         with self.store.read() as conn:
             return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def _audit(conn: Connection, row: OutboxRow, kind: str, **extra: Any) -> None:
+    """The audit row of a delivery (or of giving up on one)."""
+    data = {"target": row.target, "event": row.kind, "attempts": row.attempts, "outbox_id": row.id}
+    event = audit.AuditEvent(kind, request_id=row.request_id, data={**data, **extra})
+    audit.append(conn, [event])
