@@ -6,6 +6,7 @@ starts, so the benchmark can tell when the gated task's downstream began.
 - ``bench_sluicegate_gate``: our ``ApprovalGateOperator`` on a PII export (two approvals);
 - ``bench_airflow_hitl``: Airflow's own ``ApprovalOperator`` (standard provider, HITL);
 - ``bench_allowed_gate``: our gate on an action the policy allows (kind ``read``);
+- ``bench_allowed_gate_no_xcom``: the same with ``do_xcom_push=False`` (no XCom written);
 - ``bench_no_gate``: the same DAG without a gate;
 - ``bench_plain_task``: the gate's place taken by a trivial ``@task`` (what one more task costs).
 """
@@ -30,7 +31,7 @@ POLL_SECONDS = 30.0
 ARGS = {"owner": "carol", "retries": 0}
 
 
-def _build(dag_id: str, gate: str | None) -> None:
+def _build(dag_id: str, gate: str | None, **gate_args: object) -> None:
     @dag(dag_id=dag_id, start_date=datetime(2026, 1, 1), schedule=None, catchup=False,
          default_args=ARGS)  # fmt: skip
     def build() -> None:
@@ -73,6 +74,7 @@ def _build(dag_id: str, gate: str | None) -> None:
                 outputs=[BUCKET] if kind == "export" else [],
                 context_data={"rows": 120000},
                 poll_seconds=POLL_SECONDS,
+                **gate_args,  # type: ignore[arg-type]
             )
         extract() >> approve >> done()  # type: ignore[operator]
 
@@ -82,5 +84,6 @@ def _build(dag_id: str, gate: str | None) -> None:
 _build("bench_sluicegate_gate", "export")
 _build("bench_airflow_hitl", "hitl")
 _build("bench_allowed_gate", "read")
+_build("bench_allowed_gate_no_xcom", "read", do_xcom_push=False)
 _build("bench_no_gate", None)
 _build("bench_plain_task", "plain")

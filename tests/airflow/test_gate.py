@@ -133,6 +133,8 @@ def test_approved_by_two_stewards_the_export_runs(env: Env) -> None:
     (req,) = env.requests(job="pii_export.approve_export", status="approved")
     assert [d["reviewer"] for d in req["decisions"]] == ["alice", "bob"]
     assert req["requester"]["owner"] == "carol" and req["requester"]["orchestrator"] == "airflow"
+    # dag.test() records its run as triggered by the user "dag_test" (triggering_user_name)
+    assert req["requester"]["triggered_by"] == "dag_test"
     assert req["idempotency_key"].startswith("airflow:pii_export:")
 
 

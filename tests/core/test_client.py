@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import sys
 import threading
 import time
@@ -375,3 +376,16 @@ def audit_rows(url: str) -> list[dict[str, Any]]:
 
     with Store(url) as store, store.read() as conn:
         return [dict(r._mapping) for r in conn.execute(select(audit_events))]
+
+
+def test_a_plain_http_client_loads_no_ca_and_trusts_no_certificate() -> None:
+    # A task process that talks to http:// skips loading the CA bundle (30-50 ms); the context
+    # it holds instead verifies hostnames and certificates against no CA: it fails closed.
+    from sluicegate.client import _tls
+
+    plain = _tls("http://127.0.0.1:8080")
+    assert plain.cert_store_stats()["x509_ca"] == 0
+    assert plain.verify_mode is ssl.CERT_REQUIRED and plain.check_hostname
+    verified = _tls("HTTPS://sluicegate.example")
+    assert verified.cert_store_stats()["x509_ca"] > 0
+    assert verified.verify_mode is ssl.CERT_REQUIRED and verified.check_hostname

@@ -31,13 +31,25 @@ log = logging.getLogger("sluicegate.client")
 
 
 @functools.lru_cache(maxsize=1)
-def _tls() -> ssl.SSLContext:
+def _ca_verified() -> ssl.SSLContext:
     """httpx's default TLS context (certifi, or SSL_CERT_FILE/SSL_CERT_DIR), made once.
 
     Making it loads the CA bundle: 30-50 ms, which every new client paid again (an Airflow
     gate makes one per task run, and one more when it resumes).
     """
     return httpx.create_ssl_context()
+
+
+@functools.lru_cache(maxsize=1)
+def _trusts_nobody() -> ssl.SSLContext:
+    """A TLS context with no CA: any certificate fails. For a server on plain ``http://``,
+    where TLS is never used (redirects are not followed), so a fresh task process does not
+    load the CA bundle it would never need; were it ever used, it fails closed."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def _tls(server_url: str) -> ssl.SSLContext:
+    return _ca_verified() if server_url.lower().startswith("https:") else _trusts_nobody()
 
 
 class GateRefused(ClientError):
@@ -165,7 +177,7 @@ class SluicegateClient:
             headers=headers,
             timeout=timeout,
             transport=transport,
-            verify=_tls(),
+            verify=_tls(self.server_url),
         )
 
     def close(self) -> None:
@@ -317,7 +329,7 @@ class AsyncSluicegateClient:
             headers=headers,
             timeout=timeout,
             transport=transport,
-            verify=_tls(),
+            verify=_tls(self.server_url),
         )
 
     async def aclose(self) -> None:
