@@ -1,15 +1,30 @@
-"""Dagster integration for Sluicegate.
+"""Dagster integration for Sluicegate: assets and ops that halt until their action is approved.
 
-Sluicegate halts a step that is about to touch a sensitive asset until the policy's reviewers
-approve it. This package will hold the Dagster side: a ``SluicegateResource`` and an op/asset
-gate that builds the action from asset keys, tags and metadata. It imports the core
-(``sluicegate``) and Dagster, never another orchestrator's adapter.
+- :class:`SluicegateResource`: the server URL and request token (``EnvVar``-friendly).
+- :func:`approval_required`: a decorator under ``@asset``/``@op``; the action comes from the
+  asset's ``sluicegate/action`` tag, keys, owners, kinds and metadata.
+- :func:`approval_gate_op`: a gate op for op jobs.
+- :func:`approval_sensor`: launches gated assets or jobs once approved (``wait="sensor"``).
+- :func:`request_approval`: the gate as a call, for bodies that decide when to ask.
 
-Nothing is implemented yet: this release only reserves the distribution and import name.
+It imports the core (``sluicegate``) and Dagster, never another orchestrator's adapter.
 """
 
 from __future__ import annotations
 
+from dagster_sluicegate.decorators import approval_gate_op, approval_required
+from dagster_sluicegate.gate import approval_metadata, request_approval
+from dagster_sluicegate.resource import SluicegateResource
+from dagster_sluicegate.sensor import approval_sensor
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "SluicegateResource",
+    "__version__",
+    "approval_gate_op",
+    "approval_metadata",
+    "approval_required",
+    "approval_sensor",
+    "request_approval",
+]

@@ -1,0 +1,525 @@
+"""Gated assets and ops in real Dagster (``materialize``, ``execute_job``, ``instance_for_test``,
+``build_sensor_context``) against the real Sluicegate server as a subprocess. A reviewer thread
+decides through the API the way a person would, once the request shows up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from serverproc import POLICY, ServerProcess, free_port
+
+from sluicegate.store import Store
+
+
+class Env:
+    def __init__(self, server: ServerProcess, tokens: dict[str, str], marks: Path) -> None:
+        self.server, self.tokens, self.marks = server, tokens, marks
+        self.gate_events = server.workdir / "gates.jsonl"
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def requests(self, **params: Any) -> list[dict[str, Any]]:
+        r = httpx.get(
+            f"{self.server.url}/api/v1/requests", params=params, headers=self.auth("alice")
+        )
+        assert r.status_code == 200, r.text
+        items: list[dict[str, Any]] = r.json()["items"]
+        return items
+
+    def decide(self, rid: str, decisions: list[tuple[str, str, str]]) -> None:
+        for who, verdict, comment in decisions:
+            httpx.post(
+                f"{self.server.url}/api/v1/requests/{rid}/decisions",
+                json={"verdict": verdict, "comment": comment},
+                headers=self.auth(who),
+            ).raise_for_status()
+
+    def ran(self, name: str) -> bool:
+        return (self.marks / name).exists()
+
+    def forget(self) -> None:
+        for f in self.marks.iterdir():
+            f.unlink()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    work = tmp_path_factory.mktemp("dagster-gate")
+    db = f"sqlite:///{work}/sluicegate.db"
+    (work / "openlineage.yml").write_text(
+        f"transport:\n  type: file\n  log_file_path: {work / 'gates.jsonl'}\n  append: true\n"
+    )
+    server = ServerProcess(
+        db, POLICY, work, env={"OPENLINEAGE_CONFIG": str(work / "openlineage.yml")}
+    ).start()
+    with Store(db) as store:
+        tokens = {"dagster-prod": store.create_token("dagster-prod", "request")}
+        tokens |= {r: store.create_token(r, "review") for r in ("alice", "bob")}
+    marks = work / "marks"
+    marks.mkdir()
+    os.environ.update(
+        SLUICEGATE_TEST_URL=server.url,
+        SLUICEGATE_TEST_TOKEN=tokens["dagster-prod"],
+        SLUICEGATE_TEST_MARKS=str(marks),
+        SLUICEGATE_TEST_MAX_WAIT="60",
+    )
+    try:
+        yield Env(server, tokens, marks)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_marks(env: Env) -> None:
+    env.forget()
+
+
+def reviewer(
+    env: Env, decisions: list[tuple[str, str, str]], seen: set[str] | None = None
+) -> threading.Thread:
+    """A thread that waits for a new pending request, then decides as each (who, verdict,
+    comment). ``seen``: request ids that are not new."""
+    before = {r["id"] for r in env.requests(status="pending")} | (seen or set())
+
+    def run() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            new = [r for r in env.requests(status="pending") if r["id"] not in before]
+            if new:
+                env.decide(new[0]["id"], decisions)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def defs() -> Any:
+    import gated_defs
+
+    return gated_defs
+
+
+def materialize(assets: list[Any], **kw: Any) -> Any:
+    from dagster import materialize as run
+
+    return run(assets, resources={"sluicegate": defs().resource()}, **kw)
+
+
+def materialized(result: Any) -> dict[str, dict[str, Any]]:
+    return {
+        e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+    }
+
+
+def only_request(env: Env, run_id: str) -> dict[str, Any]:
+    (req,) = [r for r in env.requests() if (r["requester"] or {}).get("run_id") == run_id]
+    return req
+
+
+# --------------------------------------------------------------------------- waiting in the step
+
+
+def test_approved_by_two_stewards_the_export_materializes_with_the_approval(env: Env) -> None:
+    g = defs()
+    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "contract checked")])
+    result = materialize([g.customers, g.customers_export, g.export_receipt])
+    thread.join(5)
+    assert result.success
+    assert env.ran("customers_export") and env.ran("export_receipt")
+    md = materialized(result)["customers_export"]
+    req = only_request(env, result.run_id)
+    assert req["status"] == "approved"
+    assert md["sluicegate/request_id"] == req["id"]
+    assert md["sluicegate/approvers"] == "alice, bob"
+    assert md["sluicegate/approval"]["requestId"] == req["id"]
+    assert [d["reviewer"] for d in md["sluicegate/approval"]["decisions"]] == ["alice", "bob"]
+    # The action came from what Dagster holds: tag, owners, upstream table, metadata, kinds.
+    action = req["action"]
+    assert action["kind"] == "export" and action["destination"] == "s3://partner-share"
+    assert [(i["namespace"], i["name"]) for i in action["inputs"]] == [
+        ("postgres://prod:5432", "crm.public.customers")
+    ]
+    assert action["context"]["kinds"] == ["s3"]
+    requester = req["requester"]
+    assert requester["orchestrator"] == "dagster" and requester["step"] == "customers_export"
+    assert requester["owner"] == "carol@example.com"  # so carol cannot approve it
+    assert req["idempotency_key"] == f"dagster:{result.run_id}:customers_export"
+
+
+def test_the_owner_of_the_asset_cannot_approve_it(env: Env) -> None:
+    g = defs()
+    os.environ["SLUICEGATE_TEST_MAX_WAIT"] = "3"
+    try:
+        with Store(env.server.db_url) as store:
+            carol = store.create_token("carol", "review")
+        got: dict[str, Any] = {}
+
+        def carol_tries() -> None:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not got:
+                pending = env.requests(status="pending")
+                for r in pending:
+                    if r["requester"]["step"] == "customers_export":
+                        got["r"] = httpx.post(
+                            f"{env.server.url}/api/v1/requests/{r['id']}/decisions",
+                            json={"verdict": "approve"},
+                            headers={"Authorization": f"Bearer {carol}"},
+                        )
+                time.sleep(0.05)
+
+        thread = threading.Thread(target=carol_tries, daemon=True)
+        thread.start()
+        result = materialize([g.customers, g.customers_export], raise_on_error=False)
+        thread.join(5)
+    finally:
+        os.environ["SLUICEGATE_TEST_MAX_WAIT"] = "60"
+    assert got["r"].status_code == 403 and "owner" in got["r"].json()["detail"]
+    assert not result.success and not env.ran("customers_export")
+
+
+def test_denied_the_step_fails_with_the_comment_and_nothing_downstream_runs(env: Env) -> None:
+    from dagster import DagsterEventType
+
+    g = defs()
+    thread = reviewer(env, [("bob", "deny", "no contract with this partner")])
+    result = materialize([g.customers, g.customers_export, g.export_receipt], raise_on_error=False)
+    thread.join(5)
+    assert not result.success
+    assert not env.ran("customers_export") and not env.ran("export_receipt")
+    assert "customers_export" not in materialized(result)
+    (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    error = failure.step_failure_data.error
+    assert "denied by bob: no contract with this partner" in error.message
+    assert failure.step_failure_data.user_failure_data.metadata["sluicegate/status"].value == (
+        "denied"
+    )
+    started = {e.step_key for e in result.all_events if e.event_type == DagsterEventType.STEP_START}
+    assert "export_receipt" not in started and "export_receipt" not in materialized(result)
+
+
+def test_a_policy_allowed_asset_never_waits_and_opens_no_request(env: Env) -> None:
+    g = defs()
+    before = env.requests()
+    result = materialize([g.orders_summary])
+    assert result.success and env.ran("orders_summary")
+    assert env.requests() == before  # nothing opened, so nobody was notified
+    md = materialized(result)["orders_summary"]
+    assert md["sluicegate/status"] == "allowed" and md["sluicegate/rule"] == "routine-reads"
+    assert "sluicegate/request_id" not in md
+    assert result.output_for_node("orders_summary") == env.server.url
+
+
+def test_an_unreachable_server_fails_closed_and_the_body_never_runs(env: Env) -> None:
+    from dagster import DagsterEventType
+
+    g = defs()
+    os.environ["SLUICEGATE_TEST_URL"] = f"http://127.0.0.1:{free_port()}"
+    os.environ["SLUICEGATE_TEST_MAX_WAIT"] = "1"
+    try:
+        result = materialize([g.customers, g.customers_export], raise_on_error=False)
+    finally:
+        os.environ["SLUICEGATE_TEST_URL"] = env.server.url
+        os.environ["SLUICEGATE_TEST_MAX_WAIT"] = "60"
+    assert not result.success and not env.ran("customers_export")
+    (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    assert "could not open the gate" in failure.step_failure_data.error.message
+
+
+def test_the_op_form_gates_the_job_until_approved(env: Env) -> None:
+    from dagster import DagsterInstance
+
+    g = defs()
+    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+    result = g.ops_export.execute_in_process(
+        instance=DagsterInstance.ephemeral(), resources={"sluicegate": g.resource()}
+    )
+    thread.join(5)
+    assert result.success and env.ran("ship")
+    req = only_request(env, result.run_id)
+    assert req["status"] == "approved" and req["requester"]["step"] == "approve_export"
+    (out,) = [
+        e for e in result.all_events
+        if e.step_key == "approve_export" and e.event_type_value == "STEP_OUTPUT"
+    ]  # fmt: skip
+    assert out.event_specific_data.metadata["sluicegate/request_id"].value == req["id"]
+
+
+# --------------------------------------------------------------------------- re-execution
+
+
+def test_a_re_execution_reattaches_to_the_same_request(env: Env) -> None:
+    from dagster import ReexecutionOptions, execute_job, instance_for_test, reconstructable
+
+    g = defs()
+    job = reconstructable(g.reconstruct_export_job)
+    os.environ["SLUICEGATE_TEST_MAX_WAIT"] = "1"
+    try:
+        with instance_for_test() as instance:
+            first = execute_job(job, instance=instance, raise_on_error=False)
+            assert not first.success and not env.ran("customers_export")
+            req = only_request(env, first.run_id)
+            assert req["status"] == "pending"  # still waiting when the step gave up
+            env.decide(req["id"], [("alice", "approve", ""), ("bob", "approve", "")])
+            options = ReexecutionOptions.from_failure(first.run_id, instance)
+            with execute_job(job, instance=instance, reexecution_options=options) as again:
+                assert again.success
+                assert again.dagster_run.root_run_id == first.run_id
+                md = materialized(again)["customers_export"]
+    finally:
+        os.environ["SLUICEGATE_TEST_MAX_WAIT"] = "60"
+    assert env.ran("customers_export") and env.ran("export_receipt")
+    assert md["sluicegate/request_id"] == req["id"]  # the same request, no second one
+    keyed = [r for r in env.requests() if r["idempotency_key"] == req["idempotency_key"]]
+    assert len(keyed) == 1
+
+
+# --------------------------------------------------------------------------- the sensor form
+
+
+def _tick(instance: Any, sensor: Any) -> Any:
+    from dagster import build_sensor_context
+
+    g = defs()
+    ctx = build_sensor_context(instance=instance, resources={"sluicegate": g.resource()})
+    return sensor.evaluate_tick(ctx)
+
+
+def _waiting_run(instance: Any) -> Any:
+    from dagster import materialize as run
+
+    g = defs()
+    result = run(
+        [g.customers, g.nightly_export], instance=instance, resources={"sluicegate": g.resource()}
+    )
+    assert result.success  # the run ends at the gate without failing
+    assert "nightly_export" not in materialized(result) and not env_ran("nightly_export")
+    return result
+
+
+def env_ran(name: str) -> bool:
+    return Path(os.environ["SLUICEGATE_TEST_MARKS"], name).exists()
+
+
+def test_the_sensor_launches_exactly_one_run_per_approved_request(env: Env) -> None:
+    from dagster import instance_for_test
+    from dagster import materialize as run
+
+    g = defs()
+    with instance_for_test() as instance:
+        first = _waiting_run(instance)
+        req = only_request(env, first.run_id)
+        assert req["status"] == "pending"
+        tags = instance.get_run_by_id(first.run_id).tags
+        assert tags["sluicegate/gate"] == "waiting"
+        assert json.loads(tags["sluicegate/waiting.nightly_export"])["request_id"] == req["id"]
+
+        assert _tick(instance, g.nightly_sensor).run_requests == []  # nothing while it waits
+        env.decide(req["id"], [("alice", "approve", ""), ("bob", "approve", "ok")])
+        (rr,) = _tick(instance, g.nightly_sensor).run_requests
+        assert rr.run_key == req["id"]
+        assert rr.tags["sluicegate/request_id"] == req["id"]
+        assert rr.tags["sluicegate/approvers"] == "alice,bob"
+        assert [k.to_user_string() for k in rr.asset_selection] == ["nightly_export"]
+
+        # Dagster launches it: the gate in the new run checks that request, opens none.
+        count = len(env.requests())
+        launched = run(
+            [g.customers, g.nightly_export],
+            selection=rr.asset_selection,
+            instance=instance,
+            tags=rr.tags,
+            resources={"sluicegate": g.resource()},
+        )
+        assert launched.success and env.ran("nightly_export")
+        assert materialized(launched)["nightly_export"]["sluicegate/request_id"] == req["id"]
+        assert len(env.requests()) == count
+
+        # The next tick sees the launched run: no second run, the waiting run is settled.
+        assert _tick(instance, g.nightly_sensor).run_requests == []
+        tags = instance.get_run_by_id(first.run_id).tags
+        assert tags["sluicegate/settled.nightly_export"] == "launched"
+        assert tags["sluicegate/gate"] == "settled"
+
+
+def test_the_sensor_launches_nothing_for_a_denied_request(env: Env) -> None:
+    from dagster import instance_for_test
+
+    g = defs()
+    with instance_for_test() as instance:
+        first = _waiting_run(instance)
+        req = only_request(env, first.run_id)
+        env.decide(req["id"], [("alice", "deny", "not this week")])
+        assert _tick(instance, g.nightly_sensor).run_requests == []
+        tags = instance.get_run_by_id(first.run_id).tags
+        assert tags["sluicegate/settled.nightly_export"] == "denied"
+        assert _tick(instance, g.nightly_sensor).run_requests == []
+
+
+def test_the_sensor_of_an_op_job_relaunches_the_job_once_approved(env: Env) -> None:
+    from dagster import instance_for_test
+
+    g = defs()
+    with instance_for_test() as instance:
+        first = g.ops_export_late.execute_in_process(
+            instance=instance, resources={"sluicegate": g.resource()}
+        )
+        assert first.success and not env.ran("ship_late")  # ended at the gate, ship skipped
+        req = only_request(env, first.run_id)
+        env.decide(req["id"], [("alice", "approve", ""), ("bob", "approve", "")])
+        (rr,) = _tick(instance, g.late_sensor).run_requests
+        assert rr.run_key == req["id"] and rr.asset_selection is None  # the whole job
+        again = g.ops_export_late.execute_in_process(
+            instance=instance, tags=rr.tags, resources={"sluicegate": g.resource()}
+        )
+        assert again.success and env.ran("ship_late")
+        assert _tick(instance, g.late_sensor).run_requests == []
+
+
+def test_a_run_naming_another_steps_request_is_refused(env: Env) -> None:
+    # Someone tags a run by hand with an approved request opened for a different step: the
+    # gate refuses it rather than let the body run on someone else's approval.
+    from dagster import DagsterEventType
+
+    g = defs()
+    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+    ops = g.ops_export.execute_in_process(resources={"sluicegate": g.resource()})
+    thread.join(5)
+    other = only_request(env, ops.run_id)
+    assert other["status"] == "approved"
+    env.forget()
+    forged = materialize(
+        [g.customers, g.nightly_export],
+        tags={"sluicegate/request.nightly_export": other["id"]},
+        raise_on_error=False,
+    )
+    assert not forged.success and not env.ran("nightly_export")
+    (failure,) = [e for e in forged.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    assert "it was opened for step 'approve_export'" in failure.step_failure_data.error.message
+
+
+# --------------------------------------------------------------------------- lineage
+
+
+def test_the_gates_events_name_the_dagster_run_and_step_as_parent(env: Env) -> None:
+    from lineage_schema import validate_event
+
+    g = defs()
+    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+    result = materialize([g.customers, g.customers_export])
+    thread.join(5)
+    req = only_request(env, result.run_id)
+    deadline = time.monotonic() + 10
+    while True:
+        lines = env.gate_events.read_text().splitlines() if env.gate_events.exists() else []
+        gate = [json.loads(x) for x in lines if req["lineage_run_id"] in x]
+        if len(gate) >= 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [e["eventType"] for e in gate] == ["START", "OTHER", "OTHER", "COMPLETE"]
+    parent = gate[0]["run"]["facets"]["parent"]
+    assert parent["run"]["runId"] == result.run_id
+    assert parent["job"]["namespace"] == "dagster"
+    assert parent["job"]["name"] == f"{result.dagster_run.job_name}.customers_export"
+    for event in gate:
+        validate_event(event)
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+@pytest.mark.parametrize(
+    "step", ["nightly_export", "export_op[3]", "crm__public__customers", "x" * 120, "a b/c"]
+)
+def test_run_tags_of_any_step_key_are_keys_dagster_accepts(step: str) -> None:
+    from dagster._utils.tags import is_valid_tag_key
+
+    from dagster_sluicegate.gate import step_tag
+
+    for kind in ("waiting", "request", "settled"):
+        assert is_valid_tag_key(step_tag(kind, step)), step_tag(kind, step)
+    assert step_tag("request", step) != step_tag("request", step + "1")  # never shared
+
+
+def test_the_sensor_form_on_an_asset_that_must_output_is_refused_before_anything_opens(
+    env: Env,
+) -> None:
+    from dagster import DagsterEventType, asset
+
+    from dagster_sluicegate import approval_required
+
+    @asset(tags={"sluicegate/action": "export"})
+    @approval_required(wait="sensor")
+    def must_output() -> int:
+        return 1
+
+    before = env.requests()
+    result = materialize([must_output], raise_on_error=False)
+    assert not result.success and env.requests() == before
+    (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    assert "output_required=False" in failure.step_failure_data.error.message
+
+
+def test_an_asset_without_an_action_fails_closed_naming_the_tag(env: Env) -> None:
+    from dagster import DagsterEventType, asset
+
+    from dagster_sluicegate import approval_required
+
+    @asset
+    @approval_required
+    def untagged() -> int:
+        return 1
+
+    result = materialize([untagged], raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    assert "tag the asset 'sluicegate/action'" in failure.step_failure_data.error.message
+
+
+def test_a_wait_that_is_neither_step_nor_sensor_is_a_clear_error() -> None:
+    from dagster_sluicegate import approval_required
+
+    with pytest.raises(ValueError, match="wait must be 'step' or 'sensor', not 'later'"):
+        approval_required(wait="later")  # type: ignore[call-overload]
+
+
+def test_the_example_definitions_load_and_gate_the_export(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from dagster import Definitions
+    from dagster import materialize as run
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "dagster" / "definitions.py"
+    spec = importlib.util.spec_from_file_location("example_dagster_definitions", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    Definitions.validate_loadable(module.defs)
+    monkeypatch.setenv("SLUICEGATE_SERVER_URL", env.server.url)
+    monkeypatch.setenv("SLUICEGATE_TOKEN", env.tokens["dagster-prod"])
+    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+    resources = module.defs.resources
+    result = run([module.customers, module.customers_export], resources=resources)
+    thread.join(5)
+    assert result.success
+    assert materialized(result)["customers_export"]["sluicegate/approvers"] == "alice, bob"
+    assert [s.name for s in module.defs.sensors or []] == ["partner_export_approvals"]
