@@ -262,6 +262,40 @@ def test_the_op_form_gates_the_job_until_approved(env: Env) -> None:
     assert out.event_specific_data.metadata["sluicegate/request_id"].value == req["id"]
 
 
+@pytest.mark.parametrize("on_timeout", ["allow", "deny"])
+def test_an_expired_request_ends_as_its_rule_says(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_timeout: str
+) -> None:
+    from dagster import DagsterEventType
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        POLICY.read_text().replace(
+            "timeout: 24h\n      on_timeout: deny", f"timeout: 1s\n      on_timeout: {on_timeout}"
+        )
+    )
+    assert f"on_timeout: {on_timeout}" in policy.read_text()
+    db = f"sqlite:///{tmp_path}/sluicegate.db"
+    server = ServerProcess(db, policy, tmp_path, name="expiring").start()
+    try:
+        with Store(db) as store:
+            monkeypatch.setenv(
+                "SLUICEGATE_TEST_TOKEN", store.create_token("dagster-prod", "request")
+            )
+        monkeypatch.setenv("SLUICEGATE_TEST_URL", server.url)
+        g = defs()
+        result = materialize([g.customers, g.customers_export], raise_on_error=False)
+    finally:
+        server.stop()
+    if on_timeout == "allow":  # nobody decided; the rule lets the step go on at its deadline
+        assert result.success and env.ran("customers_export")
+        assert materialized(result)["customers_export"]["sluicegate/status"] == "expired"
+    else:
+        assert not result.success and not env.ran("customers_export")
+        (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+        assert "expired" in failure.step_failure_data.error.message
+
+
 # --------------------------------------------------------------------------- re-execution
 
 
