@@ -119,6 +119,18 @@ def ops_export() -> None:
     ship(approved=gate(extract()))
 
 
+@op(tags={"sluicegate/action": "export"})
+@approval_required(inputs=[CUSTOMERS])
+def ship_decorated(n: int) -> int:
+    mark("ship_decorated")
+    return n
+
+
+@job(executor_def=in_process_executor)
+def ops_decorated() -> None:
+    ship_decorated(extract())
+
+
 late_gate = approval_gate_op(
     "approve_late_export", kind="export", inputs=[CUSTOMERS], wait="sensor"
 )
@@ -145,7 +157,7 @@ nightly_sensor = approval_sensor([nightly_export], minimum_interval_seconds=5)
 
 defs = Definitions(
     assets=[customers, customers_export, export_receipt, nightly_export, orders_summary],
-    jobs=[export_job, ops_export, ops_export_late],
+    jobs=[export_job, ops_export, ops_export_late, ops_decorated],
     sensors=[nightly_sensor, late_sensor],
     resources={"sluicegate": resource()},
 )

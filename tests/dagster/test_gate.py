@@ -296,6 +296,22 @@ def test_an_expired_request_ends_as_its_rule_says(
         assert "expired" in failure.step_failure_data.error.message
 
 
+def test_the_decorator_gates_a_plain_op_with_its_inputs_kept(env: Env) -> None:
+    from dagster import DagsterInstance
+
+    g = defs()
+    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+    result = g.ops_decorated.execute_in_process(
+        instance=DagsterInstance.ephemeral(), resources={"sluicegate": g.resource()}
+    )
+    thread.join(5)
+    assert result.success and env.ran("ship_decorated")
+    assert result.output_for_node("ship_decorated") == 3  # its input passed through the gate
+    req = only_request(env, result.run_id)
+    assert req["action"]["kind"] == "export"  # from the op's tag
+    assert req["action"]["context"]["op"] == "ship_decorated"
+
+
 # --------------------------------------------------------------------------- re-execution
 
 

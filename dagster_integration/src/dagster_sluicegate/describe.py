@@ -3,8 +3,8 @@
 Everything comes from what Dagster already holds about the step, so that most assets need
 nothing but a tag:
 
-- the action's kind from the asset tag ``sluicegate/action`` (``export``, ``write``, ...), or
-  the gate's ``kind=`` argument;
+- the action's kind from the tag ``sluicegate/action`` of the asset (or of the op, for a plain
+  op), or the gate's ``kind=`` argument;
 - its outputs: the assets the step materializes; its inputs: their upstream assets. A dataset
   is named by the ``dagster/table_name`` metadata when the asset has it (``crm.public.customers``,
   so a policy written for the warehouse's tables matches) in the namespace of the
@@ -102,6 +102,7 @@ class StepFacts:
         for spec in specs:  # the first asset's tags and metadata win
             tags = {**spec.tags, **tags}
             meta = {**{k: _scalar(v) for k, v in spec.metadata.items()}, **meta}
+        tags = {**{k: str(v) for k, v in (ctx.op_def.tags or {}).items()}, **tags}  # an op's own
         kind = kind or tags.get(ACTION_TAG)
         if not kind:
             raise Failure(
