@@ -8,6 +8,8 @@ starts, so the benchmark can tell when the gated task's downstream began.
 - ``bench_allowed_gate``: our gate on an action the policy allows (kind ``read``);
 - ``bench_allowed_gate_no_xcom``: the same with ``do_xcom_push=False`` (no XCom written);
 - ``bench_no_gate``: the same DAG without a gate;
+- ``bench_gated_task``: extract -> done, done's body behind its own gate (``@task.sluicegate``
+  on the allowed kind ``read``): no gate task at all;
 - ``bench_plain_task``: the gate's place taken by a trivial ``@task`` (what one more task costs).
 """
 
@@ -50,6 +52,20 @@ def _build(dag_id: str, gate: str | None, **gate_args: object) -> None:
         if gate is None:
             extract() >> done()
             return
+        if gate == "inline":  # done's own body behind its gate: @task.sluicegate
+
+            @task.sluicegate(  # type: ignore[attr-defined]
+                task_id="done", kind="read", inputs=[ORDERS], poll_seconds=POLL_SECONDS
+            )
+            def gated_done() -> None:
+                started = time.time()
+                mark = os.environ.get("SLUICEGATE_BENCH_MARK")
+                if mark:
+                    with open(mark, "w") as fh:
+                        fh.write(repr(started))
+
+            extract() >> gated_done()
+            return
         if gate == "plain":
 
             @task(task_id="approve_export")
@@ -86,4 +102,5 @@ _build("bench_airflow_hitl", "hitl")
 _build("bench_allowed_gate", "read")
 _build("bench_allowed_gate_no_xcom", "read", do_xcom_push=False)
 _build("bench_no_gate", None)
+_build("bench_gated_task", "inline")
 _build("bench_plain_task", "plain")

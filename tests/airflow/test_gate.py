@@ -94,10 +94,12 @@ def reviewer(
 ) -> threading.Thread:
     """A thread that waits for a pending request, then decides as each (who, verdict, comment)."""
 
+    already = {r["id"] for r in env.requests(status="pending")}  # left by earlier tests
+
     def run() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            pending = env.requests(status="pending")
+            pending = [r for r in env.requests(status="pending") if r["id"] not in already]
             if pending:
                 rid = pending[0]["id"]
                 if before is not None:
@@ -235,13 +237,13 @@ def test_the_sensor_waits_for_an_existing_request(env: Env) -> None:
         "summary": "Export customers",
         "inputs": [{"namespace": "postgres://prod:5432", "name": "crm.public.customers"}],
     }
+    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])  # before it opens
     r = httpx.post(
         f"{env.server.url}/api/v1/requests",
         json={"idempotency_key": "sensor-1", "action": action, "requester": {"owner": "carol"}},
         headers=env.auth("airflow-prod"),
     )
     assert r.status_code == 201, r.text
-    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
     run = _dag("wait_for_request").test(run_conf={"request_id": r.json()["id"]})
     thread.join(5)
     assert states(run) == {"wait": "success", "publish": "success"}
@@ -311,3 +313,55 @@ def test_the_example_dag_loads_as_documented() -> None:
     gate = dag.get_task("approve_export")
     assert type(gate).__name__ == "ApprovalGateOperator"
     assert gate.upstream_task_ids == {"extract"} and gate.downstream_task_ids == {"export"}
+
+
+# --------------------------------------------------------------------------- @task.sluicegate
+
+
+def test_a_gated_task_runs_its_body_once_approved_with_its_arguments(env: Env) -> None:
+    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+    run = _dag("inline_pii_export").test()
+    thread.join(5)
+    assert states(run) == {"extract": "success", "export": "success", "receipt": "success"}
+    # the body ran after the resume, with the argument the task was given, and its result
+    # went downstream as any @task's does
+    assert env.ran("inline_pii_export.receipt:exported 120000 rows")
+    (req,) = [
+        r
+        for r in env.requests(job="inline_pii_export.export", status="approved")
+        if r["requester"]["run_id"] == run.run_id
+    ]
+    assert [d["reviewer"] for d in req["decisions"]] == ["alice", "bob"]
+
+
+def test_a_gated_task_denied_never_runs_its_body(
+    env: Env, capfd: pytest.CaptureFixture[str]
+) -> None:
+    for mark in env.marks.glob("inline_pii_export.*"):
+        mark.unlink()
+    thread = reviewer(env, [("bob", "deny", "not for this partner")])
+    run = _dag("inline_pii_export").test()
+    thread.join(5)
+    printed = "".join(capfd.readouterr())
+    assert states(run)["export"] == "failed"
+    assert not env.ran("inline_pii_export.export")
+    assert not any(p.name.startswith("inline_pii_export.receipt") for p in env.marks.iterdir())
+    assert "denied by bob: not for this partner" in printed
+
+
+def test_a_gated_task_the_policy_allows_runs_at_once_and_opens_no_request(env: Env) -> None:
+    before = env.requests()
+    run = _dag("inline_routine_read").test()
+    assert states(run) == {"extract": "success", "export": "success", "receipt": "success"}
+    assert env.ran("inline_routine_read.receipt:exported 120000 rows")
+    assert env.requests() == before
+
+
+def test_the_provider_registers_task_sluicegate() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    decorators = ProvidersManager().taskflow_decorators
+    assert "sluicegate" in decorators
+    from sluicegate_airflow.decorators import sluicegate_task
+
+    assert decorators["sluicegate"] is sluicegate_task

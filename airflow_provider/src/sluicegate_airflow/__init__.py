@@ -5,6 +5,8 @@ approve it:
 
 - :class:`~sluicegate_airflow.operators.ApprovalGateOperator`: the gate task; it defers to an
   :class:`~sluicegate_airflow.triggers.ApprovalTrigger` while people decide (no worker held);
+- ``@task.sluicegate(kind=...)`` (:mod:`sluicegate_airflow.decorators`): a TaskFlow task
+  whose body runs behind its own gate (no separate gate task);
 - :class:`~sluicegate_airflow.operators.ApprovalSensor`: waits on an existing request;
 - :class:`~sluicegate_airflow.hooks.SluicegateHook`: the server of a ``sluicegate`` connection.
 
@@ -52,6 +54,10 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "triggers": [
             {"integration-name": "Sluicegate", "python-modules": ["sluicegate_airflow.triggers"]}
+        ],
+        # ``@task.sluicegate(kind=...)``: a TaskFlow task whose body runs behind its own gate
+        "task-decorators": [
+            {"name": "sluicegate", "class-name": "sluicegate_airflow.decorators.sluicegate_task"}
         ],
         "connection-types": [
             {

@@ -81,21 +81,28 @@ class _Gate:
         raise AirflowFailException(message)  # no retry: a retry would only reattach to it
 
 
-class ApprovalGateOperator(_Gate, BaseOperator):
-    """Halt until the action is allowed or approved (see the module's docstring).
+class _ActionGate(_Gate):
+    """The gate on an action this task describes: open it, defer while it waits, and read the
+    answer when the trigger fires. Shared by :class:`ApprovalGateOperator` (a gate task) and
+    ``@task.sluicegate`` (a task whose body runs behind its own gate)."""
 
-    :param kind: the action (``export``, ``write``, ``delete``, ``grant``, ``deploy``, ...).
-    :param summary: what a reviewer reads first.
-    :param inputs, outputs: datasets as ``{"namespace", "name", "classifications"}`` dicts
-        (or Airflow assets/URIs); default: the task's inlets and outlets.
-    :param context_data: facts for the reviewer (row counts, the query); shown escaped.
-    :param fail_on_deny: False to skip downstream instead of failing when denied.
-    """
+    kind: str
+    summary: str
+    gate_inputs: list[Any] | None
+    gate_outputs: list[Any] | None
+    destination: str | None
+    environment: str | None
+    context_data: dict[str, Any]
+    poll_seconds: float
+    # from BaseOperator
+    dag_id: str
+    task_id: str
+    owner: str
+    inlets: list[Any]
+    outlets: list[Any]
+    log: Any
 
-    template_fields: Sequence[str] = ("summary", "context_data", "destination")
-    ui_color = "#f5d76e"
-
-    def __init__(
+    def _init_gate(
         self,
         *,
         kind: str,
@@ -108,9 +115,7 @@ class ApprovalGateOperator(_Gate, BaseOperator):
         sluicegate_conn_id: str = SluicegateHook.default_conn_name,
         fail_on_deny: bool = True,
         poll_seconds: float = 60.0,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
         self.kind = kind
         self.summary = summary
         self.gate_inputs = list(inputs) if inputs is not None else None
@@ -154,7 +159,8 @@ class ApprovalGateOperator(_Gate, BaseOperator):
             "parent": _parent_run(context),
         }
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def _open_or_defer(self, context: Context) -> RequestOut:
+        """The answer if the step may go on now; raises if refused; defers if it waits."""
         hook = SluicegateHook(self.sluicegate_conn_id)
         with hook.get_conn() as client:
             answer = client.open_gate(
@@ -164,10 +170,10 @@ class ApprovalGateOperator(_Gate, BaseOperator):
             "Sluicegate: %s (rule %s) %s", answer.status, answer.rule, answer.review_url or ""
         )
         if answer.terminal:
-            return self._passed(self._finish(answer))
+            return self._settled(answer)
         expires = answer.expires_at
         timeout = expires - datetime.now(timezone.utc) + DEFER_MARGIN if expires else DEFAULT_DEFER
-        self.defer(
+        self.defer(  # type: ignore[attr-defined]
             trigger=ApprovalTrigger(
                 answer.id,
                 self.sluicegate_conn_id,
@@ -179,11 +185,24 @@ class ApprovalGateOperator(_Gate, BaseOperator):
         )
         raise AssertionError("defer() raises")  # pragma: no cover
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+    def _resumed(self, event: dict[str, Any]) -> RequestOut:
+        """The answer the trigger's event carries (raises if refused)."""
         if event.get("status") == "error":
             raise AirflowFailException(f"Sluicegate: {event.get('error')}")
-        answer = RequestOut.model_validate(event["request"])
-        return self._passed(self._finish(answer))
+        return self._settled(RequestOut.model_validate(event["request"]))
+
+    def _settled(self, answer: RequestOut) -> RequestOut:
+        """``answer`` once it lets the step go on (its release recorded), else raises."""
+        self._sluicegate_answer = answer  # for the OpenLineage facets, asked after execute
+        self._finish(answer)
+        if answer.releases:
+            hook = SluicegateHook(self.sluicegate_conn_id)
+            with hook.get_conn() as client:
+                try:
+                    client.release(answer.id)
+                except Exception as err:  # the approval stands; only the release row is missing
+                    self.log.warning("could not record the release of %s: %s", answer.id, err)
+        return answer
 
     # ---- lineage: Airflow's OpenLineage provider asks the operator for its facets
 
@@ -217,20 +236,62 @@ class ApprovalGateOperator(_Gate, BaseOperator):
             run_facets=run_facets,
         )
 
-    def _finish(self, answer: RequestOut) -> RequestOut:
-        self._sluicegate_answer = answer  # for the OpenLineage facets, asked after execute
-        return super()._finish(answer)
 
-    def _passed(self, answer: RequestOut) -> dict[str, Any]:
-        if answer.releases:
-            hook = SluicegateHook(self.sluicegate_conn_id)
-            with hook.get_conn() as client:
-                try:
-                    client.release(answer.id)
-                except Exception as err:  # the approval stands; only the release row is missing
-                    self.log.warning("could not record the release of %s: %s", answer.id, err)
-        approvers = [d.reviewer for d in answer.decisions if d.verdict.value == "approve"]
-        return {"request_id": answer.id, "status": answer.status, "approvers": approvers}
+class ApprovalGateOperator(_ActionGate, BaseOperator):
+    """Halt until the action is allowed or approved (see the module's docstring).
+
+    :param kind: the action (``export``, ``write``, ``delete``, ``grant``, ``deploy``, ...).
+    :param summary: what a reviewer reads first.
+    :param inputs, outputs: datasets as ``{"namespace", "name", "classifications"}`` dicts
+        (or Airflow assets/URIs); default: the task's inlets and outlets.
+    :param context_data: facts for the reviewer (row counts, the query); shown escaped.
+    :param fail_on_deny: False to skip downstream instead of failing when denied.
+
+    Returns (as its XCom) ``{"request_id", "status", "approvers"}``.
+    """
+
+    template_fields: Sequence[str] = ("summary", "context_data", "destination")
+    ui_color = "#f5d76e"
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        summary: str = "",
+        inputs: Sequence[Any] | None = None,
+        outputs: Sequence[Any] | None = None,
+        destination: str | None = None,
+        environment: str | None = None,
+        context_data: Mapping[str, Any] | None = None,
+        sluicegate_conn_id: str = SluicegateHook.default_conn_name,
+        fail_on_deny: bool = True,
+        poll_seconds: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._init_gate(
+            kind=kind,
+            summary=summary,
+            inputs=inputs,
+            outputs=outputs,
+            destination=destination,
+            environment=environment,
+            context_data=context_data,
+            sluicegate_conn_id=sluicegate_conn_id,
+            fail_on_deny=fail_on_deny,
+            poll_seconds=poll_seconds,
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return _result(self._open_or_defer(context))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        return _result(self._resumed(event))
+
+
+def _result(answer: RequestOut) -> dict[str, Any]:
+    approvers = [d.reviewer for d in answer.decisions if d.verdict.value == "approve"]
+    return {"request_id": answer.id, "status": answer.status, "approvers": approvers}
 
 
 class ApprovalSensor(_Gate, BaseSensorOperator):
@@ -301,7 +362,7 @@ def _parent_run(context: Context) -> dict[str, Any] | None:
             task_id=ti.task_id,
             try_number=ti.try_number,
             logical_date=context.get("logical_date") or context["dag_run"].run_after,
-            map_index=ti.map_index,
+            map_index=ti.map_index if ti.map_index is not None else -1,
         )
     except Exception:  # an API change in the provider: lineage without a parent
         return None

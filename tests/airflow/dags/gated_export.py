@@ -80,3 +80,43 @@ def wait_for_request() -> None:
 
 
 wait_for_request()
+
+
+def _inline(dag_id: str, kind: str, inputs: list[dict[str, str]]) -> None:
+    """extract -> export, the export's body behind its own gate (``@task.sluicegate``)."""
+
+    @dag(
+        dag_id=dag_id,
+        start_date=datetime(2026, 1, 1),
+        schedule=None,
+        catchup=False,
+        default_args={"owner": "carol", "retries": 0},
+    )
+    def build() -> None:
+        @task
+        def extract() -> int:
+            _mark(f"{dag_id}.extract")
+            return 120000
+
+        @task.sluicegate(  # type: ignore[attr-defined]
+            kind=kind,
+            summary=f"{kind} {inputs[0]['name']} for the partner",
+            inputs=inputs,
+            outputs=[BUCKET],
+            poll_seconds=5.0,
+        )
+        def export(rows: int) -> str:
+            _mark(f"{dag_id}.export")
+            return f"exported {rows} rows"
+
+        @task
+        def receipt(message: str) -> None:
+            _mark(f"{dag_id}.receipt:{message}")
+
+        receipt(export(extract()))
+
+    build()
+
+
+_inline("inline_pii_export", "export", [CUSTOMERS])
+_inline("inline_routine_read", "read", [ORDERS])

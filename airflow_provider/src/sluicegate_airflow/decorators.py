@@ -1,0 +1,94 @@
+"""``@task.sluicegate``: a TaskFlow task whose body runs behind its own approval gate.
+
+::
+
+    @task.sluicegate(kind="export", inputs=[CUSTOMERS], outputs=[PARTNER_FILE])
+    def export(rows: int) -> str:
+        ...  # runs only once the policy allows it or the stewards approved it
+
+One task instead of a gate task and the task it guards: an action the policy allows costs the
+step one round trip and nothing else (no extra task instance, which costs Airflow far more
+than the check). When the action needs approval the task defers like
+:class:`~sluicegate_airflow.operators.ApprovalGateOperator` (no worker held) and, once
+approved, runs the body in the resumed task with the arguments it was given. Denied, the body
+never runs and the task fails without retrying (``fail_on_deny=False``: skipped). It takes the
+same gate arguments as ``ApprovalGateOperator``, and returns what the body returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
+from airflow.sdk import Context
+from airflow.sdk.bases.decorator import task_decorator_factory
+
+from sluicegate_airflow.hooks import SluicegateHook
+from sluicegate_airflow.operators import _ActionGate
+
+__all__ = ["sluicegate_task"]
+
+
+class _GatedPythonOperator(_ActionGate, _PythonDecoratedOperator):
+    """The operator behind ``@task.sluicegate``: the gate, then the decorated function."""
+
+    template_fields: Sequence[str] = (
+        *_PythonDecoratedOperator.template_fields,
+        "summary",
+        "context_data",
+        "destination",
+    )
+    custom_operator_name = "@task.sluicegate"
+    ui_color = "#f5d76e"
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        summary: str = "",
+        inputs: Sequence[Any] | None = None,
+        outputs: Sequence[Any] | None = None,
+        destination: str | None = None,
+        environment: str | None = None,
+        context_data: Mapping[str, Any] | None = None,
+        sluicegate_conn_id: str = SluicegateHook.default_conn_name,
+        fail_on_deny: bool = True,
+        poll_seconds: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._init_gate(
+            kind=kind,
+            summary=summary,
+            inputs=inputs,
+            outputs=outputs,
+            destination=destination,
+            environment=environment,
+            context_data=context_data,
+            sluicegate_conn_id=sluicegate_conn_id,
+            fail_on_deny=fail_on_deny,
+            poll_seconds=poll_seconds,
+        )
+
+    def execute(self, context: Context) -> Any:
+        self._open_or_defer(context)  # returns only when the body may run
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        self._resumed(event)  # raises unless the request let the step go on
+        return super().execute(context)
+
+
+def sluicegate_task(
+    python_callable: Callable[..., Any] | None = None,
+    multiple_outputs: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``@task.sluicegate(kind=..., ...)`` (see the module's docstring)."""
+    return task_decorator_factory(
+        python_callable=python_callable,
+        multiple_outputs=multiple_outputs,
+        decorated_operator_class=_GatedPythonOperator,
+        **kwargs,
+    )
