@@ -37,6 +37,7 @@ from sluicegate.exceptions import ConfigError
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "DEFAULT_DB_URL",
+    "PrefectSettings",
     "Settings",
     "SlackSettings",
     "TeamsSettings",
@@ -96,6 +97,42 @@ class WebhookSettings(_Section):
     secret: SecretStr | None = None
 
 
+class PrefectSettings(_Section):
+    """Prefect's API: the server resumes a paused flow run the moment its gate is decided.
+
+    ``api_url`` is what ``PREFECT_API_URL`` is for Prefect's own clients
+    (``http://prefect:4200/api``; for Prefect Cloud
+    ``https://api.prefect.cloud/api/accounts/<id>/workspaces/<id>``). Prefect Cloud takes an
+    ``api_key`` (sent as a bearer token); a self-hosted server behind basic auth takes its
+    ``auth_string`` (``user:password``, what ``PREFECT_API_AUTH_STRING`` holds). Unset, no
+    flow run is resumed by the server and the gates fall back to their own long poll.
+    """
+
+    api_url: str | None = None
+    api_key: SecretStr | None = None
+    auth_string: SecretStr | None = None
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"Prefect API URL {value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> PrefectSettings:
+        if self.api_key is not None and self.auth_string is not None:
+            raise ValueError(
+                "set api_key (Prefect Cloud) or auth_string (self-hosted basic auth), not both"
+            )
+        if self.auth_string is not None and ":" not in self.auth_string.get_secret_value():
+            raise ValueError("auth_string must be user:password")
+        return self
+
+
 class Settings(BaseSettings):
     """Sluicegate's settings. Build them with :func:`load_settings`."""
 
@@ -128,6 +165,7 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     teams: TeamsSettings = Field(default_factory=TeamsSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    prefect: PrefectSettings = Field(default_factory=PrefectSettings)
 
     @field_validator("db_url")
     @classmethod

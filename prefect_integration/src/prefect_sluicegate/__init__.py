@@ -1,16 +1,34 @@
-"""Prefect integration for Sluicegate.
+"""Prefect integration for Sluicegate: action-level approvals for data pipelines.
 
 Sluicegate halts a step that is about to touch a sensitive asset until the policy's reviewers
-approve it. This package will hold the Prefect side: a task/flow helper that pauses the run
-until approval, and a Block for configuration. Prefect finds it through the
-``prefect.collections`` entry point. It imports the core (``sluicegate``) and Prefect, never
-another orchestrator's adapter.
+approve it. Here, on Prefect 3:
 
-Nothing is implemented yet: this release only reserves the distribution and import name.
+- :func:`approval_gate` (and :func:`approval_gate_async`): called in a flow or a task, it opens
+  the gate and, while people decide, pauses (or suspends) the flow run; the Sluicegate server
+  resumes the run through Prefect's API the moment the request ends;
+- :class:`SluicegateConfig`: a Block with the server's URL and a request token;
+- :class:`GateDecision`: the run input a paused run waits for (no defaults: a bare resume is
+  refused).
+
+Prefect finds the package through the ``prefect.collections`` entry point (which registers the
+Block). It imports the core (``sluicegate``) and Prefect, never another orchestrator's adapter.
 """
 
 from __future__ import annotations
 
+from prefect_sluicegate.blocks import SluicegateConfig
+from prefect_sluicegate.decision import GateDecision
+from prefect_sluicegate.gate import ApprovalRefused, approval_gate, approval_gate_async
+from prefect_sluicegate.identity import idempotency_key
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "ApprovalRefused",
+    "GateDecision",
+    "SluicegateConfig",
+    "__version__",
+    "approval_gate",
+    "approval_gate_async",
+    "idempotency_key",
+]

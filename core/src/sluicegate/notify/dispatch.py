@@ -12,11 +12,14 @@ up). What a target receives for each change:
     slack-dm:<id>   DM with buttons              chat.update of that DM (an escalation: a DM)
     teams           Adaptive Card, signed links  the end, a reminder, an escalation: a card
     webhook         JSON, HMAC-signed            every change: JSON, HMAC-signed
+    prefect:<run>   (nothing)                    the end: resumes the paused flow run
 
 A channel that answers 429 is retried after its ``Retry-After``; one that is down or answers
 5xx after a backoff (2, 4, 8 ... s, at most 5 minutes); one that refuses for good (a bad token,
-an unknown channel, 4xx) is not retried. Secrets (tokens, webhook URLs, the signing secret) go
-into requests, never into logs, errors or audit rows.
+an unknown channel, 4xx) is not retried. Prefect answering that the run is not paused (its
+gate resumed it itself, or it already ended) is final too: the gate does not depend on it.
+Secrets (tokens, webhook URLs, the signing secret, Prefect's API key) go into requests, never
+into logs, errors or audit rows.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import httpx
 
 from sluicegate.links import sign_link
 from sluicegate.model import ApprovalRequest, utcnow
+from sluicegate.notify.errors import BACKOFF, SendError
 from sluicegate.notify.messages import (
     MessageView,
     followup_text,
@@ -42,6 +46,7 @@ from sluicegate.notify.messages import (
     webhook_body,
 )
 from sluicegate.notify.outbox import Planner, plan_followups
+from sluicegate.notify.prefect import resume_flow_run
 from sluicegate.notify.signing import sign_webhook
 from sluicegate.settings import Settings
 from sluicegate.store import Store
@@ -54,16 +59,6 @@ log = logging.getLogger("sluicegate.notify")
 #: Attempts before a row is given up (the backoff then totals about 17 minutes).
 MAX_ATTEMPTS = 10
 _SKIP = {"skipped": True}
-#: ``SendError.retry_after`` for "try again after the row's backoff" (2, 4, 8 ... s).
-BACKOFF = -1.0
-
-
-class SendError(Exception):
-    """A failed send; ``retry_after`` None means it will not succeed by trying again."""
-
-    def __init__(self, message: str, retry_after: float | None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 def _backoff(attempts: int) -> float:
@@ -199,8 +194,10 @@ class Dispatcher:
         }
 
     def _send(self, row: OutboxRow, request: ApprovalRequest) -> dict[str, Any]:
-        view = self._view(request)
         scheme, _, rest = row.target.partition(":")
+        if scheme == "prefect":
+            return resume_flow_run(self._http, self.settings.prefect, rest, request)
+        view = self._view(request)
         if scheme == "webhook":
             return self._webhook(view, row.kind)
         if scheme == "teams":

@@ -11,10 +11,17 @@ creation went to, so a policy edited meanwhile changes nothing for requests alre
 :func:`plan_followups` (the dispatcher's periodic sweep) plans reminders (``remind_after``,
 to the same targets) and escalations (``escalate_after``, to those targets and to the
 reviewers of ``escalate_to``), each once.
+
+A request opened by a Prefect flow run (requester orchestrator ``prefect``, its ``run_id`` the
+flow run's UUID) also gets the target ``prefect:<flow run id>`` when Prefect's API is
+configured: the dispatcher resumes that paused run once the request ends. Only the request's
+terminal change goes there (not its creation, no decision in between, no reminder): a paused
+run is resumed once, with the outcome.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +34,10 @@ from sluicegate.store import Store
 from sluicegate.store.outbox import OutboxTable
 from sluicegate.store.schema import outbox, requests
 
-__all__ = ["Channels", "Planner", "plan_followups"]
+__all__ = ["END_KINDS", "Channels", "Planner", "plan_followups", "prefect_target"]
+
+#: The changes that end a request (``request.<terminal status>``).
+END_KINDS = frozenset(f"request.{s.value}" for s in Status if s.terminal)
 
 
 @dataclass(frozen=True)
@@ -39,10 +49,12 @@ class Channels:
     teams: bool = False
     webhook: bool = False
     slack_dm_reviewers: bool = False
+    #: Prefect's API is configured: paused Prefect flow runs are resumed by the server.
+    prefect: bool = False
 
     @property
     def any(self) -> bool:
-        return self.slack_bot or self.slack_webhook or self.teams or self.webhook
+        return self.slack_bot or self.slack_webhook or self.teams or self.webhook or self.prefect
 
     def accepts(self, target: str) -> bool:
         scheme = target.split(":", 1)[0]
@@ -53,6 +65,21 @@ class Channels:
         if scheme == "teams":
             return self.teams
         return scheme == "webhook" and self.webhook
+
+
+def prefect_target(request: ApprovalRequest) -> str | None:
+    """``prefect:<flow run id>`` for a request a Prefect flow run opened, else None.
+
+    The run id must be a UUID (what Prefect's flow run ids are): anything else cannot name a
+    flow run, and would only fail at every resume attempt.
+    """
+    requester = request.requester
+    if requester.orchestrator != "prefect":
+        return None
+    try:
+        return f"prefect:{uuid.UUID(requester.run_id)}"
+    except ValueError:
+        return None
 
 
 def _row(rid: str, kind: str, target: str, extra: str = "") -> tuple[str, str, str, dict[str, str]]:
@@ -80,7 +107,11 @@ class Planner:
             extra = ""
             if kind == "decision.recorded" and request.decisions:
                 extra = request.decisions[-1].reviewer
-            rows = [_row(rid, kind, t, extra) for t in self.table.targets_of(conn, rid)]
+            targets = self.table.targets_of(conn, rid)
+            prefect = prefect_target(request) if self.channels.prefect else None
+            if prefect is not None and kind in END_KINDS:
+                targets.append(prefect)
+            rows = [_row(rid, kind, t, extra) for t in targets]
         self.table.enqueue(conn, rid, rows)
         if rows and self.wake is not None:
             self.table.store.on_commit(self.wake)

@@ -150,4 +150,5 @@ def channels_of(settings: Settings) -> Channels:
         teams=settings.teams.webhook_url is not None,
         webhook=settings.webhook.url is not None,
         slack_dm_reviewers=settings.slack.dm_reviewers,
+        prefect=settings.prefect.api_url is not None,
     )

@@ -1,0 +1,460 @@
+"""The approval gate in real Prefect: flows run against ``prefect_test_harness`` (a temporary
+Prefect API server) and the real Sluicegate server as a subprocess, which resumes paused runs
+through that harness's API. A reviewer thread decides through Sluicegate's API the way a
+person would, once the request is pending and Prefect shows the run Paused.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prefect import flow, task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import State, StateType
+from prefect.testing.utilities import prefect_test_harness
+from sqlalchemy import select
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
+
+from serverproc import POLICY, ServerProcess, free_port
+
+from prefect_sluicegate import ApprovalRefused, SluicegateConfig, approval_gate
+from sluicegate.store import Store
+from sluicegate.store.outbox import OutboxTable
+from sluicegate.store.schema import audit_events
+
+CUSTOMERS = {"namespace": "postgres://prod:5432", "name": "crm.public.customers"}
+BUCKET = "s3://partner-share/exports/customers.csv"
+
+
+class Sluicegate:
+    """One Sluicegate server, its tokens, and what a test asks of it."""
+
+    def __init__(self, server: ServerProcess, tokens: dict[str, str], block: str) -> None:
+        self.server, self.tokens, self.block = server, tokens, block
+
+    def call(self, who: str, method: str, path: str, **kw: Any) -> Any:
+        r = httpx.request(
+            method,
+            f"{self.server.url}{path}",
+            headers={"Authorization": f"Bearer {self.tokens[who]}"},
+            timeout=30,
+            **kw,
+        )
+        assert r.is_success, r.text
+        return r.json()
+
+    def requests(self, job: str, status: str | None = None) -> list[dict[str, Any]]:
+        params = {"job": job, **({"status": status} if status else {})}
+        items: list[dict[str, Any]] = self.call("alice", "GET", "/api/v1/requests", params=params)[
+            "items"
+        ]
+        return items
+
+    def decide(self, rid: str, who: str, verdict: str, comment: str = "") -> None:
+        body = {"verdict": verdict, "comment": comment}
+        self.call(who, "POST", f"/api/v1/requests/{rid}/decisions", json=body)
+
+    def audit(self, kind: str, rid: str) -> list[Any]:
+        with Store(self.server.db_url) as store, store.read() as conn:
+            stmt = select(audit_events).where(
+                audit_events.c.kind == kind, audit_events.c.request_id == rid
+            )
+            return list(conn.execute(stmt).all())
+
+    def outbox(self, rid: str) -> list[dict[str, Any]]:
+        with Store(self.server.db_url) as store:
+            return OutboxTable(store).rows(rid)
+
+
+QUICK_POLICY = """\
+version: 1
+default: allow
+reviewers:
+  - {id: alice, groups: [data-stewards]}
+  - {id: bob, groups: [data-stewards]}
+rules:
+  - name: deploy-unless-objected
+    match: {actions: [deploy]}
+    outcome: require
+    require: {approvals: 1, groups: [data-stewards], timeout: 2s, on_timeout: allow}
+  - name: delete-needs-a-yes
+    match: {actions: [delete]}
+    outcome: require
+    require: {approvals: 1, groups: [data-stewards], timeout: 2s, on_timeout: deny}
+"""
+
+
+def _sluicegate(work: Path, name: str, prefect_api: str, policy: Path = POLICY) -> Sluicegate:
+    db = f"sqlite:///{work}/{name}.db"
+    (work / f"{name}-openlineage.yml").write_text(
+        f"transport:\n  type: file\n  log_file_path: {work / name}-gates.jsonl\n  append: true\n"
+    )
+    env = {
+        "SLUICEGATE_PREFECT__API_URL": prefect_api,
+        "OPENLINEAGE_CONFIG": str(work / f"{name}-openlineage.yml"),
+    }
+    server = ServerProcess(db, policy, work, name=name, env=env, log_level="info").start()
+    with Store(db) as store:
+        tokens = {"prefect": store.create_token("prefect-prod", "request")}
+        tokens |= {r: store.create_token(r, "review") for r in ("alice", "bob")}
+    SluicegateConfig(server_url=server.url, token=tokens["prefect"]).save(name, overwrite=True)
+    return Sluicegate(server, tokens, name)
+
+
+@pytest.fixture(scope="module")
+def prefect_api() -> Iterator[str]:
+    from prefect.settings import PREFECT_API_URL
+
+    with prefect_test_harness(server_startup_timeout=60):
+        url = PREFECT_API_URL.value()
+        assert url, "the harness set no API URL"
+        yield str(url)
+
+
+@pytest.fixture(scope="module")
+def sg(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sluicegate]:
+    s = _sluicegate(tmp_path_factory.mktemp("prefect-gate"), "sluicegate", prefect_api)
+    try:
+        yield s
+    finally:
+        s.server.stop()
+
+
+@pytest.fixture(scope="module")
+def deaf(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sluicegate]:
+    """A server whose Prefect API URL leads nowhere: it can never resume a run."""
+    nowhere = f"http://127.0.0.1:{free_port()}/api"
+    s = _sluicegate(tmp_path_factory.mktemp("prefect-deaf"), "deaf", nowhere)
+    try:
+        yield s
+    finally:
+        s.server.stop()
+
+
+@pytest.fixture(scope="module")
+def quick(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sluicegate]:
+    """A server whose rules time out after 2 s: deploys then go ahead, deletes do not."""
+    work = tmp_path_factory.mktemp("prefect-quick")
+    (work / "policy.yaml").write_text(QUICK_POLICY)
+    s = _sluicegate(work, "quick", prefect_api, work / "policy.yaml")
+    try:
+        yield s
+    finally:
+        s.server.stop()
+
+
+# ---- the flows under test: extract, gate, export (each step leaves a mark)
+
+MARKS: list[tuple[str, str]] = []  # (flow run id, step), appended as steps run
+
+
+def _mark(step: str) -> None:
+    from prefect.runtime import flow_run
+
+    MARKS.append((str(flow_run.id), step))
+
+
+@task
+def extract() -> int:
+    _mark("extract")
+    return 120_000
+
+
+@task
+def export(rows: int) -> str:
+    _mark("export")
+    return f"exported {rows} rows"
+
+
+@flow(name="crm-export")
+def crm_export(block: str, kind: str = "export") -> dict[str, Any]:
+    rows = extract()
+    answer = approval_gate(
+        kind,
+        summary="Export customers to the partner bucket",
+        inputs=[CUSTOMERS],
+        outputs=[BUCKET],
+        destination=BUCKET,
+        context={"rows": rows},
+        config=block,
+    )
+    return {"result": export(rows), "request": answer.id, "status": answer.status}
+
+
+@task(retries=1, retry_delay_seconds=0)
+def gated_publish(block: str) -> str:
+    """A task that gates, then fails once after passing the gate: the retry reattaches."""
+    answer = approval_gate("export", inputs=[CUSTOMERS], outputs=[BUCKET], config=block)
+    _mark(f"passed:{answer.id}")
+    from prefect.runtime import task_run
+
+    if task_run.run_count == 1:
+        raise RuntimeError("the partner bucket hiccuped")
+    export(1)
+    return answer.id
+
+
+@flow(name="crm-publish")
+def crm_publish(block: str) -> str:
+    return gated_publish(block)
+
+
+RERUNS: dict[str, list[int]] = {}  # flow run id -> Prefect's run_count at each gate passed
+
+
+@flow(name="crm-rerun", retries=2, retry_delay_seconds=0)
+def crm_rerun(block: str) -> str:
+    """A flow that fails once after its gate: its re-run (same flow run) reattaches.
+
+    Two retries: with ``retries=1``, Prefect 3.9.1 did not retry this flow once it had been
+    paused and resumed (observed here: the pause uses up one of the flow's retries).
+    """
+    from prefect.runtime import flow_run
+
+    answer = approval_gate("export", inputs=[CUSTOMERS], outputs=[BUCKET], config=block)
+    _mark(f"passed:{answer.id}")
+    tries = RERUNS.setdefault(str(flow_run.id), [])
+    tries.append(flow_run.run_count)
+    if len(tries) == 1:
+        raise RuntimeError("the worker was preempted")
+    return answer.id
+
+
+# ---- helpers
+
+
+def start(fn: Callable[..., Any], **kwargs: Any) -> Future[State]:
+    """Run a flow in a thread (it blocks while paused); its final state."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(fn, return_state=True, **kwargs)
+    pool.shutdown(wait=False)
+    return future
+
+
+def flow_run_state(run_id: str) -> StateType | None:
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(uuid.UUID(run_id)).state
+    return state.type if state is not None else None
+
+
+def state_history(run_id: str) -> list[StateType]:
+    with get_client(sync_client=True) as client:
+        return [s.type for s in client.read_flow_run_states(uuid.UUID(run_id))]
+
+
+def paused_request(sg: Sluicegate, job: str, timeout: float = 60) -> dict[str, Any]:
+    """The job's pending request once Prefect shows its flow run Paused."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = sg.requests(job, "pending")
+        if pending and flow_run_state(pending[0]["requester"]["run_id"]) == StateType.PAUSED:
+            return pending[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no paused flow run with a pending request for {job}")
+
+
+def marks(run_id: str) -> list[str]:
+    return [step for rid, step in MARKS if rid == run_id]
+
+
+# ---- tests
+
+
+def test_an_approved_export_pauses_the_flow_and_goes_on_when_the_decision_lands(
+    sg: Sluicegate,
+) -> None:
+    future = start(crm_export, block=sg.block)
+    request = paused_request(sg, "crm-export")
+    run_id = request["requester"]["run_id"]
+    assert marks(run_id) == ["extract"]  # halted before the export
+    sg.decide(request["id"], "alice", "approve")
+    decided = time.monotonic()
+    sg.decide(request["id"], "bob", "approve", "partner contract checked")
+    state = future.result(timeout=60)
+    continued = time.monotonic() - decided
+
+    assert state.is_completed(), state
+    result = state.result()
+    assert result["status"] == "approved" and result["request"] == request["id"]
+    assert marks(run_id) == ["extract", "export"]
+    # Well inside the pause's own poll (60 s): the server's resume and the gate's long poll.
+    assert continued < 10, continued
+    assert StateType.PAUSED in state_history(run_id)
+    (resume,) = [r for r in sg.outbox(request["id"]) if r["target"] == f"prefect:{run_id}"]
+    assert (resume["status"], json.loads(resume["result"])) == ("sent", {"status": "ACCEPT"})
+    assert len(sg.audit("gate.released", request["id"])) == 1
+    requester = request["requester"]
+    assert (requester["orchestrator"], requester["job"]) == ("prefect", "crm-export")
+    assert requester["parent"] == {"namespace": "prefect", "name": "crm-export", "run_id": run_id}
+
+
+def test_the_gates_lineage_events_name_the_flow_run_as_parent(sg: Sluicegate) -> None:
+    future = start(crm_export, block=sg.block)
+    request = paused_request(sg, "crm-export")
+    for who in ("alice", "bob"):
+        sg.decide(request["id"], who, "approve")
+    assert future.result(timeout=60).is_completed()
+    run_id = request["requester"]["run_id"]
+    events_file = sg.server.workdir / "sluicegate-gates.jsonl"
+    deadline = time.monotonic() + 20
+    while True:  # the server emits from a background thread
+        lines = events_file.read_text().splitlines() if events_file.exists() else []
+        events = [json.loads(line) for line in lines]
+        ours = [
+            e
+            for e in events
+            if e["run"]["facets"].get("parent", {}).get("run", {}).get("runId") == run_id
+        ]
+        if {e["eventType"] for e in ours} >= {"START", "COMPLETE"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert {e["eventType"] for e in ours} >= {"START", "COMPLETE"}, events
+    parent = ours[0]["run"]["facets"]["parent"]
+    assert (parent["job"]["namespace"], parent["job"]["name"]) == ("prefect", "crm-export")
+
+
+def test_a_denied_export_fails_the_flow_with_the_reviewer_and_comment(sg: Sluicegate) -> None:
+    future = start(crm_export, block=sg.block)
+    request = paused_request(sg, "crm-export")
+    sg.decide(request["id"], "bob", "deny", "not with this partner")
+    state = future.result(timeout=60)
+
+    assert state.is_failed(), state
+    with pytest.raises(ApprovalRefused, match="was denied by bob: not with this partner"):
+        state.result()
+    assert marks(request["requester"]["run_id"]) == ["extract"]  # the export never ran
+
+
+def test_an_action_the_policy_allows_goes_on_without_a_pause(sg: Sluicegate) -> None:
+    state = crm_export(block=sg.block, kind="read", return_state=True)
+    assert state.is_completed(), state
+    result = state.result()
+    assert result["status"] == "allowed"
+    run_id = str(state.state_details.flow_run_id)
+    assert marks(run_id) == ["extract", "export"]
+    assert StateType.PAUSED not in state_history(run_id)
+
+
+def test_a_resume_without_the_servers_decision_approves_nothing(
+    sg: Sluicegate, prefect_api: str
+) -> None:
+    future = start(crm_export, block=sg.block)
+    request = paused_request(sg, "crm-export")
+    run_id = request["requester"]["run_id"]
+    resume = f"{prefect_api}/flow_runs/{run_id}/resume"
+
+    bare = httpx.post(resume, json={}, timeout=30).json()  # Prefect's UI "Resume", no input
+    assert bare["status"] == "REJECT", bare
+    assert flow_run_state(run_id) == StateType.PAUSED
+
+    # A complete but made-up input: Prefect accepts it and the run is Running again, yet the
+    # gate asks the server, which still holds a pending request, and keeps the export waiting.
+    forged = {"run_input": {"request_id": request["id"], "status": "approved"}}
+    assert httpx.post(resume, json=forged, timeout=30).json()["status"] == "ACCEPT"
+    assert flow_run_state(run_id) == StateType.RUNNING
+    sg.decide(request["id"], "alice", "deny", "nobody approved this")
+    state = future.result(timeout=60)
+    assert state.is_failed(), state
+    assert marks(run_id) == ["extract"]
+    with pytest.raises(ApprovalRefused, match="denied by alice: nobody approved this"):
+        state.result()
+
+
+def test_a_retried_task_reattaches_to_its_request(sg: Sluicegate) -> None:
+    future = start(crm_publish, block=sg.block)
+    request = paused_request(sg, "crm-publish.gated_publish")
+    for who in ("alice", "bob"):
+        sg.decide(request["id"], who, "approve")
+    state = future.result(timeout=60)
+
+    assert state.is_completed(), state
+    run_id = request["requester"]["run_id"]
+    # Both tries passed the same request; the second without pausing again.
+    assert marks(run_id) == [f"passed:{request['id']}", f"passed:{request['id']}", "export"]
+    assert state_history(run_id).count(StateType.PAUSED) == 1
+    assert [r["id"] for r in sg.requests("crm-publish.gated_publish")] == [request["id"]]
+
+
+def test_a_rerun_flow_reattaches_to_its_request(sg: Sluicegate) -> None:
+    future = start(crm_rerun, block=sg.block)
+    request = paused_request(sg, "crm-rerun")
+    for who in ("alice", "bob"):
+        sg.decide(request["id"], who, "approve")
+    state = future.result(timeout=60)
+
+    assert state.is_completed(), state
+    run_id = request["requester"]["run_id"]
+    assert marks(run_id) == [f"passed:{request['id']}", f"passed:{request['id']}"]
+    assert state_history(run_id).count(StateType.PAUSED) == 1
+    assert [r["id"] for r in sg.requests("crm-rerun")] == [request["id"]]
+    assert len(RERUNS[run_id]) == 2 and RERUNS[run_id][1] > RERUNS[run_id][0], RERUNS
+
+
+def test_when_the_server_cannot_reach_prefect_the_gate_resumes_the_run(deaf: Sluicegate) -> None:
+    future = start(crm_export, block=deaf.block)
+    request = paused_request(deaf, "crm-export")
+    for who in ("alice", "bob"):
+        deaf.decide(request["id"], who, "approve")
+    state = future.result(timeout=60)
+
+    assert state.is_completed(), state
+    run_id = request["requester"]["run_id"]
+    assert marks(run_id) == ["extract", "export"]
+    history = state_history(run_id)
+    assert history.index(StateType.PAUSED) < len(history) - 1
+    # The server's own resume never got through (it keeps retrying with backoff).
+    (resume,) = [r for r in deaf.outbox(request["id"]) if r["target"] == f"prefect:{run_id}"]
+    assert resume["status"] == "pending" and resume["last_error"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "goes_on"), [("deploy", True), ("delete", False)], ids=["allow", "deny"]
+)
+def test_an_expired_request_does_what_the_rule_says(
+    quick: Sluicegate, kind: str, goes_on: bool
+) -> None:
+    future = start(crm_export, block=quick.block, kind=kind)
+    request = paused_request(quick, "crm-export")  # nobody decides: it expires after 2 s
+    state = future.result(timeout=60)
+
+    run_id = request["requester"]["run_id"]
+    assert StateType.PAUSED in state_history(run_id)
+    if goes_on:
+        assert state.is_completed(), state
+        assert state.result()["status"] == "expired"
+        assert marks(run_id) == ["extract", "export"]
+        assert len(quick.audit("gate.released", request["id"])) == 1
+    else:
+        assert state.is_failed(), state
+        assert marks(run_id) == ["extract"]
+        with pytest.raises(ApprovalRefused, match="was expired"):
+            state.result()
+
+
+def test_the_config_block_round_trips_and_hides_its_token(sg: Sluicegate) -> None:
+    loaded = SluicegateConfig.load(sg.block)
+    assert loaded.server_url == sg.server.url
+    assert loaded.token.get_secret_value() == sg.tokens["prefect"]
+    assert sg.tokens["prefect"] not in repr(loaded)
+    with get_client(sync_client=True) as client:
+        block_type = client.read_block_type_by_slug("sluicegate-config")
+    assert block_type.name == "Sluicegate Config"
+
+
+def test_the_gate_outside_a_flow_run_and_bad_arguments_are_clear_errors() -> None:
+    with pytest.raises(RuntimeError, match="inside a Prefect flow or task"):
+        approval_gate("export", server_url="http://127.0.0.1:9")
+    with pytest.raises(ValueError, match="must start with http"):
+        SluicegateConfig(server_url="sluicegate.example.com", token="t")
+    with pytest.raises(ValueError, match="scheme://authority/name"):
+        approval_gate("export", outputs=["customers.csv"], server_url="http://127.0.0.1:9")
