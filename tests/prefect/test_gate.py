@@ -458,3 +458,26 @@ def test_the_gate_outside_a_flow_run_and_bad_arguments_are_clear_errors() -> Non
         SluicegateConfig(server_url="sluicegate.example.com", token="t")
     with pytest.raises(ValueError, match="scheme://authority/name"):
         approval_gate("export", outputs=["customers.csv"], server_url="http://127.0.0.1:9")
+
+
+def test_the_example_flow_pauses_and_exports_once_approved(
+    sg: Sluicegate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "prefect" / "crm_export.py"
+    spec = importlib.util.spec_from_file_location("example_prefect_crm_export", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # the example reads the core client's settings from the environment
+    monkeypatch.setenv("SLUICEGATE_SERVER_URL", sg.server.url)
+    monkeypatch.setenv("SLUICEGATE_TOKEN", sg.tokens["prefect"])
+    future = start(module.crm_export)
+    request = paused_request(sg, "crm-export")
+    assert request["requester"]["owner"] == "carol"
+    sg.decide(request["id"], "alice", "approve")
+    sg.decide(request["id"], "bob", "approve")
+    state = future.result(timeout=60)
+    assert state.is_completed(), state
+    assert sg.requests("crm-export", "approved")[0]["id"] == request["id"]
