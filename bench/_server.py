@@ -7,6 +7,7 @@
   RLIMIT_NOFILE raised, and its CPU time and memory read from ``/proc/<pid>``;
 - :class:`RawConn`: a minimal HTTP/1.1 keep-alive client on asyncio streams (much cheaper
   per request than httpx, so the load generator steals less CPU from the server);
+- :func:`quiet`: this process's output to a log file (the orchestrator benchmarks);
 - small statistics and ``/proc`` helpers.
 
 Not a benchmark itself; nothing here talks to anything but 127.0.0.1.
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,27 @@ EXAMPLES = REPO / "examples"
 POLICY = EXAMPLES / "policy.yaml"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 REQUESTER = {"orchestrator": "bench", "job": "bench.server", "run_id": "run-1", "step": "gate"}
+
+
+@contextlib.contextmanager
+def quiet(log_path: Path) -> Iterator[None]:
+    """Send this process's stdout/stderr (an orchestrator's and its tasks' logs) to
+    ``log_path``, at the file-descriptor level, so subprocesses' output goes there too."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 # --------------------------------------------------------------------------- limits, /proc

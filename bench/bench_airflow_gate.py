@@ -78,7 +78,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -87,7 +87,7 @@ HERE = Path(__file__).resolve().parent
 DAGS = HERE / "airflow_dags"
 sys.path.insert(0, str(HERE))
 
-from _server import HOST, POLICY, ServerProcess, free_port, pct  # noqa: E402
+from _server import HOST, POLICY, ServerProcess, free_port, pct, quiet  # noqa: E402
 
 SG_DAG = "bench_sluicegate_gate"
 HITL_DAG = "bench_airflow_hitl"
@@ -127,26 +127,6 @@ def prepare_home(work: Path) -> dict[str, str]:
     }
     os.environ.update(env)
     return {"password": password}
-
-
-@contextlib.contextmanager
-def quiet(log_path: Path) -> Iterator[None]:
-    """Send this process's stdout/stderr (dag.test's and the tasks' logs) to ``log_path``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log_path, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 def say(*parts: object) -> None:

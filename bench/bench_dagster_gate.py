@@ -35,7 +35,6 @@ What it measures (decision -> the gated body starts)
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import random
@@ -51,7 +50,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _server import HOST, POLICY, ServerProcess, pct  # noqa: E402
+from _server import HOST, POLICY, ServerProcess, pct, quiet  # noqa: E402
 
 GOAL_P95_S = 0.25
 REFERENCE = "earlier session, this machine: RetryRequested(30 s) 14.5 s median, 25.8 s max"
@@ -62,26 +61,6 @@ FLAG = "SLUICEGATE_BENCH_FLAG"
 
 def say(*parts: object) -> None:
     print(*parts, flush=True)
-
-
-@contextlib.contextmanager
-def quiet(log_path: Path) -> Iterator[None]:
-    """This process's stdout/stderr (Dagster prints every event) to ``log_path``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log_path, "ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 def load() -> str:
