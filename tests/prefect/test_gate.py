@@ -481,3 +481,152 @@ def test_the_example_flow_pauses_and_exports_once_approved(
     state = future.result(timeout=60)
     assert state.is_completed(), state
     assert sg.requests("crm-export", "approved")[0]["id"] == request["id"]
+
+
+# ---- suspend=True: a deployed flow, served by a runner in a subprocess
+
+
+class Served:
+    """The runner serving ``suspend_flows.crm_export_suspended`` as a deployment."""
+
+    deployment = "crm-export-suspended/tests"
+
+    def __init__(self, work: Path) -> None:
+        self.marks_dir, self.log = work / "marks", work / "runner.log"
+
+    def marks(self, run_id: str) -> list[str]:
+        """The steps the flow run went through, in order, over all its runs."""
+        f = self.marks_dir / run_id
+        return f.read_text().splitlines() if f.exists() else []
+
+    def state(self, run_id: str) -> State | None:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(uuid.UUID(run_id)).state
+
+    def until(self, what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
+        """Poll ``check`` until it returns something true; fail with the runner's log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = check()
+            if got:
+                return got
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; runner:\n{self.log.read_text()}")
+
+    def suspended(self, run_id: str) -> State:
+        return self.until(
+            "the flow run to be suspended",
+            lambda: (s := self.state(run_id)) is not None and s.is_paused() and s,
+        )
+
+    def final(self, run_id: str) -> State:
+        return self.until(
+            "the flow run to end",
+            lambda: (s := self.state(run_id)) is not None and s.is_final() and s,
+        )
+
+
+@pytest.fixture(scope="module")
+def served(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A runner in a subprocess (``suspend_flows.py``), polling the harness every second."""
+    import os
+    import subprocess
+
+    served = Served(tmp_path_factory.mktemp("prefect-suspend"))
+    served.marks_dir.mkdir()
+    here = Path(__file__).resolve().parent
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,  # the harness sets it in this process's settings only
+        "SLUICEGATE_TEST_MARKS": str(served.marks_dir),
+    }
+    log = served.log.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, str(here / "suspend_flows.py"), "tests"],
+        cwd=here,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def deployed() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"the runner exited:\n{served.log.read_text()}")
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_deployment_by_name(Served.deployment)
+            except Exception:
+                return False
+        return True
+
+    try:
+        served.until("the runner to serve the deployment", deployed)
+        yield served
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _start_deployed(sg: Sluicegate, served: Served) -> str:
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(served.deployment, parameters={"block": sg.block}, timeout=0)
+    return str(run.id)
+
+
+def _pending_for(sg: Sluicegate, run_id: str) -> dict[str, Any]:
+    pending = sg.requests("crm-export-suspended", "pending")
+    (request,) = [r for r in pending if r["requester"]["run_id"] == run_id]
+    return request
+
+
+def test_a_suspended_run_is_resumed_by_the_server_and_exports_once_approved(
+    sg: Sluicegate, served: Served
+) -> None:
+    run_id = _start_deployed(sg, served)
+    state = served.suspended(run_id)
+    assert (state.type, state.name) == (StateType.PAUSED, "Suspended")
+    request = _pending_for(sg, run_id)
+    assert served.marks(run_id) == ["extract"]  # the run's process has exited before export
+
+    sg.decide(request["id"], "alice", "approve")
+    sg.decide(request["id"], "bob", "approve", "partner contract checked")
+    final = served.final(run_id)
+
+    assert final.is_completed(), final
+    # The run went again from the top (extract again: no persisted results), reattached to
+    # the decided request without suspending anew, and exported once.
+    assert served.marks(run_id) == [
+        "extract",
+        "extract",
+        f"passed:{request['id']}:approved",
+        "export",
+    ]
+    mine = [r for r in sg.requests("crm-export-suspended") if r["requester"]["run_id"] == run_id]
+    assert [r["id"] for r in mine] == [request["id"]]
+    assert len(sg.audit("gate.released", request["id"])) == 1
+    history = state_history(run_id)
+    assert history.count(StateType.PAUSED) == 1, history
+    assert history.index(StateType.PAUSED) < history.index(StateType.COMPLETED), history
+    # Nobody else could have resumed it (its process had exited): the server did.
+    (resume,) = [r for r in sg.outbox(request["id"]) if r["target"] == f"prefect:{run_id}"]
+    assert (resume["status"], json.loads(resume["result"])) == ("sent", {"status": "ACCEPT"})
+
+
+def test_a_denied_suspended_run_fails_and_never_exports(sg: Sluicegate, served: Served) -> None:
+    run_id = _start_deployed(sg, served)
+    assert served.suspended(run_id).name == "Suspended"
+    request = _pending_for(sg, run_id)
+
+    sg.decide(request["id"], "bob", "deny", "not with this partner")
+    final = served.final(run_id)
+
+    assert final.is_failed(), final
+    assert "was denied by bob: not with this partner" in (final.message or ""), final.message
+    assert served.marks(run_id) == ["extract", "extract"]  # resumed, refused, never exported
+    assert sg.audit("gate.released", request["id"]) == []
