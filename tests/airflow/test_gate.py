@@ -365,3 +365,33 @@ def test_the_provider_registers_task_sluicegate() -> None:
     from sluicegate_airflow.decorators import sluicegate_task
 
     assert decorators["sluicegate"] is sluicegate_task
+
+
+def test_default_args_reach_the_gate_arguments_of_both_forms() -> None:
+    # Airflow fills operator arguments from default_args by their names in __init__: a DAG
+    # that names its Sluicegate connection once gets it in every gate.
+    from datetime import datetime
+
+    from airflow.sdk import dag, task
+
+    from sluicegate_airflow.operators import ApprovalGateOperator
+
+    @dag(
+        dag_id="default_args_gates",
+        start_date=datetime(2026, 1, 1),
+        schedule=None,
+        default_args={"sluicegate_conn_id": "sluicegate_eu", "fail_on_deny": False},
+    )
+    def build() -> None:
+        ApprovalGateOperator(task_id="gate", kind="export")
+
+        @task.sluicegate(kind="export")  # type: ignore[attr-defined]
+        def export() -> None:
+            pass
+
+        export()
+
+    built = build()
+    for task_id in ("gate", "export"):
+        op = built.get_task(task_id)
+        assert (op.sluicegate_conn_id, op.fail_on_deny) == ("sluicegate_eu", False), task_id

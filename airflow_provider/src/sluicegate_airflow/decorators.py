@@ -17,20 +17,17 @@ same gate arguments as ``ApprovalGateOperator``, and returns what the body retur
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
 from airflow.sdk import Context
 from airflow.sdk.bases.decorator import task_decorator_factory
 
+from sluicegate_airflow.hooks import SluicegateHook
 from sluicegate_airflow.operators import _ActionGate
 
 __all__ = ["sluicegate_task"]
-
-#: The keyword arguments of ``_ActionGate._init_gate`` besides ``kind``.
-_GATE_ARGS = tuple(inspect.signature(_ActionGate._init_gate).parameters)[2:]
 
 
 class _GatedPythonOperator(_ActionGate, _PythonDecoratedOperator):
@@ -45,12 +42,37 @@ class _GatedPythonOperator(_ActionGate, _PythonDecoratedOperator):
     custom_operator_name = "@task.sluicegate"
     ui_color = "#f5d76e"
 
-    def __init__(self, *, kind: str, **kwargs: Any) -> None:
-        # The gate's arguments are ApprovalGateOperator's (see _ActionGate._init_gate); the
-        # rest go to the Python task.
-        gate = {k: kwargs.pop(k) for k in _GATE_ARGS if k in kwargs}
+    # The gate's arguments are spelled out (as ApprovalGateOperator's are), not taken from
+    # **kwargs: Airflow fills an operator's arguments from default_args only for the names in
+    # its __init__ signature, so `default_args={"sluicegate_conn_id": ...}` applies here too.
+    def __init__(
+        self,
+        *,
+        kind: str,
+        summary: str = "",
+        inputs: Sequence[Any] | None = None,
+        outputs: Sequence[Any] | None = None,
+        destination: str | None = None,
+        environment: str | None = None,
+        context_data: Mapping[str, Any] | None = None,
+        sluicegate_conn_id: str = SluicegateHook.default_conn_name,
+        fail_on_deny: bool = True,
+        poll_seconds: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self._init_gate(kind=kind, **gate)
+        self._init_gate(
+            kind=kind,
+            summary=summary,
+            inputs=inputs,
+            outputs=outputs,
+            destination=destination,
+            environment=environment,
+            context_data=context_data,
+            sluicegate_conn_id=sluicegate_conn_id,
+            fail_on_deny=fail_on_deny,
+            poll_seconds=poll_seconds,
+        )
 
     def execute(self, context: Context) -> Any:
         self._open_or_defer(context)  # returns only when the body may run

@@ -26,7 +26,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from sluicegate.client import GateRefused
+from sluicegate.client import GateRefused, SluicegateClient
 from sluicegate.wire import RequestOut
 from sluicegate_airflow.hooks import SluicegateHook
 from sluicegate_airflow.triggers import ApprovalTrigger
@@ -161,16 +161,15 @@ class _ActionGate(_Gate):
 
     def _open_or_defer(self, context: Context) -> RequestOut:
         """The answer if the step may go on now; raises if refused; defers if it waits."""
-        hook = SluicegateHook(self.sluicegate_conn_id)
-        with hook.get_conn() as client:
+        with SluicegateHook(self.sluicegate_conn_id).get_conn() as client:
             answer = client.open_gate(
                 idempotency_key(context), self.action(), self.requester(context)
             )
-        self.log.info(
-            "Sluicegate: %s (rule %s) %s", answer.status, answer.rule, answer.review_url or ""
-        )
-        if answer.terminal:
-            return self._settled(answer)
+            self.log.info(
+                "Sluicegate: %s (rule %s) %s", answer.status, answer.rule, answer.review_url or ""
+            )
+            if answer.terminal:
+                return self._settled(answer, client)
         expires = answer.expires_at
         timeout = expires - datetime.now(timezone.utc) + DEFER_MARGIN if expires else DEFAULT_DEFER
         self.defer(  # type: ignore[attr-defined]
@@ -189,19 +188,14 @@ class _ActionGate(_Gate):
         """The answer the trigger's event carries (raises if refused)."""
         if event.get("status") == "error":
             raise AirflowFailException(f"Sluicegate: {event.get('error')}")
-        return self._settled(RequestOut.model_validate(event["request"]))
+        with SluicegateHook(self.sluicegate_conn_id).get_conn() as client:
+            return self._settled(RequestOut.model_validate(event["request"]), client)
 
-    def _settled(self, answer: RequestOut) -> RequestOut:
+    def _settled(self, answer: RequestOut, client: SluicegateClient) -> RequestOut:
         """``answer`` once it lets the step go on (its release recorded), else raises."""
         self._sluicegate_answer = answer  # for the OpenLineage facets, asked after execute
         self._finish(answer)
-        if answer.releases:
-            hook = SluicegateHook(self.sluicegate_conn_id)
-            with hook.get_conn() as client:
-                try:
-                    client.release(answer.id)
-                except Exception as err:  # the approval stands; only the release row is missing
-                    self.log.warning("could not record the release of %s: %s", answer.id, err)
+        client.record_release(answer)
         return answer
 
     # ---- lineage: Airflow's OpenLineage provider asks the operator for its facets

@@ -292,23 +292,42 @@ class SluicegateClient:
         as long as it takes), then the last error is raised.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        attempt = 0
-        while True:
-            try:
-                answer = self.open_gate(idempotency_key, action, requester)
-                break
-            except ClientError as err:
-                time.sleep(_retry_delay(err, attempt, deadline))
-                attempt += 1
+        answer = self.open_until(idempotency_key, action, requester, deadline=deadline)
         if not answer.terminal:
             answer = self.wait_until_done(answer.id, deadline=deadline)
         answer = _settle(answer, timeout)
-        if answer.releases:
-            try:
-                self.release(answer.id)
-            except ClientError as err:  # the approval stands; only the release row is missing
-                log.warning("could not record the release of request %s: %s", answer.id, err)
+        self.record_release(answer)
         return answer
+
+    def open_until(
+        self,
+        idempotency_key: str,
+        action: Action | Mapping[str, Any],
+        requester: RequesterIn | Mapping[str, Any] | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> RequestOut:
+        """:meth:`open_gate`, retrying an unreachable server (or a 5xx) with backoff until
+        ``deadline`` (a ``time.monotonic()`` value; None: as long as it takes), then raising
+        the last error. Other errors (a bad token, a bad action) are raised at once."""
+        attempt = 0
+        while True:
+            try:
+                return self.open_gate(idempotency_key, action, requester)
+            except ClientError as err:
+                time.sleep(_retry_delay(err, attempt, deadline))
+                attempt += 1
+
+    def record_release(self, answer: RequestOut) -> None:
+        """Record that the step went on (``release``) when ``answer`` is a request that let it
+        (:attr:`RequestOut.releases`). A failure only logs: the approval stands, and the
+        step must not fail for a missing audit row of its release."""
+        if not answer.releases:
+            return
+        try:
+            self.release(answer.id)
+        except ClientError as err:
+            log.warning("could not record the release of request %s: %s", answer.id, err)
 
 
 class AsyncSluicegateClient:
@@ -438,20 +457,35 @@ class AsyncSluicegateClient:
     ) -> RequestOut:
         """Open a gate and wait until the step may proceed (see :meth:`SluicegateClient.gate`)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        attempt = 0
-        while True:
-            try:
-                answer = await self.open_gate(idempotency_key, action, requester)
-                break
-            except ClientError as err:
-                await asyncio.sleep(_retry_delay(err, attempt, deadline))
-                attempt += 1
+        answer = await self.open_until(idempotency_key, action, requester, deadline=deadline)
         if not answer.terminal:
             answer = await self.wait_until_done(answer.id, deadline=deadline)
         answer = _settle(answer, timeout)
-        if answer.releases:
-            try:
-                await self.release(answer.id)
-            except ClientError as err:  # the approval stands; only the release row is missing
-                log.warning("could not record the release of request %s: %s", answer.id, err)
+        await self.record_release(answer)
         return answer
+
+    async def open_until(
+        self,
+        idempotency_key: str,
+        action: Action | Mapping[str, Any],
+        requester: RequesterIn | Mapping[str, Any] | None = None,
+        *,
+        deadline: float | None = None,
+    ) -> RequestOut:
+        """:meth:`SluicegateClient.open_until`, awaited."""
+        attempt = 0
+        while True:
+            try:
+                return await self.open_gate(idempotency_key, action, requester)
+            except ClientError as err:
+                await asyncio.sleep(_retry_delay(err, attempt, deadline))
+                attempt += 1
+
+    async def record_release(self, answer: RequestOut) -> None:
+        """:meth:`SluicegateClient.record_release`, awaited."""
+        if not answer.releases:
+            return
+        try:
+            await self.release(answer.id)
+        except ClientError as err:
+            log.warning("could not record the release of request %s: %s", answer.id, err)

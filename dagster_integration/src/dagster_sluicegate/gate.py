@@ -32,7 +32,7 @@ from dagster import Failure, MetadataValue
 from dagster_sluicegate.describe import StepFacts, op_context
 from dagster_sluicegate.resource import SluicegateResource
 from sluicegate.client import GateRefused, SluicegateClient
-from sluicegate.exceptions import ClientError, UnreachableError
+from sluicegate.exceptions import ClientError
 from sluicegate.model import Action
 from sluicegate.wire import RequestOut
 
@@ -115,17 +115,11 @@ def _unreachable(err: ClientError, what: str) -> Failure:
 
 
 def _open(client: SluicegateClient, facts: StepFacts, deadline: float) -> RequestOut:
-    """Open (or reattach to) the gate, retrying an unreachable server until ``deadline``."""
-    attempt = 0
-    while True:
-        try:
-            return client.open_gate(facts.key, facts.action, facts.requester)
-        except ClientError as err:
-            retryable = isinstance(err, UnreachableError) or err.status >= 500
-            if not retryable or time.monotonic() >= deadline:
-                raise _unreachable(err, "could not open the gate") from err
-            time.sleep(min(0.5 * 2**attempt, 10.0, max(deadline - time.monotonic(), 0.0)))
-            attempt += 1
+    """Open (or reattach to) the gate; an unreachable server is retried until ``deadline``."""
+    try:
+        return client.open_until(facts.key, facts.action, facts.requester, deadline=deadline)
+    except ClientError as err:
+        raise _unreachable(err, "could not open the gate") from err
 
 
 def _launched_for(client: SluicegateClient, facts: StepFacts, request_id: str) -> RequestOut:
@@ -196,11 +190,7 @@ def request_approval(
             )
         if not answer.may_proceed:
             raise _refused(answer)
-        if answer.releases:
-            try:
-                client.release(answer.id)
-            except ClientError as err:  # the approval stands; only the release row is missing
-                ctx.log.warning(f"Sluicegate: could not record the release of {answer.id}: {err}")
+        client.record_release(answer)
     return answer
 
 

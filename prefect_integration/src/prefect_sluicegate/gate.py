@@ -230,16 +230,7 @@ async def _open(
 ) -> RequestOut:
     """Open (or reattach to) the gate, retrying an unreachable server until ``open_timeout``."""
     deadline = time.monotonic() + open_timeout
-    delay = 0.5
-    while True:
-        try:
-            return await client.open_gate(key, action, requester)
-        except ClientError as err:
-            retryable = isinstance(err, UnreachableError) or err.status >= 500
-            if not retryable or time.monotonic() + delay > deadline:
-                raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    return await client.open_until(key, action, requester, deadline=deadline)
 
 
 async def _finish(client: AsyncSluicegateClient, answer: RequestOut, logger: Any) -> RequestOut:
@@ -247,11 +238,7 @@ async def _finish(client: AsyncSluicegateClient, answer: RequestOut, logger: Any
         raise RuntimeError(f"Sluicegate request {answer.id} is still pending")
     if not answer.may_proceed:
         raise ApprovalRefused(answer)
-    if answer.releases:
-        try:
-            await client.release(answer.id)
-        except ClientError as err:  # the approval stands; only the release row is missing
-            logger.warning("could not record the release of request %s: %s", answer.id, err)
+    await client.record_release(answer)
     logger.info("Sluicegate: request %s %s; going on", answer.id, answer.status)
     return answer
 
