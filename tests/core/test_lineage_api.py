@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -291,6 +292,23 @@ def test_lineage_received_by_one_replica_classifies_on_another(make_api: Any, pg
     other: Harness = make_api(pg_url)
     copy = (PG, "marts.customers_copy")
     assert post(one, run_event("copy_customers", [CUSTOMERS], [copy])).status_code == 201
+
+    # The other replica reads the graph from the shared database, a little stale by design
+    # (it refreshes at most every 50 ms): wait, bounded, until it classifies the copy ...
+    def classified() -> set[str]:
+        r = other.c.get(
+            "/api/v1/lineage/classifications",
+            params={"namespace": copy[0], "name": copy[1]},
+            headers=other.auth(),
+        )
+        assert r.status_code == 200, r.text
+        return {c["classification"] for c in r.json()["classifications"]}
+
+    deadline = time.monotonic() + 5
+    while "pii" not in classified() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "pii" in classified()
+    # ... then its policy treats the copy as PII
     r = other.open(action=export_of(copy))
     assert r.json()["status"] == "pending", r.text
 

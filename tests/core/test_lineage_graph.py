@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from itertools import pairwise
@@ -548,6 +549,10 @@ def test_readers_see_valid_answers_while_a_writer_adds_and_recomputes() -> None:
         reader.start()
     try:
         for k, (j, s, t) in enumerate(runs):
+            if k == len(runs) // 2:  # the readers have answered while the graph grows
+                deadline = time.monotonic() + 10
+                while answers[0] == 0 and time.monotonic() < deadline:
+                    time.sleep(0.001)
             g.add_run(job(f"j{j}"), [name(s)], [name(t)])
             if k % 250 == 0:
                 g.add_tags(name(tagged[k // 250]), {rng.choice(["pii", "secret"]): TAGS})
