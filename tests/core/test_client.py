@@ -389,3 +389,64 @@ def test_a_plain_http_client_loads_no_ca_and_trusts_no_certificate() -> None:
     verified = _tls("HTTPS://sluicegate.example")
     assert verified.cert_store_stats()["x509_ca"] > 0
     assert verified.verify_mode is ssl.CERT_REQUIRED and verified.check_hostname
+
+
+class _Proxy:
+    """A forward proxy on 127.0.0.1 that answers every request itself and notes its line."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.requestline)
+                body = b'{"id": "r1", "status": "allowed", "rule": "routine"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_proxy_named_in_the_environment_carries_the_calls(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # The client reads proxies only when a proxy variable is set (a new client no longer
+    # scans the whole environment), so setting one must still route both clients through it.
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY",
+                 "all_proxy", "NO_PROXY", "no_proxy"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    proxy = _Proxy()
+    try:
+        # .invalid never resolves: the answer can only have come through the proxy
+        with (
+            SluicegateClient("http://sluicegate.invalid", "sgreq_x", timeout=5) as direct,
+            pytest.raises(UnreachableError),
+        ):
+            direct.get("r1")
+        monkeypatch.setenv(variable, proxy.url)
+        with SluicegateClient("http://sluicegate.invalid", "sgreq_x", timeout=5) as client:
+            assert client.get("r1").status == "allowed"
+
+        async def through_async() -> str:
+            async with AsyncSluicegateClient("http://sluicegate.invalid", "sgreq_x") as c:
+                return (await c.get("r1")).status
+
+        assert asyncio.run(through_async()) == "allowed"
+    finally:
+        proxy.close()
+    assert proxy.seen == ["GET http://sluicegate.invalid/api/v1/requests/r1 HTTP/1.1"] * 2

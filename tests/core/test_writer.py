@@ -2,6 +2,8 @@
 
 Run on both databases, through the real Store: what a caller is told must be what was kept,
 and the audit chain must verify whatever mixture of successes and failures went into a batch.
+Tests of the thread's grouping pass ``inline_when_quiet=False`` where their first call holds
+the thread (on SQLite a quiet writer would run that call on the loop instead).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ async def _gather(writer: Writer, calls: list[Any]) -> list[Any]:
 
 def test_a_batch_keeps_the_good_writes_and_undoes_only_the_failed_one(store: Store) -> None:
     batches: list[int] = []
-    writer = Writer(store, on_commit=batches.append)
+    writer = Writer(store, on_commit=batches.append, inline_when_quiet=False)
     gate = threading.Event()
 
     def first() -> str:
@@ -128,7 +130,7 @@ def test_one_key_opened_many_times_in_one_batch_makes_one_request(store: Store) 
 
 
 def test_a_failing_group_fails_only_its_callers(store: Store) -> None:
-    writer = Writer(store)
+    writer = Writer(store, inline_when_quiet=False)
     gate = threading.Event()
 
     def hold() -> None:
@@ -167,7 +169,7 @@ def test_a_failing_group_fails_only_its_callers(store: Store) -> None:
 
 
 def test_after_commit_calls_run_once_committed_and_never_for_undone_writes(store: Store) -> None:
-    writer = Writer(store)
+    writer = Writer(store, inline_when_quiet=False)
     gate = threading.Event()
     seen: list[tuple[str, bool]] = []
 
@@ -213,7 +215,7 @@ def test_after_commit_calls_run_once_committed_and_never_for_undone_writes(store
 
 
 def test_a_commit_that_fails_tells_every_caller(store: Store, monkeypatch: Any) -> None:
-    writer = Writer(store)
+    writer = Writer(store, inline_when_quiet=False)
     real_flush = audit.flush_head
 
     def broken_flush(conn: Any) -> None:
@@ -240,7 +242,7 @@ def test_a_commit_that_fails_tells_every_caller(store: Store, monkeypatch: Any) 
 
 @pytest.mark.parametrize("n", [1, 250])
 def test_the_writer_answers_in_order_of_queueing_across_batch_limits(store: Store, n: int) -> None:
-    writer = Writer(store, max_batch=100)
+    writer = Writer(store, max_batch=100)  # on SQLite the first call is committed on the loop
 
     async def main() -> list[Any]:
         return await _gather(
@@ -253,4 +255,170 @@ def test_the_writer_answers_in_order_of_queueing_across_batch_limits(store: Stor
     finally:
         writer.close()
     assert seqs == sorted(seqs) and len(set(seqs)) == n
+    assert audit.verify(store.engine).ok
+
+
+# --------------------------------------------------------------------------- a quiet writer
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Any:
+    s = Store(sqlite_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_a_quiet_writer_commits_on_the_loop_and_a_burst_is_still_grouped(
+    sqlite_store: Store,
+) -> None:
+    store = sqlite_store
+    batches: list[int] = []
+    writer = Writer(store, on_commit=batches.append)
+    where: list[str] = []
+
+    def write(i: int) -> Any:
+        def call() -> int:
+            where.append(threading.current_thread().name)
+            return store.record([AuditEvent("test.w", data={"i": i})])[0]
+
+        return call
+
+    async def main() -> tuple[int, list[Any]]:
+        first = await writer.run(write(0))  # nothing written before: committed right here
+        burst = await _gather(writer, [write(i) for i in range(1, 41)])
+        return first, burst
+
+    try:
+        first, burst = asyncio.run(main())
+    finally:
+        writer.close()
+    assert where[0] == threading.current_thread().name  # the loop's thread, no hop
+    assert set(where[1:]) == {"sluicegate-writer"}  # right behind it: to the thread, grouped
+    assert [first, *burst] == sorted([first, *burst]) and len(set(burst)) == 40
+    assert sum(batches) == 41 and len(batches) < 20
+    assert audit.verify(store.engine).ok
+
+
+def test_a_quiet_call_that_fails_raises_and_keeps_nothing(sqlite_store: Store) -> None:
+    store = sqlite_store
+    writer = Writer(store)
+
+    def fails_after_writing() -> None:
+        with store.write() as conn:
+            audit.append(conn, [AuditEvent("test.undone")])
+            raise Boom("after its audit row")
+
+    async def main() -> Any:
+        try:
+            await writer.run(fails_after_writing)
+        except Boom as err:
+            return err
+        return None
+
+    try:
+        err = asyncio.run(main())
+        later = asyncio.run(writer.run(lambda: store.record([AuditEvent("test.after")])[0]))
+    finally:
+        writer.close()
+    assert isinstance(err, Boom)
+    assert _kinds(store) == ["test.after"]
+    assert later == 1  # the undone row left no gap in the chain
+    assert audit.verify(store.engine).ok
+
+
+def test_a_quiet_call_queues_rather_than_wait_for_another_writer(sqlite_url: str) -> None:
+    # Another process writing to the same file (here a second Store: its own lock file
+    # descriptor) must not stall the loop: the call goes to the writer thread and waits there.
+    store, other = Store(sqlite_url), Store(sqlite_url)
+    writer = Writer(store)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with other.batch():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert holding.wait(10)
+    where: list[str] = []
+
+    def write() -> int:
+        where.append(threading.current_thread().name)
+        return store.record([AuditEvent("test.behind")])[0]
+
+    async def main() -> tuple[int, int]:
+        ticks = 0
+        call = asyncio.ensure_future(writer.run(write))
+        while ticks < 5:  # the loop keeps running while the other writer holds the lock
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not call.done()
+        release.set()
+        return await call, ticks
+
+    try:
+        seq, ticks = asyncio.run(main())
+    finally:
+        release.set()
+        holder.join(10)
+        writer.close()
+        other.close()
+    try:
+        assert ticks == 5 and where == ["sluicegate-writer"]
+        assert _kinds(store) == ["test.behind"] and seq == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_commits_stay_in_the_writer_thread(pg_url: str) -> None:
+    store = Store(pg_url)
+    writer = Writer(store)
+    where: list[str] = []
+
+    def write() -> int:
+        where.append(threading.current_thread().name)
+        return store.record([AuditEvent("test.pg")])[0]
+
+    try:
+        asyncio.run(writer.run(write))
+    finally:
+        writer.close()
+        store.close()
+    assert where == ["sluicegate-writer"]
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["on the loop", "in the thread"])
+def test_a_group_alone_in_its_batch_keeps_all_or_nothing(sqlite_store: Store, inline: bool) -> None:
+    # A group alone in its batch runs without a savepoint: its failure must still undo every
+    # row it wrote, and its success keep them.
+    store = sqlite_store
+    writer = Writer(store, inline_when_quiet=inline)
+
+    def writes_two(items: list[str]) -> list[int]:
+        first = store.record([AuditEvent("test.one", data={"item": items[0]})])[0]
+        store.record([AuditEvent("test.two")])
+        if items[0] == "fail":
+            raise Boom("after two rows")
+        return [first]
+
+    async def main() -> list[Any]:
+        out: list[Any] = []
+        for item in ("fail", "keep"):
+            try:
+                out.append(await writer.run_together(writes_two, item))
+            except Boom as err:
+                out.append(err)
+            await asyncio.sleep(0.03)  # quiet again: each call is alone in its batch
+        return out
+
+    try:
+        failed, kept = asyncio.run(main())
+    finally:
+        writer.close()
+    assert isinstance(failed, Boom) and kept == 1
+    assert _kinds(store) == ["test.one", "test.two"]
     assert audit.verify(store.engine).ok

@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import random
 import ssl
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
+from sluicegate.direct import DirectConnection, Reply
 from sluicegate.exceptions import ClientError, UnreachableError
 from sluicegate.model import Action, Verdict
 from sluicegate.settings import load_settings
@@ -52,6 +55,25 @@ def _tls(server_url: str) -> ssl.SSLContext:
     return _ca_verified() if server_url.lower().startswith("https:") else _trusts_nobody()
 
 
+#: The variables through which httpx takes a proxy from the environment (NO_PROXY only
+#: narrows these; SSL_CERT_FILE/DIR are read by :func:`_ca_verified`).
+_PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
+                    "ALL_PROXY")  # fmt: skip
+
+
+def _proxies_in_environment() -> bool:
+    """Whether the environment names a proxy: only then must httpx read it (``trust_env``),
+    and only then does the blocking client need httpx at all (:mod:`sluicegate.direct`).
+
+    httpx finds proxies by scanning every environment variable (``urllib``'s
+    ``getproxies()``) for each new client: in an Airflow task, with its hundreds of
+    variables, more than half of what making a client cost; a few look-ups tell the same.
+    """
+    if sys.platform in ("darwin", "win32"):  # there urllib also reads the system's settings
+        return True
+    return any(os.environ.get(name) for name in _PROXY_VARIABLES)
+
+
 class GateRefused(ClientError):
     """The gate ended without permission: denied, expired or cancelled."""
 
@@ -78,7 +100,7 @@ def _settings_defaults(server_url: str | None, token: str | None) -> tuple[str, 
     return server_url.rstrip("/"), token
 
 
-def _raise_for(response: httpx.Response) -> None:
+def _raise_for(response: httpx.Response | Reply) -> None:
     if response.is_success:
         return
     try:
@@ -172,17 +194,30 @@ class SluicegateClient:
     ) -> None:
         self.server_url, token = _settings_defaults(server_url, token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(
-            base_url=self.server_url,
-            headers=headers,
-            timeout=timeout,
-            transport=transport,
-            verify=_tls(self.server_url),
-        )
+        # Straight through http.client (sluicegate.direct says why), unless a proxy or a
+        # transport asks for httpx.
+        self._direct: DirectConnection | None = None
+        self._http: httpx.Client | None = None
+        if transport is None and not _proxies_in_environment():
+            self._direct = DirectConnection(
+                self.server_url, headers, timeout=timeout, tls=_tls(self.server_url)
+            )
+        else:
+            self._http = httpx.Client(
+                base_url=self.server_url,
+                headers=headers,
+                timeout=timeout,
+                transport=transport,
+                verify=_tls(self.server_url),
+                trust_env=True,
+            )
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
+        """Close the connection."""
+        if self._direct is not None:
+            self._direct.close()
+        if self._http is not None:
+            self._http.close()
 
     def __enter__(self) -> SluicegateClient:
         return self
@@ -190,13 +225,32 @@ class SluicegateClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, *, timeout: float | None = None, **kw: Any) -> Any:
-        try:
-            response = self._http.request(
-                method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kw
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: float | None = None,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        response: httpx.Response | Reply
+        if self._direct is not None:
+            response = self._direct.request(
+                method, path, json_body=json, params=params, timeout=timeout
             )
-        except httpx.TransportError as err:
-            raise UnreachableError(f"cannot reach {self.server_url}: {err}") from err
+        else:
+            assert self._http is not None
+            try:
+                response = self._http.request(
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    timeout=timeout or httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.TransportError as err:
+                raise UnreachableError(f"cannot reach {self.server_url}: {err}") from err
         _raise_for(response)
         return response.json()
 
@@ -349,6 +403,7 @@ class AsyncSluicegateClient:
             timeout=timeout,
             transport=transport,
             verify=_tls(self.server_url),
+            trust_env=_proxies_in_environment(),
         )
 
     async def aclose(self) -> None:

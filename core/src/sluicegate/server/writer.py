@@ -10,6 +10,13 @@ answers every call of the batch with the error, so no caller is told of a write 
 kept. Calls made with :meth:`Writer.run_together` are handed over as one list per batch (gate
 opens: one multi-row insert for all the gates of a batch instead of six round trips each).
 
+A quiet writer is skipped: on SQLite, a call that finds nothing queued and nothing written in
+the last :data:`QUIET_S` is committed on the event loop itself, as a batch of one. Handing it
+to a thread that has been asleep, and being woken by it again, cost more than the commit (an
+allowed gate opened after 50 ms of quiet: 5.6 ms with the hops, 4.3 ms without). Calls closer
+together than that go to the thread and are grouped as before, so under load nothing changes;
+nor does it wait: if another thread or process holds the write lock, the call is queued.
+
 Reads do not queue behind writes: :meth:`Writer.read` runs them on the event loop (SQLite) or
 in a thread (PostgreSQL), and :meth:`Writer.get`, the status read every poll makes, is
 coalesced by a reader thread the same way writes are grouped.
@@ -19,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,10 +38,10 @@ import anyio
 
 from sluicegate.exceptions import NotFoundError
 from sluicegate.model import ApprovalRequest
-from sluicegate.store import Store
+from sluicegate.store import Store, WriteBusy
 from sluicegate.store.repository import request_key
 
-__all__ = ["MAX_BATCH", "Writer"]
+__all__ = ["MAX_BATCH", "QUIET_S", "Writer"]
 
 log = logging.getLogger("sluicegate.server")
 
@@ -40,6 +49,11 @@ T = TypeVar("T")
 
 #: The most calls committed together; bounds how long the first of them waits for the commit.
 MAX_BATCH = 200
+
+#: How long the writer must have had nothing to write before a call is committed on the loop.
+#: Below 1 / QUIET_S writes per second commits run inline (each blocks the loop about 1 ms);
+#: above it they meet each other and are grouped by the thread.
+QUIET_S = 0.01
 
 #: A queued call: (fn, bulk, loop, future). ``bulk`` False: ``fn()`` is the call. ``bulk``
 #: True: ``fn`` is ``(bulk_fn, item)``, and the items of one batch that share a ``bulk_fn``
@@ -70,6 +84,14 @@ def _drain(q: queue.SimpleQueue[Any], limit: int) -> list[Any] | None:
     return items
 
 
+class _Undone(Exception):
+    """Carries the error of a batch's only call out of the batch, to roll it back."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if fut.done():  # the caller went away (cancelled); the write stands all the same
         return
@@ -87,11 +109,21 @@ class Writer:
         store: Store,
         max_batch: int = MAX_BATCH,
         on_commit: Callable[[int], None] | None = None,
+        *,
+        inline_when_quiet: bool | None = None,
     ) -> None:
         self.store = store
         self.max_batch = max_batch
         #: Called with the number of calls after each committed batch (the server's metrics).
         self.on_commit = on_commit
+        # Commit a quiet writer's call on the loop (see the module's docstring): SQLite only,
+        # where a commit is local work; PostgreSQL commits wait on the network.
+        self._inline = (
+            store.engine.dialect.name == "sqlite"
+            if inline_when_quiet is None
+            else inline_when_quiet
+        )
+        self._last_write = 0.0  # time.monotonic() when the last batch ended (any thread)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._gets: queue.SimpleQueue[_Get | None] = queue.SimpleQueue()
@@ -103,10 +135,14 @@ class Writer:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in the writer thread, inside the next batch; its result."""
+        call = functools.partial(fn, *args, **kwargs)
+        done, value = self._try_inline(call, False)
+        if done:
+            return value  # type: ignore[no-any-return]
         self._start()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((lambda: fn(*args, **kwargs), False, loop, fut))
+        self._jobs.put((call, False, loop, fut))
         return await fut
 
     async def run_together(self, bulk_fn: Callable[[list[Any]], list[T]], item: Any) -> T:
@@ -114,11 +150,30 @@ class Writer:
         fall in one batch are handed to it together (gate opens: one multi-row insert for the
         lot), before the batch's single calls. ``bulk_fn`` returns one result per item, in
         order; if it raises, every item of its group gets the error."""
+        done, value = self._try_inline((bulk_fn, item), True)
+        if done:
+            return value  # type: ignore[no-any-return]
         self._start()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._jobs.put(((bulk_fn, item), True, loop, fut))
         return await fut
+
+    def _try_inline(self, fn: Any, bulk: bool) -> tuple[bool, Any]:
+        """``(True, result)`` if the call was committed here, on the caller's thread, as a
+        batch of its own (raising its error if it failed); ``(False, None)`` if it must queue:
+        the writer is not quiet, or another writer holds the lock."""
+        if not self._inline or not self._jobs.empty():
+            return False, None
+        if time.monotonic() - self._last_write < QUIET_S:
+            return False, None
+        try:
+            ((ok, value),) = self._results([(fn, bulk)], wait=False)
+        except WriteBusy:
+            return False, None
+        if not ok:
+            raise value
+        return True, value
 
     async def get(self, request_id: str) -> ApprovalRequest:
         """``Store.get``, coalesced: the status reads that arrive while one query runs are
@@ -194,14 +249,34 @@ class Writer:
             self._commit(jobs)
 
     def _commit(self, jobs: list[_Job]) -> None:
+        results = self._results([(fn, bulk) for fn, bulk, _, _ in jobs])
+        for (ok, value), (_, _, loop, fut) in zip(results, jobs, strict=True):
+            # RuntimeError: that loop has closed (shutdown), nobody is left to answer.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, fut, ok, value)
+
+    def _results(
+        self, jobs: list[tuple[Any, bool]], *, wait: bool = True
+    ) -> list[tuple[bool, Any]]:
+        """Run ``jobs`` (``(fn, bulk)``, as queued) in one batch: ``(ok, result or error)``
+        for each. ``wait=False``: :class:`WriteBusy` if the write lock is taken."""
         results: list[tuple[bool, Any]] = [(False, None)] * len(jobs)
         groups: dict[Any, list[int]] = {}
-        for i, (fn, bulk, _, _) in enumerate(jobs):
+        for i, (fn, bulk) in enumerate(jobs):
             if bulk:
                 groups.setdefault(fn[0], []).append(i)
         try:
-            with self.store.batch():
+            with self.store.batch(wait=wait):
                 for bulk_fn, members in groups.items():
+                    if len(jobs) == 1:
+                        # Alone in its batch: if it fails the whole transaction is rolled
+                        # back, so it needs no savepoint (two statements fewer for the gate
+                        # a quiet server opens).
+                        try:
+                            results[0] = (True, bulk_fn([jobs[0][0][1]])[0])
+                        except Exception as err:
+                            raise _Undone(err) from err
+                        continue
                     try:
                         # One savepoint for the group: a failure undoes all it wrote, however
                         # many writes it made. (A single call's writes are each their own
@@ -213,20 +288,23 @@ class Writer:
                     except Exception as err:  # that group's failure: handed to its callers
                         for i in members:
                             results[i] = (False, err)
-                for i, (fn, bulk, _, _) in enumerate(jobs):
+                for i, (fn, bulk) in enumerate(jobs):
                     if bulk:
                         continue
                     try:
                         results[i] = (True, fn())
                     except Exception as err:  # that call's own failure: handed to its caller
                         results[i] = (False, err)
+        except WriteBusy:
+            raise  # nothing was run
+        except _Undone as undone:  # the batch's only call failed: nothing of it was kept
+            results = [(False, undone.error)]
         except Exception as err:  # the commit failed: nothing of this batch was kept
             log.warning("write batch of %d failed: %s", len(jobs), err)
             results = [(False, err)] * len(jobs)
         else:
             if self.on_commit is not None:
                 self.on_commit(len(jobs))
-        for (ok, value), (_, _, loop, fut) in zip(results, jobs, strict=True):
-            # RuntimeError: that loop has closed (shutdown), nobody is left to answer.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, fut, ok, value)
+        finally:
+            self._last_write = time.monotonic()
+        return results

@@ -6,6 +6,20 @@ Alembic migrations are applied automatically when a :class:`Store` opens.
 from __future__ import annotations
 
 from sluicegate.store.db import make_engine, migrate
-from sluicegate.store.repository import DecisionOutcome, GateOpen, Store, request_event
+from sluicegate.store.repository import (
+    DecisionOutcome,
+    GateOpen,
+    Store,
+    WriteBusy,
+    request_event,
+)
 
-__all__ = ["DecisionOutcome", "GateOpen", "Store", "make_engine", "migrate", "request_event"]
+__all__ = [
+    "DecisionOutcome",
+    "GateOpen",
+    "Store",
+    "WriteBusy",
+    "make_engine",
+    "migrate",
+    "request_event",
+]

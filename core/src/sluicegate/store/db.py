@@ -84,24 +84,38 @@ class WriteLock:
             self._path = f"{Path(database).expanduser().resolve()}-lock"
         self.enabled = engine.dialect.name == "sqlite"
 
-    def __enter__(self) -> WriteLock:
-        if self.enabled:
-            self._thread_lock.acquire()
-            if self._path is not None:
-                try:
-                    if self._fd is None:
-                        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-                    fcntl.flock(self._fd, fcntl.LOCK_EX)
-                except BaseException:
-                    self._thread_lock.release()
-                    raise
-        return self
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock; with ``blocking=False`` only if no thread or process holds it now
+        (False: it was taken, and nothing is held)."""
+        if not self.enabled:
+            return True
+        if not self._thread_lock.acquire(blocking):
+            return False
+        if self._path is not None:
+            try:
+                if self._fd is None:
+                    self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                fcntl.flock(self._fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._thread_lock.release()
+                return False
+            except BaseException:
+                self._thread_lock.release()
+                raise
+        return True
 
-    def __exit__(self, *exc: object) -> None:
+    def release(self) -> None:
         if self.enabled:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             self._thread_lock.release()
+
+    def __enter__(self) -> WriteLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def _sqlite_hooks(engine: Engine) -> None:

@@ -126,6 +126,7 @@ __all__ = [
     "GateOpen",
     "Store",
     "TokenInfo",
+    "WriteBusy",
     "hash_token",
     "request_event",
     "request_key",
@@ -176,6 +177,19 @@ class DecisionOutcome:
     request: ApprovalRequest
     #: The terminal status this decision caused, or None if the request still waits.
     ended: Status | None
+
+
+class WriteBusy(StoreError):
+    """``Store.batch(wait=False)`` met a write lock another writer holds; nothing was done."""
+
+
+@contextmanager
+def _holding(lock: WriteLock) -> Iterator[None]:
+    """Release ``lock``, already acquired, when the block ends."""
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class Store:
@@ -251,20 +265,25 @@ class Store:
         _run_all(after)
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, *, wait: bool = True) -> Iterator[None]:
         """Group commit: every write in this thread until the block ends is one transaction.
 
         The server's writer thread runs many callers' writes inside one batch, so they share
         one commit and one lock of the audit head (SQLite commits, PostgreSQL round trips and
         the head lock were what bounded opens per second). Reads in the block see the batch's
         uncommitted rows. Nothing is announced to listeners before the commit.
+
+        ``wait=False``: :class:`WriteBusy` at once, instead of waiting, when another thread or
+        process is writing to this SQLite file (for a caller that must not block).
         """
         if getattr(self._local, "conn", None) is not None:
             raise StoreError("batches do not nest")
+        if not self._write_lock.acquire(blocking=wait):
+            raise WriteBusy("another writer holds the database's write lock")
         changed: list[str] = []
         after: list[Callable[[], None]] = []
         try:
-            with self._write_lock, self.engine.begin() as conn:
+            with _holding(self._write_lock), self.engine.begin() as conn:
                 conn.info[_CHANGED] = changed
                 audit.lock_head(conn)
                 self._local.conn = conn

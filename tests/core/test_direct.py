@@ -1,0 +1,166 @@
+"""The blocking client's own HTTP connection (sluicegate.direct), against real sockets.
+
+The client's behaviour against the real server is in test_client.py (every sync call there
+goes through this connection); here is what only a hand-made server can show: a path prefix,
+a server that drops the kept-alive connection, TLS that must verify, a server that never
+answers, and an answer that is not JSON.
+"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sluicegate.client import SluicegateClient, _trusts_nobody
+from sluicegate.direct import DirectConnection
+from sluicegate.exceptions import ClientError, UnreachableError
+
+CERTS = Path(__file__).parent / "certs"  # a self-signed certificate for localhost/127.0.0.1
+
+
+class Recorder:
+    """An HTTP/1.1 server on 127.0.0.1 that notes each request and answers ``reply``."""
+
+    def __init__(
+        self,
+        reply: bytes = b'{"id": "r1", "status": "allowed", "rule": "routine", "items": []}',
+        *,
+        status: int = 200,
+        drop_after_each: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        seen = self.seen = []
+        connections = self.connections = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as uvicorn does
+
+            def setup(self) -> None:
+                super().setup()
+                connections.append(self.client_address)
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                seen.append((self.command, self.path, dict(self.headers), body))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+                # Closing without saying so: what a server's idle keep-alive timeout does.
+                self.close_connection = drop_after_each
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    r = Recorder()
+    yield r
+    r.close()
+
+
+def test_a_path_prefix_token_and_query_reach_the_server(recorder: Recorder) -> None:
+    with SluicegateClient(f"{recorder.url}/sluicegate/", "sgreq_secret") as client:
+        client.list(status="pending", job="crm.export", limit=5)
+        client.open_gate("k1", {"kind": "read", "summary": "é"}, {"orchestrator": "airflow"})
+    (m1, path1, headers1, _), (m2, path2, headers2, body2) = recorder.seen
+    assert (m1, path2, m2) == ("GET", "/sluicegate/api/v1/requests", "POST")
+    assert path1 == "/sluicegate/api/v1/requests?status=pending&job=crm.export&limit=5"
+    assert headers1["Authorization"] == headers2["Authorization"] == "Bearer sgreq_secret"
+    assert headers2["Content-Type"] == "application/json"
+    assert '"summary":"é"'.encode() in body2  # UTF-8 JSON, as httpx sends it
+    assert len(recorder.connections) == 1  # one kept-alive connection for both
+
+
+def test_a_connection_the_server_dropped_is_replaced_not_failed() -> None:
+    server = Recorder(drop_after_each=True)
+    try:
+        with SluicegateClient(server.url, "t") as client:
+            for _ in range(3):
+                assert client.get("r1").status == "allowed"
+                time.sleep(0.05)  # the server has closed its side by now
+    finally:
+        server.close()
+    assert len(server.seen) == 3 and len(server.connections) == 3
+
+
+def _server_tls() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(CERTS / "localhost.pem", CERTS / "localhost.key")
+    return ctx
+
+
+def test_https_verifies_the_certificate_and_fails_closed_without_trust() -> None:
+    server = Recorder(tls=_server_tls())
+    try:
+        trusting = ssl.create_default_context(cafile=str(CERTS / "localhost.pem"))
+        conn = DirectConnection(server.url, {}, timeout=5, tls=trusting)
+        assert conn.request("GET", "/api/v1/requests/r1").json()["status"] == "allowed"
+        conn.close()
+        for tls in (_trusts_nobody(), ssl.create_default_context()):
+            refused = DirectConnection(server.url, {}, timeout=5, tls=tls)
+            with pytest.raises(UnreachableError, match="CERTIFICATE_VERIFY_FAILED"):
+                refused.request("GET", "/api/v1/requests/r1")
+        # the right certificate for another name: the hostname check refuses it
+        other = f"https://127.0.0.2:{server.server.server_address[1]}"
+        with pytest.raises(UnreachableError):
+            DirectConnection(other, {}, timeout=5, tls=trusting).request("GET", "/x")
+    finally:
+        server.close()
+    assert len(server.seen) == 1
+
+
+def test_a_server_that_never_answers_is_unreachable_after_the_timeout() -> None:
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)  # accepts the connection, never reads or answers
+    try:
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with (
+            SluicegateClient(f"http://127.0.0.1:{port}", "t", timeout=0.5) as client,
+            pytest.raises(UnreachableError, match="cannot reach"),
+        ):
+            client.get("r1")
+        assert 0.4 < time.monotonic() - started < 5
+    finally:
+        silent.close()
+
+
+def test_an_error_answer_that_is_not_json_is_a_client_error_with_its_text() -> None:
+    server = Recorder(b"upstream went away", status=502)
+    try:
+        with SluicegateClient(server.url, "t") as client, pytest.raises(ClientError) as err:
+            client.get("r1")
+    finally:
+        server.close()
+    assert err.value.status == 502 and "upstream went away" in str(err.value)
+
+
+def test_a_server_url_that_is_not_http_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        SluicegateClient("ftp://sluicegate.example", "t")
