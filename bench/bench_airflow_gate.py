@@ -52,7 +52,7 @@ What it measures
      their differences; from the task instances' start/end dates, the gate task alone next to
      the trivial task; and the gate's own work done outside Airflow, step by step: reading the
      connection (``SluicegateHook.server()``), building the client (``SluicegateClient(url,
-     token)``, an ``httpx.Client``), one ``open_gate`` round trip.
+     token)``; it connects on its first call), one ``open_gate`` round trip (a new connection).
   One warm-up run of each DAG comes first and is not counted. Figures only, no asserts.
 
 The machine's load average is printed at the start and the end: the figures are wall times on

@@ -138,6 +138,11 @@ def test_approved_by_two_stewards_the_export_runs(env: Env) -> None:
     # dag.test() records its run as triggered by the user "dag_test" (triggering_user_name)
     assert req["requester"]["triggered_by"] == "dag_test"
     assert req["idempotency_key"].startswith("airflow:pii_export:")
+    # the reviewers read the action as rendered for this run
+    action = req["action"]
+    assert action["summary"] == f"export crm.public.customers for the partner, run {run.run_id}"
+    assert action["context"] == {"rows": 120000, "dag": "pii_export"}
+    assert action["destination"] == "s3://partner-share/pii_export/"
 
 
 def _events(path: Path) -> list[dict[str, Any]]:
@@ -332,6 +337,8 @@ def test_a_gated_task_runs_its_body_once_approved_with_its_arguments(env: Env) -
         if r["requester"]["run_id"] == run.run_id
     ]
     assert [d["reviewer"] for d in req["decisions"]] == ["alice", "bob"]
+    assert req["action"]["summary"].endswith(f"for the partner, run {run.run_id}")
+    assert req["action"]["context"] == {"rows": "120000"}  # the upstream's XCom, rendered
 
 
 def test_a_gated_task_denied_never_runs_its_body(

@@ -18,7 +18,7 @@ same gate arguments as ``ApprovalGateOperator``, and returns what the body retur
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
 from airflow.sdk import Context
@@ -35,10 +35,12 @@ class _GatedPythonOperator(_ActionGate, _PythonDecoratedOperator):
 
     template_fields: Sequence[str] = (
         *_PythonDecoratedOperator.template_fields,
-        "summary",
-        "context_data",
-        "destination",
+        _ActionGate.TEMPLATED,
     )
+    template_fields_renderers: ClassVar[dict[str, str]] = {
+        **_PythonDecoratedOperator.template_fields_renderers,
+        _ActionGate.TEMPLATED: "json",
+    }
     custom_operator_name = "@task.sluicegate"
     ui_color = "#f5d76e"
 

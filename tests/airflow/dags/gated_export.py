@@ -41,10 +41,12 @@ def _gated(dag_id: str, kind: str, inputs: list[dict[str, str]], **gate: object)
         approve = ApprovalGateOperator(
             task_id="approve_export",
             kind=kind,
-            summary=f"{kind} {inputs[0]['name']} for the partner",
+            # templated, as any operator's fields are
+            summary=f"{kind} {inputs[0]['name']} for the partner, run {{{{ run_id }}}}",
             inputs=inputs,
             outputs=[BUCKET],
-            context_data={"rows": 120000},
+            context_data={"rows": 120000, "dag": "{{ dag.dag_id }}"},
+            destination="s3://partner-share/{{ dag.dag_id }}/",
             poll_seconds=5.0,
             **gate,  # type: ignore[arg-type]
         )
@@ -100,9 +102,10 @@ def _inline(dag_id: str, kind: str, inputs: list[dict[str, str]]) -> None:
 
         @task.sluicegate(  # type: ignore[attr-defined]
             kind=kind,
-            summary=f"{kind} {inputs[0]['name']} for the partner",
+            summary=f"{kind} {inputs[0]['name']} for the partner, run {{{{ run_id }}}}",
             inputs=inputs,
             outputs=[BUCKET],
+            context_data={"rows": "{{ ti.xcom_pull(task_ids='extract') }}"},
             poll_seconds=5.0,
         )
         def export(rows: int) -> str:
