@@ -635,12 +635,29 @@ def measure(
             f"{verdict(diff_ms <= GOAL_ALLOWED_MS)}")  # fmt: skip
     if walls[GATED_TASK_DAG] and walls[NO_GATE_DAG]:
         inline = med_ms(walls[GATED_TASK_DAG], walls[NO_GATE_DAG])
+        lo, hi = median_difference_ci(walls[GATED_TASK_DAG], walls[NO_GATE_DAG])
         say(f"  allowed gate cost <= {GOAL_ALLOWED_MS:.0f} ms, @task.sluicegate (the gate in the "
-            f"task): {inline:+.1f} ms -> {verdict(inline <= GOAL_ALLOWED_MS)}")  # fmt: skip
+            f"task): {inline:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f}) -> "
+            f"{verdict(inline <= GOAL_ALLOWED_MS)}")  # fmt: skip
         if gated_done and plain_done:
             ti = med_ms(gated_done, plain_done)
+            lo, hi = median_difference_ci(gated_done, plain_done)
             say(f"    the same from the done task's own duration (less noise than the wall): "
-                f"{ti:+.1f} ms -> {verdict(ti <= GOAL_ALLOWED_MS)}")  # fmt: skip
+                f"{ti:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f}) -> "
+                f"{verdict(ti <= GOAL_ALLOWED_MS)}")  # fmt: skip
+
+
+def median_difference_ci(
+    a: Sequence[float], b: Sequence[float], rounds: int = 2000
+) -> tuple[float, float]:
+    """A 95% bootstrap interval (ms) of median(a) - median(b): how far the noise of these runs
+    leaves the difference uncertain (seeded, so a run prints the same interval again)."""
+    rng = random.Random(7)
+    diffs = sorted(
+        statistics.median(rng.choices(a, k=len(a))) - statistics.median(rng.choices(b, k=len(b)))
+        for _ in range(rounds)
+    )
+    return diffs[int(0.025 * rounds)] * 1e3, diffs[int(0.975 * rounds) - 1] * 1e3
 
 
 if __name__ == "__main__":
