@@ -74,6 +74,21 @@ def _proxies_in_environment() -> bool:
     return any(os.environ.get(name) for name in _PROXY_VARIABLES)
 
 
+def _httpx_options(
+    server_url: str, headers: dict[str, str], timeout: float, transport: Any
+) -> dict[str, Any]:
+    """The arguments of the httpx client either client makes (a transport given by the caller
+    carries its own connections: the environment's proxies do not apply to it)."""
+    return {
+        "base_url": server_url,
+        "headers": headers,
+        "timeout": timeout,
+        "transport": transport,
+        "verify": _tls(server_url),
+        "trust_env": _proxies_in_environment(),
+    }
+
+
 class GateRefused(ClientError):
     """The gate ended without permission: denied, expired or cancelled."""
 
@@ -204,12 +219,7 @@ class SluicegateClient:
             )
         else:
             self._http = httpx.Client(
-                base_url=self.server_url,
-                headers=headers,
-                timeout=timeout,
-                transport=transport,
-                verify=_tls(self.server_url),
-                trust_env=True,
+                **_httpx_options(self.server_url, headers, timeout, transport)
             )
 
     def close(self) -> None:
@@ -398,12 +408,7 @@ class AsyncSluicegateClient:
         self.server_url, token = _settings_defaults(server_url, token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.AsyncClient(
-            base_url=self.server_url,
-            headers=headers,
-            timeout=timeout,
-            transport=transport,
-            verify=_tls(self.server_url),
-            trust_env=_proxies_in_environment(),
+            **_httpx_options(self.server_url, headers, timeout, transport)
         )
 
     async def aclose(self) -> None:
