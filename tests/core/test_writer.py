@@ -422,3 +422,55 @@ def test_a_group_alone_in_its_batch_keeps_all_or_nothing(sqlite_store: Store, in
     assert isinstance(failed, Boom) and kept == 1
     assert _kinds(store) == ["test.one", "test.two"]
     assert audit.verify(store.engine).ok
+
+
+def test_a_failed_write_that_cannot_be_undone_fails_the_whole_batch(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # If a failed write's savepoint cannot be rolled back, its rows may still be in the
+    # transaction: the batch must then keep nothing and tell every caller.
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.exc import OperationalError
+
+    writer = Writer(store, inline_when_quiet=False)
+    gate = threading.Event()
+    real = Connection.exec_driver_sql
+
+    def broken_rollback(self: Connection, statement: str, *args: Any, **kw: Any) -> Any:
+        if statement.startswith("ROLLBACK TO"):
+            raise OperationalError(statement, {}, Exception("connection lost"))
+        return real(self, statement, *args, **kw)
+
+    monkeypatch.setattr(Connection, "exec_driver_sql", broken_rollback)
+
+    def fails_after_writing() -> None:
+        with store.write() as conn:
+            audit.append(conn, [AuditEvent("test.undone")])
+            raise Boom("after its audit row")
+
+    async def main() -> list[Any]:
+        first = asyncio.ensure_future(writer.run(gate.wait, 5))
+        await asyncio.sleep(0.05)
+        rest = asyncio.ensure_future(
+            _gather(
+                writer,
+                [
+                    lambda: store.record([AuditEvent("test.ok")])[0],
+                    fails_after_writing,
+                    lambda: store.record([AuditEvent("test.ok")])[0],
+                ],
+            )
+        )
+        await asyncio.sleep(0.05)
+        gate.set()
+        return [await first, *(await rest)]
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        writer.close()
+        monkeypatch.setattr(Connection, "exec_driver_sql", real)
+    assert results[0] is True  # the batch before, holding the thread
+    assert all("could not be undone" in str(r) for r in results[1:]), results
+    assert _kinds(store) == []  # neither the good rows nor the undone one
+    assert audit.verify(store.engine).ok
