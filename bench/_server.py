@@ -239,13 +239,16 @@ class ServerProcess:
         n: int = 0,
         env: dict[str, str] | None = None,
         workers: int = 1,
+        command: Sequence[str] | None = None,
     ) -> None:
+        """``command``: what runs in place of the ``sluicegate`` console script (its arguments
+        follow: ``serve --db ...``)."""
         self.port = free_port()
         self.log_path = os.path.join(logdir, f"server-{n}.log")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, **(env or {})}
         env["SLUICEGATE_SERVER_URL"] = f"http://{HOST}:{self.port}"
-        cmd = [*sluicegate_cmd(), "serve", "--db", url, "--policy", str(policy),
+        cmd = [*(command or sluicegate_cmd()), "serve", "--db", url, "--policy", str(policy),
                "--host", HOST, "--port", str(self.port), "--log-level", log_level,
                "--workers", str(workers)]  # fmt: skip
         self.proc = subprocess.Popen(

@@ -52,7 +52,10 @@ What it measures
      their differences; from the task instances' start/end dates, the gate task alone next to
      the trivial task; and the gate's own work done outside Airflow, step by step: reading the
      connection (``SluicegateHook.server()``), building the client (``SluicegateClient(url,
-     token)``; it connects on its first call), one ``open_gate`` round trip (a new connection).
+     token)``; it connects on its first call), one ``open_gate`` round trip (a new connection);
+     and Airflow's own ``_serialize_rendered_fields`` (the task runner's step that sends a
+     task's rendered template fields, paid per field on every run) for ``done`` with and
+     without ``@task.sluicegate``, whose one extra field is ``sluicegate_action``.
   One warm-up run of each DAG comes first and is not counted. Figures only, no asserts.
 
 The machine's load average is printed at the start and the end: the figures are wall times on
@@ -560,6 +563,18 @@ def measure(
         conn_s.append(t1 - t0)
         client_s.append(t2 - t1)
         open_s.append(t3 - t2)
+    # What Airflow's task runner does with a task's template fields before it runs (each
+    # rendered value goes through a new pydantic TypeAdapter): the gated task has one field
+    # more than the plain one, sluicegate_action.
+    from airflow.sdk.execution_time.task_runner import _serialize_rendered_fields
+
+    fields_s: dict[str, list[float]] = {GATED_TASK_DAG: [], NO_GATE_DAG: []}
+    for _ in range(max(200, args.allowed_runs)):
+        for dag_id in fields_s:
+            task_ = dags[dag_id].get_task("done")
+            t0 = time.perf_counter()
+            _serialize_rendered_fields(task_)
+            fields_s[dag_id].append(time.perf_counter() - t0)
     allowed_s = time.monotonic() - t
 
     say(f"\n1+2. decision -> the gated task's completion (its end_date), and -> the downstream "
@@ -598,6 +613,10 @@ def measure(
     say(row("gate's work outside Airflow: hook.server() (connection)", conn_s, "ms", m))
     say(row("gate's work outside Airflow: SluicegateClient(url, token)", client_s, "ms", m))
     say(row("gate's work outside Airflow: open_gate round trip", open_s, "ms", m))
+    for dag_id, label in ((GATED_TASK_DAG, "@task.sluicegate"), (NO_GATE_DAG, "plain @task")):
+        n_fields = len(dags[dag_id].get_task("done").template_fields)
+        say(row(f"Airflow's rendered-fields step, done as {label} ({n_fields} fields)",
+                fields_s[dag_id], "ms"))  # fmt: skip
     for b in bad:
         say(f"  FAILED run: {b}")
     diff_ms = float("nan")

@@ -92,8 +92,9 @@ class _ActionGate(_Gate):
     kind: str
     #: ``summary``, ``context``, ``destination`` and ``environment``: one template field for
     #: all four, since Airflow 3 pays for every template field of a task on every run (its
-    #: task runner validates each rendered value through a new pydantic TypeAdapter: about
-    #: 0.9 ms each here, three fields more than the allowed gate's whole round trip).
+    #: task runner validates each rendered value through a new pydantic TypeAdapter: 0.8 ms a
+    #: field by bench/bench_airflow_gate.py; three would cost about what the gate's round trip
+    #: does).
     sluicegate_action: dict[str, Any]
     gate_inputs: list[Any] | None
     gate_outputs: list[Any] | None

@@ -66,8 +66,8 @@ def _proxies_in_environment() -> bool:
     and only then does the blocking client need httpx at all (:mod:`sluicegate.direct`).
 
     httpx finds proxies by scanning every environment variable (``urllib``'s
-    ``getproxies()``) for each new client: in an Airflow task, with its hundreds of
-    variables, more than half of what making a client cost; a few look-ups tell the same.
+    ``getproxies()``) for each new client, and an Airflow task has hundreds of them; a few
+    look-ups tell the same.
     """
     if sys.platform in ("darwin", "win32"):  # there urllib also reads the system's settings
         return True

@@ -13,7 +13,8 @@ opens: one multi-row insert for all the gates of a batch instead of six round tr
 A quiet writer is skipped: on SQLite, a call that finds nothing queued and nothing written in
 the last :data:`QUIET_S` is committed on the event loop itself, as a batch of one. Handing it
 to a thread that has been asleep, and being woken by it again, cost more than the commit (an
-allowed gate opened after 50 ms of quiet: 5.6 ms with the hops, 4.3 ms without). Calls closer
+allowed gate opened after 50 ms of quiet: 4.65 ms with the hops, 3.97 ms without, p50 by
+``bench/bench_idle_open.py``). Calls closer
 together than that go to the thread and are grouped as before, so under load nothing changes;
 nor does it wait: if another thread or process holds the write lock, the call is queued.
 
