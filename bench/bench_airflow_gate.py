@@ -47,7 +47,10 @@ What it measures
      policy allows: one round trip, no request opened) against ``bench_no_gate`` (the same
      DAG without it), ``bench_allowed_gate_no_xcom`` (the gate with ``do_xcom_push=False``: its
      returned approval is not written as an XCom) and ``bench_plain_task`` (a trivial @task in
-     the gate's place, to tell what any extra task costs in dag.test from what the gate adds),
+     the gate's place, to tell what any extra task costs in dag.test from what the gate adds;
+     and ``bench_gated_task`` once more with the gate's early call turned off in this process:
+     the gate starts its ``open_gate`` in a thread as its templates are rendered and takes the
+     answer in ``execute``; turned off, it makes the call in ``execute``),
      ``dag.test()`` wall time per run, interleaved (the order rotates), median of each and
      their differences; from the task instances' start/end dates, the gate task alone next to
      the trivial task; and the gate's own work done outside Airflow, step by step: reading the
@@ -98,6 +101,8 @@ HITL_DAG = "bench_airflow_hitl"
 ALLOWED_DAG = "bench_allowed_gate"
 ALLOWED_NO_XCOM_DAG = "bench_allowed_gate_no_xcom"
 GATED_TASK_DAG = "bench_gated_task"
+#: Not a DAG: bench_gated_task run with the gate's early call turned off in this process.
+GATED_LATE = "bench_gated_task, asked in execute"
 NO_GATE_DAG = "bench_no_gate"
 PLAIN_DAG = "bench_plain_task"
 GATE_TASK = "approve_export"
@@ -340,6 +345,20 @@ class Bench:
         return done - box["t_decided"], box
 
 
+@contextlib.contextmanager
+def asked_in_execute() -> Any:
+    """The gate's call made in ``execute`` rather than started as its templates are rendered:
+    the gate takes every run for one it cannot start early (as outside Airflow's task runner)."""
+    import sluicegate_airflow.operators as operators
+
+    resuming = operators._resuming
+    operators._resuming = lambda context: None
+    try:
+        yield
+    finally:
+        operators._resuming = resuming
+
+
 def states(dag_run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
@@ -514,18 +533,24 @@ def measure(
 
     # 3: allowed gate vs no gate (and vs a trivial task in its place), interleaved, the order
     # rotating each round
-    variants = [ALLOWED_DAG, ALLOWED_NO_XCOM_DAG, GATED_TASK_DAG, NO_GATE_DAG, PLAIN_DAG]
+    variants = [ALLOWED_DAG, ALLOWED_NO_XCOM_DAG, GATED_TASK_DAG, GATED_LATE, NO_GATE_DAG,
+                PLAIN_DAG]  # fmt: skip
     walls: dict[str, list[float]] = {d: [] for d in variants}
     gate_task: list[float] = []
     plain_task: list[float] = []
     extract_task: list[float] = []
     gated_done: list[float] = []  # done behind @task.sluicegate (TI end - start)
+    late_done: list[float] = []  # the same, its gate asked only in execute
     plain_done: list[float] = []  # done without a gate
     bad: list[str] = []
     t = time.monotonic()
     for i in range(args.allowed_runs):
         for dag_id in variants[i % len(variants) :] + variants[: i % len(variants)]:
-            dr, wall = bench.run(dag_id)
+            if dag_id == GATED_LATE:
+                with asked_in_execute():
+                    dr, wall = bench.run(GATED_TASK_DAG)
+            else:
+                dr, wall = bench.run(dag_id)
             got = states(dr)
             if got.get("done") != "success" or got.get(GATE_TASK, "success") != "success":
                 bad.append(f"{dag_id}: {got}")
@@ -539,6 +564,8 @@ def measure(
                 plain_task.append(d[GATE_TASK])
             elif dag_id == GATED_TASK_DAG:
                 gated_done.append(d["done"])
+            elif dag_id == GATED_LATE:
+                late_done.append(d["done"])
             elif dag_id == NO_GATE_DAG:
                 plain_done.append(d["done"])
     # the allowed gate's own work outside Airflow: the hook's client, one open_gate round trip
@@ -603,12 +630,16 @@ def measure(
     say(row("dag.test() wall, the same, do_xcom_push=False", walls[ALLOWED_NO_XCOM_DAG], "ms", m))
     say(row("dag.test() wall, extract -> done behind @task.sluicegate", walls[GATED_TASK_DAG],
             "ms", m))  # fmt: skip
+    say(row("dag.test() wall, the same, the gate asked only in execute", walls[GATED_LATE],
+            "ms", m))  # fmt: skip
     say(row("dag.test() wall, extract -> done", walls[NO_GATE_DAG], "ms", m))
     say(row("dag.test() wall, extract -> trivial @task -> done", walls[PLAIN_DAG], "ms", m))
     say(row("allowed gate task alone (TI end - start)", gate_task, "ms", m))
     say(row("trivial @task in the gate's place (TI end - start)", plain_task, "ms", m))
     say(row("trivial @task extract, allowed-gate runs (TI end - start)", extract_task, "ms", m))
     say(row("done behind @task.sluicegate (TI end - start)", gated_done, "ms", m))
+    say(row("done behind @task.sluicegate asked only in execute (TI end - start)", late_done,
+            "ms", m))  # fmt: skip
     say(row("done without a gate (TI end - start)", plain_done, "ms", m))
     say(row("gate's work outside Airflow: hook.server() (connection)", conn_s, "ms", m))
     say(row("gate's work outside Airflow: SluicegateClient(url, token)", client_s, "ms", m))
@@ -665,6 +696,11 @@ def measure(
             say(f"    the same from the done task's own duration (less noise than the wall): "
                 f"{ti:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f}) -> "
                 f"{verdict(ti <= GOAL_ALLOWED_MS)}")  # fmt: skip
+        if late_done and plain_done:
+            late = med_ms(late_done, plain_done)
+            lo, hi = median_difference_ci(late_done, plain_done)
+            say(f"    for comparison, the gate asked only in execute (its early call off): "
+                f"{late:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f})")  # fmt: skip
 
 
 def median_difference_ci(

@@ -47,6 +47,27 @@ class Env:
     def ran(self, name: str) -> bool:
         return (self.marks / name).exists()
 
+    def audit(self, job: str, run_id: str) -> list[str]:
+        """The kinds of the audit rows of ``job``'s run ``run_id`` (those of its request too),
+        as an auditor exports them."""
+        r = httpx.get(
+            f"{self.server.url}/api/v1/audit", params={"job": job}, headers=self.auth("alice")
+        )
+        assert r.status_code == 200, r.text
+        rows = [json.loads(line) for line in r.text.splitlines()]
+        mine = [row for row in rows if row["data"].get("run_id") == run_id]
+        requests = {row["request_id"] for row in mine} - {None}
+        return [row["kind"] for row in rows if row in mine or row["request_id"] in requests]
+
+    def reattached(self) -> float:
+        """How many opens the server answered with a request it already had (its metrics)."""
+        r = httpx.get(f"{self.server.url}/metrics")
+        assert r.status_code == 200, r.text
+        for line in r.text.splitlines():
+            if line.startswith('sluicegate_gates_opened_total{status="reattached"}'):
+                return float(line.split()[-1])
+        return 0.0
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
@@ -222,6 +243,80 @@ def test_a_policy_allowed_action_waits_for_nothing_and_opens_no_request(env: Env
     assert states(run)["approve_export"] == "success" and env.ran("routine_read.export")
     assert env.requests() == before  # nothing opened, so nobody was notified
     assert time.monotonic() - started < 30
+
+
+def test_an_allowed_gate_asks_the_server_once_per_run(env: Env) -> None:
+    # The gate asks when its templates are rendered and uses that answer in execute: one
+    # attempt in the audit log per run, never a second one from execute.
+    run = _dag("routine_read").test()
+    assert states(run)["approve_export"] == "success"
+    assert env.audit("routine_read.approve_export", run.run_id) == ["policy.allowed"]
+
+
+def test_a_resumed_gate_does_not_ask_the_server_again(env: Env) -> None:
+    before = env.reattached()
+    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+    run = _dag("pii_export").test()
+    thread.join(5)
+    assert states(run)["export"] == "success"
+    # the resumed task rendered its templates again, but took the answer from the trigger
+    assert env.reattached() == before
+    audit = env.audit("pii_export.approve_export", run.run_id)
+    assert audit.count("request.created") == 1 and audit.count("gate.released") == 1
+
+
+def test_an_action_changed_after_rendering_is_asked_again_and_waits(env: Env) -> None:
+    # Rendered as a routine read (allowed), then turned into a PII export before execute: the
+    # answer for the read must not let the export through.
+    thread = reviewer(env, [("alice", "deny", "not what was rendered")])
+    run = _dag("read_becomes_export").test()
+    thread.join(5)
+    assert states(run)["approve_export"] == "failed"
+    assert not env.ran("read_becomes_export.export")
+    audit = env.audit("read_becomes_export.approve_export", run.run_id)
+    assert audit[:2] == ["policy.allowed", "request.created"]
+    (req,) = [
+        r
+        for r in env.requests(job="read_becomes_export.approve_export", status="denied")
+        if r["requester"]["run_id"] == run.run_id
+    ]
+    assert req["action"]["kind"] == "export"
+
+
+def test_a_gate_whose_server_is_unreachable_fails_closed(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    conn = {"conn_type": "sluicegate", "host": f"http://127.0.0.1:{port}", "password": "sgreq_x"}
+    monkeypatch.setenv("AIRFLOW_CONN_SLUICEGATE_DOWN", json.dumps(conn))
+    run = _dag("inline_server_down").test()
+    printed = "".join(capfd.readouterr())
+    assert states(run)["export"] == "failed" and states(run)["receipt"] == "upstream_failed"
+    assert not env.ran("inline_server_down.export")
+    assert f"cannot reach http://127.0.0.1:{port}" in printed
+
+
+def test_airflow_tasks_render_shows_the_action_and_opens_no_gate(env: Env) -> None:
+    # `airflow tasks render` renders a task's templates outside the task runner: the gate
+    # must not ask the server from there.
+    out = subprocess.run(
+        [sys.executable, "-m", "airflow", "tasks", "render", "routine_read", "approve_export",
+         "2026-03-01T00:00:00+00:00"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "property: sluicegate_action" in out.stdout
+    assert "s3://partner-share/routine_read/" in out.stdout  # the rendered destination
+    r = httpx.get(
+        f"{env.server.url}/api/v1/audit",
+        params={"job": "routine_read.approve_export"},
+        headers=env.auth("alice"),
+    )
+    assert not [line for line in r.text.splitlines() if "2026-03-01" in line]
 
 
 def test_the_server_restarting_while_the_task_waits_still_resumes(env: Env) -> None:
@@ -402,3 +497,37 @@ def test_default_args_reach_the_gate_arguments_of_both_forms() -> None:
     for task_id in ("gate", "export"):
         op = built.get_task(task_id)
         assert (op.sluicegate_conn_id, op.fail_on_deny) == ("sluicegate_eu", False), task_id
+
+
+@pytest.mark.parametrize(
+    "dag_args",
+    [
+        {},
+        {"render_template_as_native_obj": True},
+        {"jinja_environment_kwargs": {"variable_start_string": "[[", "variable_end_string": "]]"}},
+        {"jinja_environment_kwargs": {"keep_trailing_newline": True}},
+        {"jinja_environment_kwargs": {"newline_sequence": "\r\n"}},
+        {"jinja_environment_kwargs": {"line_statement_prefix": "%", "line_comment_prefix": "##"}},
+    ],
+    ids=["default", "native", "delimiters", "trailing-newline", "crlf", "line-prefixes"],
+)
+def test_the_gate_renders_its_strings_exactly_as_airflow_does(dag_args: dict[str, Any]) -> None:
+    # The gate keeps a string with no template in it as it is, without compiling it: that
+    # must be what Airflow's own rendering gives, whatever the DAG's Jinja settings.
+    from datetime import datetime
+
+    from airflow.sdk import DAG, BaseOperator
+
+    from sluicegate_airflow.operators import ApprovalGateOperator
+
+    dag = DAG("render_check", schedule=None, start_date=datetime(2026, 1, 1), **dag_args)
+    gate = ApprovalGateOperator(task_id="gate", kind="export", dag=dag)
+    env = dag.get_template_env()
+    context = {"ds": "2026-03-01", "rows": 120000}
+    texts = ["", "Export customers", "120000", "[1, 2]", "a\n", "a\n\n", "a\r\nb", "a\nb",
+             "x\ry", "{{ ds }}", "[[ ds ]]", "{# note #}x", "% if true\nyes\n% endif", "a ## b",
+             "  spaced\t", "query.sql"]  # fmt: skip
+    for text in texts:
+        ours = gate.render_template(text, context, env)  # type: ignore[arg-type]
+        airflows = BaseOperator.render_template(gate, text, context, env)  # type: ignore[arg-type]
+        assert (type(ours), ours) == (type(airflows), airflows), text

@@ -10,6 +10,12 @@ Sluicegate server, and
   task succeeds and downstream runs; denied, the task fails without retrying, naming who denied
   and why (or, with ``fail_on_deny=False``, skips downstream); expired, as the rule says.
 
+The gate asks the server as soon as Airflow's task runner has rendered the task's templates, in a
+thread, and takes the answer when the task executes: the round trip overlaps the runner's own
+work in between (sending the rendered fields, the listeners, ``pre_execute``) instead of adding
+to it. Nothing the gate guards runs before the answer, and the answer is used only for the
+action ``execute`` would ask about.
+
 The request's idempotency key is ``airflow:{dag_id}:{run_id}:{task_id}:{map_index}``: a retry or
 a re-run of the task instance reattaches to the request it opened, never a second notification.
 The requester carries the task's owner and the user who triggered the run, so neither can
@@ -19,10 +25,12 @@ approve it.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
+import jinja2.nativetypes
 from airflow.sdk import BaseOperator, BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -62,6 +70,67 @@ def _assets(items: Sequence[Any]) -> list[dict[str, Any]]:
         else:
             out.append({"namespace": "airflow", "name": uri})
     return out
+
+
+class _EarlyOpen:
+    """One ``open_gate`` call made in a thread, started when the action is rendered; the
+    answer (or the error) is taken in ``execute``. It holds what it asked, so an answer is used
+    only for the very action, key and requester that ``execute`` would send."""
+
+    def __init__(self, url: str, token: str, asked: tuple[str, dict[str, Any], dict[str, Any]]):
+        self.asked = asked
+        self._answer: RequestOut | None = None
+        self._error: BaseException | None = None
+        # Not a daemon: a call once started completes (bounded by the client's timeout) even
+        # if the task fails before execute, so the server never sees half a request.
+        self._thread = threading.Thread(
+            target=self._call, args=(url, token), name="sluicegate-open"
+        )
+        self._thread.start()
+
+    def _call(self, url: str, token: str) -> None:
+        try:
+            with SluicegateClient(url, token) as client:
+                self._answer = client.open_gate(*self.asked)
+        except BaseException as err:  # handed to execute(), which raises it there
+            self._error = err
+
+    def answer(self) -> RequestOut:
+        """The server's answer; raises what the call raised (the client's timeout bounds it)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._answer is not None
+        return self._answer
+
+
+def _renders_to_itself(text: str, env: jinja2.Environment) -> bool:
+    """True when Jinja would render ``text`` unchanged in ``env``: no delimiter of the
+    environment in it, and nothing its lexer rewrites (a carriage return, a trailing newline it
+    drops, newlines it converts). A native environment turns text into Python values: never."""
+    if isinstance(env, jinja2.nativetypes.NativeEnvironment):
+        return False
+    markers = (
+        env.variable_start_string,
+        env.block_start_string,
+        env.comment_start_string,
+        env.line_statement_prefix,
+        env.line_comment_prefix,
+    )
+    if any(m and m in text for m in markers) or "\r" in text:
+        return False
+    if "\n" in text and env.newline_sequence != "\n":
+        return False
+    return env.keep_trailing_newline or not text.endswith("\n")
+
+
+def _resuming(context: Context) -> bool | None:
+    """True when this run resumes a deferred task (the trigger's event carries the answer),
+    False for a first run, None when this is not Airflow's task runner (nothing is known)."""
+    from_server = getattr(context.get("ti"), "_ti_context_from_server", None)
+    if from_server is None:
+        return None
+    return bool(getattr(from_server, "next_method", None))
 
 
 class _Gate:
@@ -105,6 +174,7 @@ class _ActionGate(_Gate):
     owner: str
     inlets: list[Any]
     outlets: list[Any]
+    template_ext: Sequence[str]
     log: Any
 
     def _init_gate(
@@ -166,17 +236,59 @@ class _ActionGate(_Gate):
             "parent": _parent_run(context),
         }
 
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Airflow's rendering, then the gate's ``open_gate`` call starts in a thread (see the
+        module's docstring). Only for a task about to execute for the first time: a resumed
+        task has its answer in the trigger's event, and rendering for anything else (``airflow
+        tasks render``) must not open a gate."""
+        super().render_template_fields(context, jinja_env)  # type: ignore[misc]
+        self._sluicegate_early: _EarlyOpen | None = None
+        # Airflow's task runner locks its copy of the task "before calling execute"
+        # (prepare_for_execution); `airflow tasks render` renders an unlocked task.
+        if not getattr(self, "_lock_for_execution", False) or _resuming(context) is not False:
+            return
+        # The connection is read here, on the task's own thread: reading it may go through
+        # the task runner's channel to its supervisor, which is not for other threads.
+        url, token = SluicegateHook(self.sluicegate_conn_id).server()
+        self._sluicegate_early = _EarlyOpen(url, token, self._asked(context))
+
+    def render_template(
+        self,
+        content: Any,
+        context: Context,
+        jinja_env: Any = None,
+        seen_oids: set[int] | None = None,
+    ) -> Any:
+        """Airflow's rendering, except that a string holding no template is kept as it is: what
+        Jinja would render it to, without compiling it into a template first, which is most of
+        what rendering a gate's mostly static action costs."""
+        if (
+            type(content) is str
+            and jinja_env is not None
+            and not getattr(self, "render_template_as_native_obj", None)
+            and not (self.template_ext and content.endswith(tuple(self.template_ext)))
+            and _renders_to_itself(content, jinja_env)
+        ):
+            return content
+        return super().render_template(content, context, jinja_env, seen_oids)  # type: ignore[misc]
+
+    def _asked(self, context: Context) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        return idempotency_key(context), self.action(), self.requester(context)
+
     def _open_or_defer(self, context: Context) -> RequestOut:
         """The answer if the step may go on now; raises if refused; defers if it waits."""
-        with SluicegateHook(self.sluicegate_conn_id).get_conn() as client:
-            answer = client.open_gate(
-                idempotency_key(context), self.action(), self.requester(context)
-            )
-            self.log.info(
-                "Sluicegate: %s (rule %s) %s", answer.status, answer.rule, answer.review_url or ""
-            )
-            if answer.terminal:
-                return self._settled(answer, client)
+        asked = self._asked(context)
+        early, self._sluicegate_early = getattr(self, "_sluicegate_early", None), None
+        if early is not None and early.asked == asked:
+            answer = early.answer()
+        else:  # not rendered by the task runner, or the action changed since: ask now
+            with SluicegateHook(self.sluicegate_conn_id).get_conn() as client:
+                answer = client.open_gate(*asked)
+        self.log.info(
+            "Sluicegate: %s (rule %s) %s", answer.status, answer.rule, answer.review_url or ""
+        )
+        if answer.terminal:
+            return self._settled(answer)
         expires = answer.expires_at
         timeout = expires - datetime.now(timezone.utc) + DEFER_MARGIN if expires else DEFAULT_DEFER
         self.defer(  # type: ignore[attr-defined]
@@ -195,14 +307,15 @@ class _ActionGate(_Gate):
         """The answer the trigger's event carries (raises if refused)."""
         if event.get("status") == "error":
             raise AirflowFailException(f"Sluicegate: {event.get('error')}")
-        with SluicegateHook(self.sluicegate_conn_id).get_conn() as client:
-            return self._settled(RequestOut.model_validate(event["request"]), client)
+        return self._settled(RequestOut.model_validate(event["request"]))
 
-    def _settled(self, answer: RequestOut, client: SluicegateClient) -> RequestOut:
+    def _settled(self, answer: RequestOut) -> RequestOut:
         """``answer`` once it lets the step go on (its release recorded), else raises."""
         self._sluicegate_answer = answer  # for the OpenLineage facets, asked after execute
         self._finish(answer)
-        client.record_release(answer)
+        if answer.releases:  # a request let it pass (a policy's allow has nothing to release)
+            with SluicegateHook(self.sluicegate_conn_id).get_conn() as client:
+                client.record_release(answer)
         return answer
 
     # ---- lineage: Airflow's OpenLineage provider asks the operator for its facets

@@ -36,7 +36,7 @@ class ApprovalTrigger(BaseTrigger):
         poll_seconds: float = POLL_SECONDS,
         carry: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Airflow leaves it untyped
         self.request_id = request_id
         self.sluicegate_conn_id = sluicegate_conn_id
         self.poll_seconds = poll_seconds
@@ -65,7 +65,7 @@ class ApprovalTrigger(BaseTrigger):
                     answer = await client.wait(self.request_id, timeout=self.poll_seconds)
                 except ClientError as err:
                     if err.status in (401, 403, 404):  # waiting longer cannot help
-                        yield TriggerEvent(
+                        yield TriggerEvent(  # type: ignore[no-untyped-call]
                             {"status": "error", "error": str(err), "carry": self.carry}
                         )
                         return
@@ -75,7 +75,7 @@ class ApprovalTrigger(BaseTrigger):
                     continue
                 attempt = 0
                 if answer.terminal:
-                    yield TriggerEvent(
+                    yield TriggerEvent(  # type: ignore[no-untyped-call]
                         {
                             "status": answer.status,
                             "request": answer.model_dump(mode="json"),

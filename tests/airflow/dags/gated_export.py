@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import dag, task
 
@@ -23,6 +24,12 @@ def _mark(name: str) -> None:
     folder = os.environ.get("SLUICEGATE_TEST_MARKS")
     if folder:
         Path(folder, name).write_text("ran")
+
+
+def _to_pii_export(context: Any) -> None:
+    """A ``pre_execute`` that turns the gate's rendered routine read into a PII export."""
+    context["task"].kind = "export"
+    context["task"].gate_inputs = [CUSTOMERS]
 
 
 def _gated(dag_id: str, kind: str, inputs: list[dict[str, str]], **gate: object) -> None:
@@ -63,6 +70,8 @@ def _gated(dag_id: str, kind: str, inputs: list[dict[str, str]], **gate: object)
 _gated("pii_export", "export", [CUSTOMERS])
 _gated("pii_export_skip_on_deny", "export", [CUSTOMERS], fail_on_deny=False)
 _gated("routine_read", "read", [ORDERS])
+# rendered as a routine read, executed as a PII export
+_gated("read_becomes_export", "read", [ORDERS], pre_execute=_to_pii_export)
 
 
 @dag(dag_id="wait_for_request", start_date=datetime(2026, 1, 1), schedule=None, catchup=False)
@@ -84,7 +93,7 @@ def wait_for_request() -> None:
 wait_for_request()
 
 
-def _inline(dag_id: str, kind: str, inputs: list[dict[str, str]]) -> None:
+def _inline(dag_id: str, kind: str, inputs: list[dict[str, str]], **gate: object) -> None:
     """extract -> export, the export's body behind its own gate (``@task.sluicegate``)."""
 
     @dag(
@@ -107,6 +116,7 @@ def _inline(dag_id: str, kind: str, inputs: list[dict[str, str]]) -> None:
             outputs=[BUCKET],
             context_data={"rows": "{{ ti.xcom_pull(task_ids='extract') }}"},
             poll_seconds=5.0,
+            **gate,
         )
         def export(rows: int) -> str:
             _mark(f"{dag_id}.export")
@@ -123,3 +133,5 @@ def _inline(dag_id: str, kind: str, inputs: list[dict[str, str]]) -> None:
 
 _inline("inline_pii_export", "export", [CUSTOMERS])
 _inline("inline_routine_read", "read", [ORDERS])
+# its connection names a port where no server listens (the test sets it)
+_inline("inline_server_down", "read", [ORDERS], sluicegate_conn_id="sluicegate_down")
