@@ -3,7 +3,9 @@
 The client's behaviour against the real server is in test_client.py (every sync call there
 goes through this connection); here is what only a hand-made server can show: a path prefix,
 a server that drops the kept-alive connection, TLS that must verify, a server that never
-answers, and an answer that is not JSON.
+answers, an answer that is not JSON, answers framed as other servers and proxies frame them
+(chunks, closing, ``Connection: close``, an interim 100), answers that cannot be read, and a
+path that tries to end the request line.
 """
 
 from __future__ import annotations
@@ -164,3 +166,149 @@ def test_an_error_answer_that_is_not_json_is_a_client_error_with_its_text() -> N
 def test_a_server_url_that_is_not_http_is_refused() -> None:
     with pytest.raises(ValueError, match="not an http"):
         SluicegateClient("ftp://sluicegate.example", "t")
+
+
+# --------------------------------------------------------------------------- framing, by hand
+
+
+class Scripted:
+    """A TCP server on 127.0.0.1 that reads each request whole and sends the next of
+    ``answers`` byte for byte (closing afterwards when told): how servers and proxies other
+    than uvicorn may frame an answer."""
+
+    def __init__(self, answers: list[bytes], *, close_after: bool = False) -> None:
+        self.answers = list(answers)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.close_after = close_after
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                buf = b""
+                while self.answers:
+                    while b"\r\n\r\n" not in buf:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        buf += data
+                    if b"\r\n\r\n" not in buf:
+                        break
+                    head, _, buf = buf.partition(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value)
+                    while len(buf) < length:
+                        buf += conn.recv(65536)
+                    self.requests.append(head + b"\r\n\r\n" + buf[:length])
+                    buf = buf[length:]
+                    conn.sendall(self.answers.pop(0))
+                    if self.close_after:
+                        break
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _conn(url: str) -> DirectConnection:
+    return DirectConnection(url, {"Authorization": "Bearer t"}, timeout=5, tls=_trusts_nobody())
+
+
+def test_a_chunked_answer_is_put_back_together_and_the_connection_kept() -> None:
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+        b'7;ext=1\r\n{"id": \r\n5\r\n"r1"}\r\n0\r\nX-Trailer: yes\r\n\r\n'
+    )
+    plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    server = Scripted([chunked, plain])
+    try:
+        conn = _conn(server.url)
+        assert conn.request("GET", "/a").json() == {"id": "r1"}
+        assert conn.request("GET", "/b").json() == {}
+        conn.close()
+    finally:
+        server.close()
+    assert server.connections == 1
+
+
+def test_an_answer_framed_by_closing_is_read_to_the_end_and_not_reused() -> None:
+    server = Scripted(
+        [b"HTTP/1.0 200 OK\r\n\r\n" + b'{"n": 1}', b"HTTP/1.0 200 OK\r\n\r\n" + b'{"n": 2}'],
+        close_after=True,
+    )
+    try:
+        conn = _conn(server.url)
+        assert conn.request("GET", "/a").json() == {"n": 1}
+        assert conn.request("GET", "/b").json() == {"n": 2}
+    finally:
+        server.close()
+    assert server.connections == 2
+
+
+def test_connection_close_is_honoured_and_an_interim_answer_skipped() -> None:
+    server = Scripted(
+        [
+            b"HTTP/1.1 100 Continue\r\n\r\n"
+            b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 9\r\n\r\n"
+            b'{"n": 1}\n',
+            b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n" + b'{"n": 2}',
+        ],
+        close_after=True,
+    )
+    try:
+        conn = _conn(server.url)
+        first = conn.request("POST", "/a", json_body={"k": 1})
+        assert (first.status_code, first.json()) == (201, {"n": 1})
+        assert conn.request("GET", "/b").json() == {"n": 2}
+    finally:
+        server.close()
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{"id": ',
+        b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"",
+    ],
+    ids=["truncated", "not-http", "bad-chunk", "no-answer"],
+)
+def test_an_answer_that_cannot_be_read_is_unreachable(answer: bytes) -> None:
+    server = Scripted([answer], close_after=True)
+    try:
+        with pytest.raises(UnreachableError, match=f"cannot reach {server.url}"):
+            _conn(server.url).request("GET", "/r/1")
+    finally:
+        server.close()
+
+
+def test_a_path_cannot_end_the_request_line_or_add_a_header() -> None:
+    body = b'{"error": "not_found"}'
+    server = Scripted(
+        [b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)]
+    )
+    try:
+        with SluicegateClient(server.url, "t") as client, pytest.raises(ClientError) as err:
+            client.get("r1 HTTP/1.1\r\nX-Injected: yes\r\n\r\nGET /x")
+    finally:
+        server.close()
+    assert err.value.status == 404
+    (raw,) = server.requests
+    request_line, *headers = raw.split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert request_line.startswith(b"GET /api/v1/requests/r1%20HTTP/1.1%0D%0AX-Injected")
+    assert not [h for h in headers if h.lower().startswith(b"x-injected")]

@@ -12,7 +12,8 @@ or a transport given by the caller (see :func:`sluicegate.client._proxies_in_env
 What it does: ``http`` and ``https`` (with the caller's TLS context: hostname checked, no
 redirects followed), a path prefix in the server URL, JSON bodies, query parameters, a timeout
 per call (for long polls), and reconnecting when the server closed the idle connection.
-Failures to connect, send or read raise :class:`~sluicegate.exceptions.UnreachableError`.
+Failures to connect, send or read, and answers that are not HTTP, raise
+:class:`~sluicegate.exceptions.UnreachableError`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import select
 import ssl
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from sluicegate.exceptions import UnreachableError
 
@@ -92,7 +93,10 @@ class DirectConnection:
         timeout: float | None = None,
     ) -> Reply:
         """Send one request and read the whole answer."""
-        target = self._prefix + path
+        # Percent-encoded, so that an id from a DAG's conf, say, with a space or a line break
+        # in it is asked for (and not found) rather than refused as a bad URL; what is already
+        # encoded stays as it is.
+        target = quote(self._prefix + path, safe="/%:@!$&'()*+,;=~")
         if params:
             target += "?" + urlencode({k: _query_value(v) for k, v in params.items()})
         headers = dict(self._headers)
