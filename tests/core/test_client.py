@@ -251,6 +251,28 @@ def test_a_gate_still_pending_at_its_timeout_fails_closed(live: Live) -> None:
     assert 0.9 <= elapsed < 5.0, elapsed
 
 
+def test_a_gate_sent_early_is_worked_on_before_its_answer_is_read(live: Live) -> None:
+    # start_open_gate sends the request at once; the server opens the request while the
+    # caller does other work, and reading gives the same answer open_gate would.
+    pipe = live.pipeline()
+    k = key()
+    read = pipe.start_open_gate(k, PII_EXPORT, REQUESTER)
+    pending_id = wait_for_pending(live, "crm_export.export_customers")  # not read yet
+    answer = read()
+    assert answer.id == pending_id and answer.status == "pending"
+    assert pipe.open_gate(k, PII_EXPORT, REQUESTER).id == pending_id  # the client goes on
+    allowed = pipe.start_open_gate(key(), {"kind": "read"}, REQUESTER)
+    assert allowed().status == "allowed"
+
+
+def test_a_gate_sent_early_to_a_dead_server_raises_when_read() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with SluicegateClient(dead, "sgreq_x") as c:
+        read = c.start_open_gate(key(), PII_EXPORT, REQUESTER)  # does not raise here
+        with pytest.raises(UnreachableError, match="cannot reach"):
+            read()
+
+
 def test_an_unreachable_server_is_an_unreachable_error() -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with SluicegateClient(dead, "sgreq_x") as c:

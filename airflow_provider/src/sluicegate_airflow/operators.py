@@ -10,11 +10,11 @@ Sluicegate server, and
   task succeeds and downstream runs; denied, the task fails without retrying, naming who denied
   and why (or, with ``fail_on_deny=False``, skips downstream); expired, as the rule says.
 
-The gate asks the server as soon as Airflow's task runner has rendered the task's templates, in a
-thread, and takes the answer when the task executes: the round trip overlaps the runner's own
-work in between (sending the rendered fields, the listeners, ``pre_execute``) instead of adding
-to it. Nothing the gate guards runs before the answer, and the answer is used only for the
-action ``execute`` would ask about.
+The gate sends its request as soon as Airflow's task runner has rendered the task's templates
+and reads the answer when the task executes: the server works on it while the runner does its
+own work in between (sending the rendered fields, the listeners, ``pre_execute``), so the round
+trip overlaps that work instead of adding to it. Nothing the gate guards runs before the
+answer, and the answer is used only for the action ``execute`` would ask about.
 
 The request's idempotency key is ``airflow:{dag_id}:{run_id}:{task_id}:{map_index}``: a retry or
 a re-run of the task instance reattaches to the request it opened, never a second notification.
@@ -25,7 +25,6 @@ approve it.
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
@@ -73,35 +72,24 @@ def _assets(items: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 class _EarlyOpen:
-    """One ``open_gate`` call made in a thread, started when the action is rendered; the
-    answer (or the error) is taken in ``execute``. It holds what it asked, so an answer is used
-    only for the very action, key and requester that ``execute`` would send."""
+    """An ``open_gate`` sent when the action is rendered, its answer read in ``execute``: the
+    server works on it while the task runner goes on. It holds what it asked, so an answer is
+    used only for the very action, key and requester that ``execute`` would send."""
 
     def __init__(self, url: str, token: str, asked: tuple[str, dict[str, Any], dict[str, Any]]):
         self.asked = asked
-        self._answer: RequestOut | None = None
-        self._error: BaseException | None = None
-        # Not a daemon: a call once started completes (bounded by the client's timeout) even
-        # if the task fails before execute, so the server never sees half a request.
-        self._thread = threading.Thread(
-            target=self._call, args=(url, token), name="sluicegate-open"
-        )
-        self._thread.start()
-
-    def _call(self, url: str, token: str) -> None:
-        try:
-            with SluicegateClient(url, token) as client:
-                self._answer = client.open_gate(*self.asked)
-        except BaseException as err:  # handed to execute(), which raises it there
-            self._error = err
+        self._client = SluicegateClient(url, token)
+        self._read = self._client.start_open_gate(*asked)
 
     def answer(self) -> RequestOut:
-        """The server's answer; raises what the call raised (the client's timeout bounds it)."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._answer is not None
-        return self._answer
+        """The server's answer; raises what :meth:`SluicegateClient.open_gate` raises."""
+        try:
+            return self._read()
+        finally:
+            self._client.close()
+
+    def discard(self) -> None:
+        self._client.close()
 
 
 def _renders_to_itself(text: str, env: jinja2.Environment) -> bool:
@@ -237,8 +225,8 @@ class _ActionGate(_Gate):
         }
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
-        """Airflow's rendering, then the gate's ``open_gate`` call starts in a thread (see the
-        module's docstring). Only for a task about to execute for the first time: a resumed
+        """Airflow's rendering, then the gate's ``open_gate`` is sent (see the module's
+        docstring). Only for a task about to execute for the first time: a resumed
         task has its answer in the trigger's event, and rendering for anything else (``airflow
         tasks render``) must not open a gate."""
         super().render_template_fields(context, jinja_env)  # type: ignore[misc]
@@ -247,8 +235,6 @@ class _ActionGate(_Gate):
         # (prepare_for_execution); `airflow tasks render` renders an unlocked task.
         if not getattr(self, "_lock_for_execution", False) or _resuming(context) is not False:
             return
-        # The connection is read here, on the task's own thread: reading it may go through
-        # the task runner's channel to its supervisor, which is not for other threads.
         url, token = SluicegateHook(self.sluicegate_conn_id).server()
         self._sluicegate_early = _EarlyOpen(url, token, self._asked(context))
 
@@ -282,6 +268,8 @@ class _ActionGate(_Gate):
         if early is not None and early.asked == asked:
             answer = early.answer()
         else:  # not rendered by the task runner, or the action changed since: ask now
+            if early is not None:
+                early.discard()
             with SluicegateHook(self.sluicegate_conn_id).get_conn() as client:
                 answer = client.open_gate(*asked)
         self.log.info(

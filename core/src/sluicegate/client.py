@@ -16,7 +16,7 @@ import random
 import ssl
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -273,6 +273,41 @@ class SluicegateClient:
         """Open (or reattach to) a gate; answers allowed, denied or the request."""
         body = _gate_body(idempotency_key, action, requester)
         return RequestOut.model_validate(self._call("POST", "/api/v1/requests", json=body))
+
+    def start_open_gate(
+        self,
+        idempotency_key: str,
+        action: Action | Mapping[str, Any],
+        requester: RequesterIn | Mapping[str, Any] | None = None,
+    ) -> Callable[[], RequestOut]:
+        """Send :meth:`open_gate` now and read its answer when the returned function is
+        called; the server works on it in between (an Airflow gate sends it as soon as the
+        task's templates are rendered and reads it in ``execute``). Nothing else may go
+        through this client before the answer is read. A failure to send is raised when
+        reading, as :meth:`open_gate` raises it; through httpx (a proxy, a given transport)
+        the whole call is made then."""
+        body = _gate_body(idempotency_key, action, requester)
+        direct = self._direct
+        if direct is None:
+            return lambda: RequestOut.model_validate(
+                self._call("POST", "/api/v1/requests", json=body)
+            )
+        try:
+            direct.send("POST", "/api/v1/requests", json_body=body)
+        except UnreachableError as err:
+            failure = err
+
+            def failed() -> RequestOut:
+                raise failure
+
+            return failed
+
+        def read() -> RequestOut:
+            reply = direct.receive()
+            _raise_for(reply)
+            return RequestOut.model_validate(reply.json())
+
+        return read
 
     def get(self, request_id: str) -> RequestOut:
         """The request now."""

@@ -18,11 +18,12 @@ Failures to connect, send or read, and answers that are not HTTP, raise
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import select
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -93,6 +94,20 @@ class DirectConnection:
         timeout: float | None = None,
     ) -> Reply:
         """Send one request and read the whole answer."""
+        self.send(method, path, json_body=json_body, params=params, timeout=timeout)
+        return self.receive()
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Send one request; :meth:`receive` reads its answer, which the server meanwhile
+        works on. Nothing else may be sent before that."""
         # Percent-encoded, so that an id from a DAG's conf, say, with a space or a line break
         # in it is asked for (and not found) rather than refused as a bad URL; what is already
         # encoded stays as it is.
@@ -107,18 +122,29 @@ class DirectConnection:
                 json_body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
             ).encode()
             headers["Content-Type"] = "application/json"
-        conn = self._connection(timeout or self._timeout)
-        try:
+        with self._unreachable():
+            conn = self._connection(timeout or self._timeout)
             conn.request(method, target, body=body, headers=headers)
-            response = conn.getresponse()
+
+    def receive(self) -> Reply:
+        """The whole answer to the request :meth:`send` sent."""
+        if self._conn is None:
+            raise UnreachableError(f"cannot reach {self.server_url}: nothing was sent")
+        with self._unreachable():
+            response = self._conn.getresponse()
             reply = Reply(response.status, response.reason, response.read())
             if response.will_close:
                 self.close()
+        return reply
+
+    @contextlib.contextmanager
+    def _unreachable(self) -> Iterator[None]:
+        try:
+            yield
         except (OSError, http.client.HTTPException) as err:
             self.close()
             why = str(err) or type(err).__name__
             raise UnreachableError(f"cannot reach {self.server_url}: {why}") from err
-        return reply
 
     def close(self) -> None:
         if self._conn is not None:
