@@ -41,7 +41,9 @@ What it measures
      end_date (the resume: ``execute_complete``; ours also records the release, one more
      round trip), -> ``done`` starts. For that, dag.test()'s helpers ``_run_inline_trigger``
      and ``_run_task`` (airflow/sdk/definitions/dag.py) are wrapped in this process to note
-     the time; they behave as before. The final decision call's round trip is shown too.
+     the time; they behave as before. The final decision call's round trip is shown too, and
+     how long this process spent collecting garbage within each trial (``gc.callbacks``): a
+     collection of the oldest generation pauses dag.test(), its inline trigger and the task.
   3. The cost of an allowed gate: ``bench_gated_task`` (``done``'s body behind its own gate,
      ``@task.sluicegate``: no gate task) and ``bench_allowed_gate`` (the gate on a kind ``read`` the
      policy allows: one round trip, no request opened) against ``bench_no_gate`` (the same
@@ -49,8 +51,8 @@ What it measures
      returned approval is not written as an XCom) and ``bench_plain_task`` (a trivial @task in
      the gate's place, to tell what any extra task costs in dag.test from what the gate adds;
      and ``bench_gated_task`` once more with the gate's early call turned off in this process:
-     the gate starts its ``open_gate`` in a thread as its templates are rendered and takes the
-     answer in ``execute``; turned off, it makes the call in ``execute``),
+     the gate sends its ``open_gate`` as its templates are rendered and reads the answer in
+     ``execute``; turned off, it makes the whole call in ``execute``),
      ``dag.test()`` wall time per run, interleaved (the order rotates), median of each and
      their differences; from the task instances' start/end dates, the gate task alone next to
      the trivial task; and the gate's own work done outside Airflow, step by step: reading the
@@ -72,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -271,6 +274,22 @@ class Bench:
         os.environ["SLUICEGATE_BENCH_MARK"] = str(self.mark)
         self.seen: dict[str, list[float]] = {}
         self._instrument()
+        self.gc_pauses: list[tuple[float, float, int]] = []  # (start, seconds, generation)
+        self._gc_started = (0.0, 0.0)
+        gc.callbacks.append(self._gc_callback)
+
+    def _gc_callback(self, phase: str, info: dict[str, Any]) -> None:
+        """Note each of this process's garbage collections: a collection of the oldest
+        generation stops dag.test(), its trigger and its tasks alike (all in this process)."""
+        if phase == "start":
+            self._gc_started = (time.time(), time.perf_counter())
+        else:
+            wall, started = self._gc_started
+            self.gc_pauses.append((wall, time.perf_counter() - started, info["generation"]))
+
+    def gc_within(self, start: float, end: float) -> float:
+        """Seconds this process spent collecting garbage between two ``time.time()`` points."""
+        return sum(d for t, d, _ in self.gc_pauses if start <= t <= end)
 
     def _instrument(self) -> None:
         """Note when dag.test() gets the decision: the inline trigger's event (our gate), or
@@ -342,13 +361,14 @@ class Bench:
         box["resume_s"] = gate_end.timestamp() - resumed
         box["gate_end_to_done_s"] = done - gate_end.timestamp()
         box["to_gate_end_s"] = gate_end.timestamp() - box["t_decided"]
+        box["gc_s"] = self.gc_within(box["t_decided"], done)
         return done - box["t_decided"], box
 
 
 @contextlib.contextmanager
 def asked_in_execute() -> Any:
-    """The gate's call made in ``execute`` rather than started as its templates are rendered:
-    the gate takes every run for one it cannot start early (as outside Airflow's task runner)."""
+    """The gate's call made in ``execute`` rather than sent as its templates are rendered: the
+    gate takes every run for one it cannot ask early (as outside Airflow's task runner)."""
     import sluicegate_airflow.operators as operators
 
     resuming = operators._resuming
@@ -514,6 +534,7 @@ def measure(
     resume: dict[str, list[float]] = {SG_DAG: [], HITL_DAG: []}
     to_done: dict[str, list[float]] = {SG_DAG: [], HITL_DAG: []}
     to_gate_end: dict[str, list[float]] = {SG_DAG: [], HITL_DAG: []}
+    gc_in: dict[str, list[float]] = {SG_DAG: [], HITL_DAG: []}  # GC pauses within each trial
     errors: dict[str, list[str]] = {SG_DAG: [], HITL_DAG: []}
     t = time.monotonic()
     for i, offset in enumerate(offsets):
@@ -529,6 +550,7 @@ def measure(
                 resume[dag_id].append(box["resume_s"])
                 to_done[dag_id].append(box["gate_end_to_done_s"])
                 to_gate_end[dag_id].append(box["to_gate_end_s"])
+                gc_in[dag_id].append(box["gc_s"])
     decided_s = time.monotonic() - t
 
     # 3: allowed gate vs no gate (and vs a trivial task in its place), interleaved, the order
@@ -619,6 +641,15 @@ def measure(
         say(row(f"  {label}: decision -> {how}", to_resume[dag_id]))
         say(row(f"  {label}: resume -> gate task end_date", resume[dag_id]))
         say(row(f"  {label}: gate task end_date -> downstream start", to_done[dag_id]))
+        say(row(f"  {label}: of the trial, this process collecting garbage", gc_in[dag_id]))
+        if lat[dag_id]:
+            slowest = max(range(len(lat[dag_id])), key=lat[dag_id].__getitem__)
+            say(f"    {label}'s slowest trial: {lat[dag_id][slowest]:.3f} s to downstream, "
+                f"of which {gc_in[dag_id][slowest]:.3f} s collecting garbage")  # fmt: skip
+    oldest = [d for _, d, gen in bench.gc_pauses if gen == 2]
+    longest = max(oldest, default=0.0) * 1e3
+    say(f"    this process's garbage collections so far: {len(bench.gc_pauses)}, of the oldest "
+        f"generation {len(oldest)}, the longest {longest:.0f} ms")  # fmt: skip
     for dag_id, errs in errors.items():
         for e in sorted(set(errs)):
             say(f"  FAILED trials of {dag_id}: {errs.count(e)}x {e}")
