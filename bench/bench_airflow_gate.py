@@ -55,7 +55,10 @@ What it measures
      ``execute``; turned off, it makes the whole call in ``execute``),
      ``dag.test()`` wall time per run, interleaved (the order rotates), median of each and
      their differences; from the task instances' start/end dates, the gate task alone next to
-     the trivial task; and the gate's own work done outside Airflow, step by step: reading the
+     the trivial task, and ``done``'s duration with and without the gate, also paired round by
+     round (the median of each round's difference: the runs of one round are seconds apart, so
+     the machine's drift over minutes cancels), with the GC pauses inside each ``done`` run;
+     and the gate's own work done outside Airflow, step by step: reading the
      connection (``SluicegateHook.server()``), building the client (``SluicegateClient(url,
      token)``; it connects on its first call), one ``open_gate`` round trip (a new connection);
      and Airflow's own ``_serialize_rendered_fields`` (the task runner's step that sends a
@@ -564,9 +567,14 @@ def measure(
     gated_done: list[float] = []  # done behind @task.sluicegate (TI end - start)
     late_done: list[float] = []  # the same, its gate asked only in execute
     plain_done: list[float] = []  # done without a gate
+    # per round, done's duration behind the gate minus without it (the two ran seconds apart,
+    # so the machine's drift over minutes cancels out), and GC pauses inside done's run
+    paired: dict[str, list[float]] = {GATED_TASK_DAG: [], GATED_LATE: []}
+    done_gc: dict[str, list[float]] = {GATED_TASK_DAG: [], GATED_LATE: [], NO_GATE_DAG: []}
     bad: list[str] = []
     t = time.monotonic()
     for i in range(args.allowed_runs):
+        this_round: dict[str, float] = {}
         for dag_id in variants[i % len(variants) :] + variants[: i % len(variants)]:
             if dag_id == GATED_LATE:
                 with asked_in_execute():
@@ -590,6 +598,15 @@ def measure(
                 late_done.append(d["done"])
             elif dag_id == NO_GATE_DAG:
                 plain_done.append(d["done"])
+            if dag_id in done_gc:
+                this_round[dag_id] = d["done"]
+                done_ti = next(ti for ti in dr.get_task_instances() if ti.task_id == "done")
+                done_gc[dag_id].append(
+                    bench.gc_within(done_ti.start_date.timestamp(), done_ti.end_date.timestamp())
+                )
+        for dag_id, diffs in paired.items():
+            if dag_id in this_round and NO_GATE_DAG in this_round:
+                diffs.append(this_round[dag_id] - this_round[NO_GATE_DAG])
     # the allowed gate's own work outside Airflow: the hook's client, one open_gate round trip
     from sluicegate.client import SluicegateClient
     from sluicegate_airflow.hooks import SluicegateHook
@@ -672,6 +689,10 @@ def measure(
     say(row("done behind @task.sluicegate asked only in execute (TI end - start)", late_done,
             "ms", m))  # fmt: skip
     say(row("done without a gate (TI end - start)", plain_done, "ms", m))
+    for dag_id, label in ((GATED_TASK_DAG, "behind @task.sluicegate"),
+                          (GATED_LATE, "behind it, asked only in execute"),
+                          (NO_GATE_DAG, "without a gate")):  # fmt: skip
+        say(row(f"  done {label}: GC pauses inside its run", done_gc[dag_id], "ms", m))
     say(row("gate's work outside Airflow: hook.server() (connection)", conn_s, "ms", m))
     say(row("gate's work outside Airflow: SluicegateClient(url, token)", client_s, "ms", m))
     say(row("gate's work outside Airflow: open_gate round trip", open_s, "ms", m))
@@ -727,11 +748,24 @@ def measure(
             say(f"    the same from the done task's own duration (less noise than the wall): "
                 f"{ti:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f}) -> "
                 f"{verdict(ti <= GOAL_ALLOWED_MS)}")  # fmt: skip
+        for dag_id, label in ((GATED_TASK_DAG, "@task.sluicegate"),
+                              (GATED_LATE, "asked only in execute")):  # fmt: skip
+            if paired[dag_id]:
+                mid, (lo, hi) = statistics.median(paired[dag_id]) * 1e3, median_ci(paired[dag_id])
+                say(f"    paired, {label}: the median of each round's difference in done's "
+                    f"duration {mid:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f})")  # fmt: skip
         if late_done and plain_done:
             late = med_ms(late_done, plain_done)
             lo, hi = median_difference_ci(late_done, plain_done)
             say(f"    for comparison, the gate asked only in execute (its early call off): "
                 f"{late:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f})")  # fmt: skip
+
+
+def median_ci(values: Sequence[float], rounds: int = 2000) -> tuple[float, float]:
+    """A 95% bootstrap interval (ms) of the median of ``values`` (seeded)."""
+    rng = random.Random(7)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(rounds))
+    return medians[int(0.025 * rounds)] * 1e3, medians[int(0.975 * rounds) - 1] * 1e3
 
 
 def median_difference_ci(
