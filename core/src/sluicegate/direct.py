@@ -84,17 +84,9 @@ class DirectConnection:
         self._tls = tls
         self._conn: http.client.HTTPConnection | None = None
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        params: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> Reply:
-        """Send one request and read the whole answer."""
-        self.send(method, path, json_body=json_body, params=params, timeout=timeout)
+    def request(self, method: str, path: str, **options: Any) -> Reply:
+        """Send one request and read the whole answer (``options`` as :meth:`send` takes)."""
+        self.send(method, path, **options)
         return self.receive()
 
     def send(
