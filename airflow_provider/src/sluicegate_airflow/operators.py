@@ -230,6 +230,9 @@ class _ActionGate(_Gate):
         task has its answer in the trigger's event, and rendering for anything else (``airflow
         tasks render``) must not open a gate."""
         super().render_template_fields(context, jinja_env)  # type: ignore[misc]
+        previous = getattr(self, "_sluicegate_early", None)
+        if previous is not None:  # rendered twice: only the last rendering's answer counts
+            previous.discard()
         self._sluicegate_early: _EarlyOpen | None = None
         # Airflow's task runner locks its copy of the task "before calling execute"
         # (prepare_for_execution); `airflow tasks render` renders an unlocked task.
