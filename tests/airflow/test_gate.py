@@ -283,6 +283,21 @@ def test_an_action_changed_after_rendering_is_asked_again_and_waits(env: Env) ->
     assert req["action"]["kind"] == "export"
 
 
+def test_a_context_changed_in_place_after_rendering_is_asked_about_again(env: Env) -> None:
+    run = _dag("read_context_changed").test()
+    assert states(run)["export"] == "success"
+    r = httpx.get(
+        f"{env.server.url}/api/v1/audit",
+        params={"job": "read_context_changed.approve_export"},
+        headers=env.auth("alice"),
+    )
+    rows = [json.loads(line) for line in r.text.splitlines()]
+    mine = [row for row in rows if row["data"].get("run_id") == run.run_id]
+    # the rendered action was asked about, then the one that ran: two fingerprints
+    assert [row["kind"] for row in mine] == ["policy.allowed", "policy.allowed"]
+    assert len({row["data"]["fingerprint"] for row in mine}) == 2
+
+
 def test_a_gate_whose_server_is_unreachable_fails_closed(
     env: Env, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:

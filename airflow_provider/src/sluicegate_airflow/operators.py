@@ -24,6 +24,7 @@ approve it.
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -77,9 +78,11 @@ class _EarlyOpen:
     used only for the very action, key and requester that ``execute`` would send."""
 
     def __init__(self, url: str, token: str, asked: tuple[str, dict[str, Any], dict[str, Any]]):
-        self.asked = asked
+        # A copy: the action shares its nested values (the context) with the task, and a change
+        # made to them in place before execute must not go unseen.
+        self.asked = copy.deepcopy(asked)
         self._client = SluicegateClient(url, token)
-        self._read = self._client.start_open_gate(*asked)
+        self._read = self._client.start_open_gate(*self.asked)
 
     def answer(self) -> RequestOut:
         """The server's answer; raises what :meth:`SluicegateClient.open_gate` raises."""

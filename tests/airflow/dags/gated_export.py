@@ -32,6 +32,11 @@ def _to_pii_export(context: Any) -> None:
     context["task"].gate_inputs = [CUSTOMERS]
 
 
+def _more_rows(context: Any) -> None:
+    """A ``pre_execute`` that changes the rendered context in place."""
+    context["task"].sluicegate_action["context"]["rows"] = 999999
+
+
 def _gated(dag_id: str, kind: str, inputs: list[dict[str, str]], **gate: object) -> None:
     @dag(
         dag_id=dag_id,
@@ -72,6 +77,8 @@ _gated("pii_export_skip_on_deny", "export", [CUSTOMERS], fail_on_deny=False)
 _gated("routine_read", "read", [ORDERS])
 # rendered as a routine read, executed as a PII export
 _gated("read_becomes_export", "read", [ORDERS], pre_execute=_to_pii_export)
+# rendered with 120000 rows, executed with 999999: the same dict, changed in place
+_gated("read_context_changed", "read", [ORDERS], pre_execute=_more_rows)
 
 
 @dag(dag_id="wait_for_request", start_date=datetime(2026, 1, 1), schedule=None, catchup=False)
