@@ -263,6 +263,17 @@ def test_a_resumed_gate_does_not_ask_the_server_again(env: Env) -> None:
     assert env.reattached() == before
     audit = env.audit("pii_export.approve_export", run.run_id)
     assert audit.count("request.created") == 1 and audit.count("gate.released") == 1
+    # what a second ask would have shown: the same key once more is counted as a reattach
+    r = httpx.post(
+        f"{env.server.url}/api/v1/requests",
+        json={
+            "idempotency_key": f"airflow:pii_export:{run.run_id}:approve_export:-1",
+            "action": {"kind": "export"},
+        },
+        headers=env.auth("airflow-prod"),
+    )
+    assert r.status_code == 200 and r.json()["status"] == "approved", r.text
+    assert env.reattached() == before + 1
 
 
 def test_an_action_changed_after_rendering_is_asked_again_and_waits(env: Env) -> None:

@@ -77,12 +77,14 @@ class _EarlyOpen:
     server works on it while the task runner goes on. It holds what it asked, so an answer is
     used only for the very action, key and requester that ``execute`` would send."""
 
-    def __init__(self, url: str, token: str, asked: tuple[str, dict[str, Any], dict[str, Any]]):
+    def __init__(
+        self, client: SluicegateClient, asked: tuple[str, dict[str, Any], dict[str, Any]]
+    ) -> None:
         # A copy: the action shares its nested values (the context) with the task, and a change
         # made to them in place before execute must not go unseen.
         self.asked = copy.deepcopy(asked)
-        self._client = SluicegateClient(url, token)
-        self._read = self._client.start_open_gate(*self.asked)
+        self._client = client
+        self._read = client.start_open_gate(*self.asked)
 
     def answer(self) -> RequestOut:
         """The server's answer; raises what :meth:`SluicegateClient.open_gate` raises."""
@@ -152,9 +154,9 @@ class _ActionGate(_Gate):
     kind: str
     #: ``summary``, ``context``, ``destination`` and ``environment``: one template field for
     #: all four, since Airflow 3 pays for every template field of a task on every run (its
-    #: task runner validates each rendered value through a new pydantic TypeAdapter: 0.8 ms a
-    #: field by bench/bench_airflow_gate.py; three would cost about what the gate's round trip
-    #: does).
+    #: task runner validates each rendered value through a new pydantic TypeAdapter: 0.4-0.8
+    #: ms a field by bench/bench_airflow_gate.py, so three more would cost about what the rest
+    #: of an allowed gate does).
     sluicegate_action: dict[str, Any]
     gate_inputs: list[Any] | None
     gate_outputs: list[Any] | None
@@ -241,8 +243,8 @@ class _ActionGate(_Gate):
         # (prepare_for_execution); `airflow tasks render` renders an unlocked task.
         if not getattr(self, "_lock_for_execution", False) or _resuming(context) is not False:
             return
-        url, token = SluicegateHook(self.sluicegate_conn_id).server()
-        self._sluicegate_early = _EarlyOpen(url, token, self._asked(context))
+        client = SluicegateHook(self.sluicegate_conn_id).get_conn()
+        self._sluicegate_early = _EarlyOpen(client, self._asked(context))
 
     def render_template(
         self,

@@ -244,23 +244,55 @@ class SluicegateClient:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
     ) -> Any:
-        response: httpx.Response | Reply
-        if self._direct is not None:
-            response = self._direct.request(
-                method, path, json_body=json, params=params, timeout=timeout
+        return self._start(method, path, timeout=timeout, json=json, params=params)()
+
+    def _start(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: float | None = None,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Callable[[], Any]:
+        """Send the request now (its own connection) and return the function that reads the
+        answer's JSON, raising what the call raises. Through httpx the whole call is made
+        when the answer is read."""
+        direct = self._direct
+        if direct is None:
+            return lambda: self._through_httpx(method, path, timeout, json, params)
+        try:
+            direct.send(method, path, json_body=json, params=params, timeout=timeout)
+        except UnreachableError as err:
+            failure = err
+
+            def failed() -> Any:
+                raise failure
+
+            return failed
+
+        def read() -> Any:
+            reply = direct.receive()
+            _raise_for(reply)
+            return reply.json()
+
+        return read
+
+    def _through_httpx(
+        self,
+        method: str,
+        path: str,
+        timeout: float | None,
+        json: Any,
+        params: Mapping[str, Any] | None,
+    ) -> Any:
+        assert self._http is not None
+        try:
+            response = self._http.request(
+                method, path, json=json, params=params, timeout=timeout or httpx.USE_CLIENT_DEFAULT
             )
-        else:
-            assert self._http is not None
-            try:
-                response = self._http.request(
-                    method,
-                    path,
-                    json=json,
-                    params=params,
-                    timeout=timeout or httpx.USE_CLIENT_DEFAULT,
-                )
-            except httpx.TransportError as err:
-                raise UnreachableError(f"cannot reach {self.server_url}: {err}") from err
+        except httpx.TransportError as err:
+            raise UnreachableError(f"cannot reach {self.server_url}: {err}") from err
         _raise_for(response)
         return response.json()
 
@@ -271,8 +303,7 @@ class SluicegateClient:
         requester: RequesterIn | Mapping[str, Any] | None = None,
     ) -> RequestOut:
         """Open (or reattach to) a gate; answers allowed, denied or the request."""
-        body = _gate_body(idempotency_key, action, requester)
-        return RequestOut.model_validate(self._call("POST", "/api/v1/requests", json=body))
+        return self.start_open_gate(idempotency_key, action, requester)()
 
     def start_open_gate(
         self,
@@ -286,28 +317,10 @@ class SluicegateClient:
         through this client before the answer is read. A failure to send is raised when
         reading, as :meth:`open_gate` raises it; through httpx (a proxy, a given transport)
         the whole call is made then."""
-        body = _gate_body(idempotency_key, action, requester)
-        direct = self._direct
-        if direct is None:
-            return lambda: RequestOut.model_validate(
-                self._call("POST", "/api/v1/requests", json=body)
-            )
-        try:
-            direct.send("POST", "/api/v1/requests", json_body=body)
-        except UnreachableError as err:
-            failure = err
-
-            def failed() -> RequestOut:
-                raise failure
-
-            return failed
-
-        def read() -> RequestOut:
-            reply = direct.receive()
-            _raise_for(reply)
-            return RequestOut.model_validate(reply.json())
-
-        return read
+        read = self._start(
+            "POST", "/api/v1/requests", json=_gate_body(idempotency_key, action, requester)
+        )
+        return lambda: RequestOut.model_validate(read())
 
     def get(self, request_id: str) -> RequestOut:
         """The request now."""
