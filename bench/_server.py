@@ -100,6 +100,16 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
+def pin(pids: Sequence[int], cpus: set[int]) -> None:
+    """Every thread of each of ``pids`` onto ``cpus``: Linux keeps a CPU mask per thread, and a
+    thread inherits the mask of the thread that starts it (so pin again after new threads)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):  # that thread has just ended
+                    os.sched_setaffinity(int(tid), cpus)
+
+
 def proc_threads(pid: int) -> int:
     return proc_status_kib(pid, "Threads")
 

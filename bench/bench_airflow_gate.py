@@ -57,8 +57,17 @@ What it measures
      their differences; from the task instances' start/end dates, the gate task alone next to
      the trivial task, and ``done``'s duration with and without the gate, also paired round by
      round (the median of each round's difference: the runs of one round are seconds apart, so
-     the machine's drift over minutes cancels), with the GC pauses inside each ``done`` run;
-     and the gate's own work done outside Airflow, step by step: reading the
+     the machine's drift over minutes cancels), with the GC pauses inside each ``done`` run.
+     Before each run the garbage collector is settled (``gc.collect()``, then ``gc.freeze()``),
+     so that a collection of the oldest generation, half a second in this process, does not
+     land in one run by chance (it did: that noise, ±10 ms at 15 runs, hid a 5 ms goal).
+     The rounds alternate between two placements: the servers on the same CPUs as dag.test(),
+     as the operating system schedules them, and the servers on a CPU of their own (the
+     last; every thread of theirs and of this process pinned, ``sched_setaffinity``), as a
+     server on its own host would be. Sharing, the server's work on the gate's early request
+     competes with the task that sent it (its ``SetRenderedFields`` call took 1 ms longer,
+     by an instrumented run); on a CPU of its own it does not.
+     Then the gate's own work done outside Airflow, step by step: reading the
      connection (``SluicegateHook.server()``), building the client (``SluicegateClient(url,
      token)``; it connects on its first call), one ``open_gate`` round trip (a new connection);
      and Airflow's own ``_serialize_rendered_fields`` (the task runner's step that sends a
@@ -67,8 +76,7 @@ What it measures
   One warm-up run of each DAG comes first and is not counted. Figures only, no asserts.
 
 The machine's load average is printed at the start and the end: the figures are wall times on
-shared cores. Run it from the repository root, in the Airflow environment (about 6 minutes; with
-fewer allowed runs the noise, ±10 ms at 15 runs, hides a 5 ms goal)::
+shared cores. Run it from the repository root, in the Airflow environment (about 10 minutes)::
 
     .venvs/airflow/bin/python bench/bench_airflow_gate.py [--trials 20] [--allowed-runs 80]
 """
@@ -100,7 +108,16 @@ HERE = Path(__file__).resolve().parent
 DAGS = HERE / "airflow_dags"
 sys.path.insert(0, str(HERE))
 
-from _server import HOST, POLICY, ServerProcess, free_port, pct, quiet  # noqa: E402
+from _server import (  # noqa: E402
+    HOST,
+    POLICY,
+    ServerProcess,
+    child_pids,
+    free_port,
+    pct,
+    pin,
+    quiet,
+)
 
 SG_DAG = "bench_sluicegate_gate"
 HITL_DAG = "bench_airflow_hitl"
@@ -116,6 +133,13 @@ GOAL_P95_S = 0.25
 GOAL_ALLOWED_MS = 5.0
 REFERENCE = "earlier session, this machine: Airflow's gate 0.59 s median, 1.05 s max"
 TRIAL_LIMIT_S = 120.0  # a trial that takes longer is stuck: stop everything
+#: Section 3's placements: the servers (Sluicegate's, Airflow's API server) on the same CPUs
+#: as dag.test(), as everything ran before; or on a CPU of their own and dag.test() on the
+#: others, as a server on its own host would be (a gate's request then no longer competes with
+#: the very task that waits for it: that is the difference between the two).
+SHARED = "servers sharing the CPUs with dag.test()"
+SPLIT = "servers on a CPU of their own"
+ALL_CPUS = set(os.sched_getaffinity(0))
 CONSOLE = os.dup(2)  # the real stderr, for the watchdog (quiet() redirects fd 2)
 
 
@@ -425,7 +449,9 @@ def verdict(ok: bool) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=20, help="decision trials per gate")
-    ap.add_argument("--allowed-runs", type=int, default=80, help="runs with and without gate")
+    ap.add_argument(
+        "--allowed-runs", type=int, default=80, help="runs of each variant and placement"
+    )
     ap.add_argument("--seed", type=int, default=1, help="shuffles the decision offsets")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     args = ap.parse_args()
@@ -556,26 +582,24 @@ def measure(
                 gc_in[dag_id].append(box["gc_s"])
     decided_s = time.monotonic() - t
 
+    gc_count, oldest = len(bench.gc_pauses), [d for _, d, gen in bench.gc_pauses if gen == 2]
+
     # 3: allowed gate vs no gate (and vs a trivial task in its place), interleaved, the order
-    # rotating each round
+    # rotating each round; the rounds alternate between the placements of the servers
     variants = [ALLOWED_DAG, ALLOWED_NO_XCOM_DAG, GATED_TASK_DAG, GATED_LATE, NO_GATE_DAG,
                 PLAIN_DAG]  # fmt: skip
-    walls: dict[str, list[float]] = {d: [] for d in variants}
-    gate_task: list[float] = []
-    plain_task: list[float] = []
-    extract_task: list[float] = []
-    gated_done: list[float] = []  # done behind @task.sluicegate (TI end - start)
-    late_done: list[float] = []  # the same, its gate asked only in execute
-    plain_done: list[float] = []  # done without a gate
-    # per round, done's duration behind the gate minus without it (the two ran seconds apart,
-    # so the machine's drift over minutes cancels out), and GC pauses inside done's run
-    paired: dict[str, list[float]] = {GATED_TASK_DAG: [], GATED_LATE: []}
-    done_gc: dict[str, list[float]] = {GATED_TASK_DAG: [], GATED_LATE: [], NO_GATE_DAG: []}
+    placements = [SHARED] + ([SPLIT] if len(ALL_CPUS) > 1 else [])
+    costs = {p: Costs(variants) for p in placements}
+    servers = [*sg.pids(), *process_tree(af.proc.pid)]
     bad: list[str] = []
     t = time.monotonic()
-    for i in range(args.allowed_runs):
+    for i in range(len(placements) * args.allowed_runs):
+        placement, k = placements[i % len(placements)], i // len(placements)
+        place(placement, servers)
+        c = costs[placement]
         this_round: dict[str, float] = {}
-        for dag_id in variants[i % len(variants) :] + variants[: i % len(variants)]:
+        for dag_id in variants[k % len(variants) :] + variants[: k % len(variants)]:
+            settle_gc()
             if dag_id == GATED_LATE:
                 with asked_in_execute():
                     dr, wall = bench.run(GATED_TASK_DAG)
@@ -585,28 +609,24 @@ def measure(
             if got.get("done") != "success" or got.get(GATE_TASK, "success") != "success":
                 bad.append(f"{dag_id}: {got}")
                 continue
-            walls[dag_id].append(wall)
+            c.walls[dag_id].append(wall)
             d = durations(dr)
             if dag_id == ALLOWED_DAG:
-                gate_task.append(d[GATE_TASK])
-                extract_task.append(d["extract"])
+                c.gate_task.append(d[GATE_TASK])
+                c.extract_task.append(d["extract"])
             elif dag_id == PLAIN_DAG:
-                plain_task.append(d[GATE_TASK])
-            elif dag_id == GATED_TASK_DAG:
-                gated_done.append(d["done"])
-            elif dag_id == GATED_LATE:
-                late_done.append(d["done"])
-            elif dag_id == NO_GATE_DAG:
-                plain_done.append(d["done"])
-            if dag_id in done_gc:
+                c.plain_task.append(d[GATE_TASK])
+            if dag_id in c.done:
+                c.done[dag_id].append(d["done"])
                 this_round[dag_id] = d["done"]
                 done_ti = next(ti for ti in dr.get_task_instances() if ti.task_id == "done")
-                done_gc[dag_id].append(
+                c.done_gc[dag_id].append(
                     bench.gc_within(done_ti.start_date.timestamp(), done_ti.end_date.timestamp())
                 )
-        for dag_id, diffs in paired.items():
+        for dag_id, diffs in c.paired.items():
             if dag_id in this_round and NO_GATE_DAG in this_round:
                 diffs.append(this_round[dag_id] - this_round[NO_GATE_DAG])
+    place(SHARED, servers)
     # the allowed gate's own work outside Airflow: the hook's client, one open_gate round trip
     from sluicegate.client import SluicegateClient
     from sluicegate_airflow.hooks import SluicegateHook
@@ -663,58 +683,31 @@ def measure(
             slowest = max(range(len(lat[dag_id])), key=lat[dag_id].__getitem__)
             say(f"    {label}'s slowest trial: {lat[dag_id][slowest]:.3f} s to downstream, "
                 f"of which {gc_in[dag_id][slowest]:.3f} s collecting garbage")  # fmt: skip
-    oldest = [d for _, d, gen in bench.gc_pauses if gen == 2]
     longest = max(oldest, default=0.0) * 1e3
-    say(f"    this process's garbage collections so far: {len(bench.gc_pauses)}, of the oldest "
-        f"generation {len(oldest)}, the longest {longest:.0f} ms")  # fmt: skip
+    say(f"    this process's garbage collections in 1+2: {gc_count}, of the oldest generation "
+        f"{len(oldest)}, the longest {longest:.0f} ms")  # fmt: skip
     for dag_id, errs in errors.items():
         for e in sorted(set(errs)):
             say(f"  FAILED trials of {dag_id}: {errs.count(e)}x {e}")
 
     m = args.allowed_runs
-    say(f"\n3. an allowed gate (kind read) vs no gate ({m} runs of each variant, interleaved; "
+    say(f"\n3. an allowed gate (kind read) vs no gate ({m} runs of each variant in each placement "
+        f"of the servers, interleaved, the collector settled before each run; "
         f"{allowed_s:.0f} s)")  # fmt: skip
-    say(row("dag.test() wall, extract -> allowed gate -> done", walls[ALLOWED_DAG], "ms", m))
-    say(row("dag.test() wall, the same, do_xcom_push=False", walls[ALLOWED_NO_XCOM_DAG], "ms", m))
-    say(row("dag.test() wall, extract -> done behind @task.sluicegate", walls[GATED_TASK_DAG],
-            "ms", m))  # fmt: skip
-    say(row("dag.test() wall, the same, the gate asked only in execute", walls[GATED_LATE],
-            "ms", m))  # fmt: skip
-    say(row("dag.test() wall, extract -> done", walls[NO_GATE_DAG], "ms", m))
-    say(row("dag.test() wall, extract -> trivial @task -> done", walls[PLAIN_DAG], "ms", m))
-    say(row("allowed gate task alone (TI end - start)", gate_task, "ms", m))
-    say(row("trivial @task in the gate's place (TI end - start)", plain_task, "ms", m))
-    say(row("trivial @task extract, allowed-gate runs (TI end - start)", extract_task, "ms", m))
-    say(row("done behind @task.sluicegate (TI end - start)", gated_done, "ms", m))
-    say(row("done behind @task.sluicegate asked only in execute (TI end - start)", late_done,
-            "ms", m))  # fmt: skip
-    say(row("done without a gate (TI end - start)", plain_done, "ms", m))
-    for dag_id, label in ((GATED_TASK_DAG, "behind @task.sluicegate"),
-                          (GATED_LATE, "behind it, asked only in execute"),
-                          (NO_GATE_DAG, "without a gate")):  # fmt: skip
-        say(row(f"  done {label}: GC pauses inside its run", done_gc[dag_id], "ms", m))
-    say(row("gate's work outside Airflow: hook.server() (connection)", conn_s, "ms", m))
-    say(row("gate's work outside Airflow: SluicegateClient(url, token)", client_s, "ms", m))
-    say(row("gate's work outside Airflow: open_gate round trip", open_s, "ms", m))
+    goals: list[list[str]] = []
+    for placement, c in costs.items():
+        say(f"  {placement}:")
+        goals.append(report_costs(c, m))
+    say("  the gate's own work, outside Airflow (servers sharing the CPUs):")
+    say(row("  hook.server() (reads the connection)", conn_s, "ms", m))
+    say(row("  SluicegateClient(url, token)", client_s, "ms", m))
+    say(row("  open_gate round trip (a new connection)", open_s, "ms", m))
     for dag_id, label in ((GATED_TASK_DAG, "@task.sluicegate"), (NO_GATE_DAG, "plain @task")):
         n_fields = len(dags[dag_id].get_task("done").template_fields)
-        say(row(f"Airflow's rendered-fields step, done as {label} ({n_fields} fields)",
+        say(row(f"  Airflow's rendered-fields step, done as {label} ({n_fields} fields)",
                 fields_s[dag_id], "ms"))  # fmt: skip
     for b in bad:
         say(f"  FAILED run: {b}")
-    diff_ms = float("nan")
-
-    def med_ms(a: Sequence[float], b: Sequence[float]) -> float:
-        return (statistics.median(a) - statistics.median(b)) * 1e3 if a and b else float("nan")
-
-    if all(walls.values()):
-        diff_ms = med_ms(walls[ALLOWED_DAG], walls[NO_GATE_DAG])
-        say(f"  differences of the medians: allowed gate - no gate {diff_ms:+.1f} ms "
-            f"(of which one more task, trivial task - no gate: "
-            f"{med_ms(walls[PLAIN_DAG], walls[NO_GATE_DAG]):+.1f} ms; allowed gate - trivial "
-            f"task: {med_ms(walls[ALLOWED_DAG], walls[PLAIN_DAG]):+.1f} ms, without its XCom "
-            f"{med_ms(walls[ALLOWED_NO_XCOM_DAG], walls[PLAIN_DAG]):+.1f} ms); gate task - "
-            f"trivial task (TI durations): {med_ms(gate_task, plain_task):+.1f} ms")  # fmt: skip
 
     say(f"\nload average {load()} at the end (the machine is shared: other load shows here)")
     say("\ngoals")
@@ -732,33 +725,122 @@ def measure(
     if h:
         say(f"  Airflow's gate (reference, {REFERENCE}): this run {pct(h, 50):.2f} s median, "
             f"{h[-1]:.2f} s max")  # fmt: skip
-    if diff_ms == diff_ms:  # not nan
-        say(f"  allowed gate cost <= {GOAL_ALLOWED_MS:.0f} ms (difference of dag.test() medians), "
-            f"ApprovalGateOperator: {diff_ms:+.1f} ms -> "
-            f"{verdict(diff_ms <= GOAL_ALLOWED_MS)}")  # fmt: skip
-    if walls[GATED_TASK_DAG] and walls[NO_GATE_DAG]:
-        inline = med_ms(walls[GATED_TASK_DAG], walls[NO_GATE_DAG])
-        lo, hi = median_difference_ci(walls[GATED_TASK_DAG], walls[NO_GATE_DAG])
-        say(f"  allowed gate cost <= {GOAL_ALLOWED_MS:.0f} ms, @task.sluicegate (the gate in the "
-            f"task): {inline:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f}) -> "
-            f"{verdict(inline <= GOAL_ALLOWED_MS)}")  # fmt: skip
-        if gated_done and plain_done:
-            ti = med_ms(gated_done, plain_done)
-            lo, hi = median_difference_ci(gated_done, plain_done)
-            say(f"    the same from the done task's own duration (less noise than the wall): "
-                f"{ti:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f}) -> "
-                f"{verdict(ti <= GOAL_ALLOWED_MS)}")  # fmt: skip
-        for dag_id, label in ((GATED_TASK_DAG, "@task.sluicegate"),
-                              (GATED_LATE, "asked only in execute")):  # fmt: skip
-            if paired[dag_id]:
-                mid, (lo, hi) = statistics.median(paired[dag_id]) * 1e3, median_ci(paired[dag_id])
-                say(f"    paired, {label}: the median of each round's difference in done's "
-                    f"duration {mid:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f})")  # fmt: skip
-        if late_done and plain_done:
-            late = med_ms(late_done, plain_done)
-            lo, hi = median_difference_ci(late_done, plain_done)
-            say(f"    for comparison, the gate asked only in execute (its early call off): "
-                f"{late:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f})")  # fmt: skip
+    for placement, lines in zip(costs, goals, strict=True):
+        say(f"  allowed gate cost <= {GOAL_ALLOWED_MS:.0f} ms, {placement}:")
+        for line in lines:
+            say(f"    {line}")
+
+
+class Costs:
+    """Section 3's figures for one placement of the servers."""
+
+    def __init__(self, variants: Sequence[str]) -> None:
+        self.walls: dict[str, list[float]] = {d: [] for d in variants}
+        self.gate_task: list[float] = []  # the allowed gate task (TI end - start)
+        self.plain_task: list[float] = []  # the trivial task in its place
+        self.extract_task: list[float] = []
+        #: done's duration (TI end - start): behind @task.sluicegate, the same asked only in
+        #: execute, and without a gate
+        self.done: dict[str, list[float]] = {GATED_TASK_DAG: [], GATED_LATE: [], NO_GATE_DAG: []}
+        #: per round, done's duration behind the gate minus without it (the two ran seconds
+        #: apart, so the machine's drift over minutes cancels out)
+        self.paired: dict[str, list[float]] = {GATED_TASK_DAG: [], GATED_LATE: []}
+        self.done_gc: dict[str, list[float]] = {d: [] for d in self.done}  # GC inside done
+
+
+def report_costs(c: Costs, m: int) -> list[str]:
+    """Print one placement's figures; returns its lines for the goals."""
+    walls, done = c.walls, c.done
+    say(row("dag.test() wall, extract -> allowed gate -> done", walls[ALLOWED_DAG], "ms", m))
+    say(row("dag.test() wall, the same, do_xcom_push=False", walls[ALLOWED_NO_XCOM_DAG], "ms", m))
+    say(row("dag.test() wall, extract -> done behind @task.sluicegate", walls[GATED_TASK_DAG],
+            "ms", m))  # fmt: skip
+    say(row("dag.test() wall, the same, the gate asked only in execute", walls[GATED_LATE],
+            "ms", m))  # fmt: skip
+    say(row("dag.test() wall, extract -> done", walls[NO_GATE_DAG], "ms", m))
+    say(row("dag.test() wall, extract -> trivial @task -> done", walls[PLAIN_DAG], "ms", m))
+    say(row("allowed gate task alone (TI end - start)", c.gate_task, "ms", m))
+    say(row("trivial @task in the gate's place (TI end - start)", c.plain_task, "ms", m))
+    say(row("trivial @task extract, allowed-gate runs (TI end - start)", c.extract_task, "ms", m))
+    say(row("done behind @task.sluicegate (TI end - start)", done[GATED_TASK_DAG], "ms", m))
+    say(row("done behind @task.sluicegate asked only in execute (TI end - start)",
+            done[GATED_LATE], "ms", m))  # fmt: skip
+    say(row("done without a gate (TI end - start)", done[NO_GATE_DAG], "ms", m))
+    for dag_id, label in ((GATED_TASK_DAG, "behind @task.sluicegate"),
+                          (GATED_LATE, "behind it, asked only in execute"),
+                          (NO_GATE_DAG, "without a gate")):  # fmt: skip
+        say(row(f"  done {label}: GC pauses inside its run", c.done_gc[dag_id], "ms", m))
+
+    def med_ms(a: Sequence[float], b: Sequence[float]) -> float:
+        return (statistics.median(a) - statistics.median(b)) * 1e3 if a and b else float("nan")
+
+    goals: list[str] = []
+    if not all(walls.values()):
+        return ["no figures (every run of a variant failed)"]
+    diff_ms = med_ms(walls[ALLOWED_DAG], walls[NO_GATE_DAG])
+    say(f"  differences of the medians: allowed gate - no gate {diff_ms:+.1f} ms "
+        f"(of which one more task, trivial task - no gate: "
+        f"{med_ms(walls[PLAIN_DAG], walls[NO_GATE_DAG]):+.1f} ms; allowed gate - trivial "
+        f"task: {med_ms(walls[ALLOWED_DAG], walls[PLAIN_DAG]):+.1f} ms, without its XCom "
+        f"{med_ms(walls[ALLOWED_NO_XCOM_DAG], walls[PLAIN_DAG]):+.1f} ms); gate task - "
+        f"trivial task (TI durations): {med_ms(c.gate_task, c.plain_task):+.1f} ms")  # fmt: skip
+    goals.append(f"ApprovalGateOperator (a task more; difference of dag.test() medians): "
+                 f"{diff_ms:+.1f} ms -> {verdict(diff_ms <= GOAL_ALLOWED_MS)}")  # fmt: skip
+    inline = med_ms(walls[GATED_TASK_DAG], walls[NO_GATE_DAG])
+    lo, hi = median_difference_ci(walls[GATED_TASK_DAG], walls[NO_GATE_DAG])
+    goals.append(
+        f"@task.sluicegate (the gate in the task), dag.test() wall: {inline:+.1f} ms "
+        f"(95% CI {lo:+.1f} to {hi:+.1f}) -> {verdict(inline <= GOAL_ALLOWED_MS)}"
+    )
+    ti = med_ms(done[GATED_TASK_DAG], done[NO_GATE_DAG])
+    lo, hi = median_difference_ci(done[GATED_TASK_DAG], done[NO_GATE_DAG])
+    goals.append(
+        f"the same from the done task's own duration: {ti:+.1f} ms "
+        f"(95% CI {lo:+.1f} to {hi:+.1f}) -> {verdict(ti <= GOAL_ALLOWED_MS)}"
+    )
+    for dag_id, label in ((GATED_TASK_DAG, "@task.sluicegate"),
+                          (GATED_LATE, "asked only in execute")):  # fmt: skip
+        if c.paired[dag_id]:
+            mid, (lo, hi) = statistics.median(c.paired[dag_id]) * 1e3, median_ci(c.paired[dag_id])
+            goals.append(
+                f"  paired, {label}: the median of each round's difference in done's "
+                f"duration {mid:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f})"
+            )
+    late = med_ms(done[GATED_LATE], done[NO_GATE_DAG])
+    lo, hi = median_difference_ci(done[GATED_LATE], done[NO_GATE_DAG])
+    goals.append(
+        f"  for comparison, the gate asked only in execute (its early call off), done's "
+        f"duration: {late:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f})"
+    )
+    return goals
+
+
+def settle_gc() -> None:
+    """Collect, then freeze what survives, before a run of section 3: a collection of the
+    oldest generation (half a second in dag.test's process, see section 1+2) then does not
+    land inside one run by chance, and each run starts with the same young generations."""
+    gc.collect()
+    gc.freeze()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants."""
+    out = [pid]
+    for child in child_pids(pid):
+        out += process_tree(child)
+    return out
+
+
+def place(placement: str, servers: Sequence[int]) -> None:
+    """Run the servers and this process (dag.test(), its tasks and threads) on the CPUs that
+    ``placement`` gives them."""
+    if placement == SPLIT:
+        own = {max(ALL_CPUS)}
+        pin(servers, own)
+        pin([os.getpid()], ALL_CPUS - own)
+    else:
+        pin(servers, ALL_CPUS)
+        pin([os.getpid()], ALL_CPUS)
 
 
 def median_ci(values: Sequence[float], rounds: int = 2000) -> tuple[float, float]:
