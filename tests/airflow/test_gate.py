@@ -92,7 +92,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     ).start()
     with Store(db) as store:
         tokens = {"airflow-prod": store.create_token("airflow-prod", "request")}
-        tokens |= {r: store.create_token(r, "review") for r in ("alice", "bob")}
+        tokens |= {r: store.create_token(r, "review") for r in ("alice", "bob", "carol")}
     conn = {"conn_type": "sluicegate", "host": server.url, "password": tokens["airflow-prod"]}
     os.environ["AIRFLOW_CONN_SLUICEGATE_DEFAULT"] = json.dumps(conn)
     marks = work / "marks"
@@ -234,6 +234,91 @@ def test_fail_on_deny_false_skips_downstream(env: Env) -> None:
     assert states(run)["approve_export"] == "skipped"
     assert states(run)["export"] == "skipped"
     assert not env.ran("pii_export_skip_on_deny.export")
+
+
+def test_the_dag_owner_a_steward_cannot_approve_its_own_gate(env: Env) -> None:
+    # pii_export's owner is carol, a data steward: the gate's request names her as its owner,
+    # so her approval is refused and two other stewards must decide.
+    already = {r["id"] for r in env.requests(status="pending")}
+    refused: dict[str, Any] = {}
+
+    def decide() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pending = [r for r in env.requests(status="pending") if r["id"] not in already]
+            if pending:
+                url = f"{env.server.url}/api/v1/requests/{pending[0]['id']}/decisions"
+                r = httpx.post(url, json={"verdict": "approve"}, headers=env.auth("carol"))
+                refused.update(status=r.status_code, body=r.json())
+                for who in ("alice", "bob"):
+                    httpx.post(
+                        url, json={"verdict": "approve"}, headers=env.auth(who)
+                    ).raise_for_status()
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=decide, daemon=True)
+    thread.start()
+    run = _dag("pii_export").test()
+    thread.join(5)
+    assert refused["status"] == 403, refused
+    assert refused["body"] == {
+        "error": "forbidden",
+        "detail": "'carol' cannot approve this request: is the job owner",
+    }
+    assert states(run)["export"] == "success"
+    (req,) = [
+        r
+        for r in env.requests(job="pii_export.approve_export", status="approved")
+        if r["requester"]["run_id"] == run.run_id
+    ]
+    assert [d["reviewer"] for d in req["decisions"]] == ["alice", "bob"]
+
+
+@pytest.mark.parametrize("on_timeout", ["allow", "deny"])
+def test_an_expired_request_ends_as_its_rule_says(
+    env: Env,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    on_timeout: str,
+) -> None:
+    # Nobody decides; the rule's timeout (1 s here) ends the request, and the waiting gate
+    # resumes with the rule's outcome.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        POLICY.read_text().replace(
+            "timeout: 24h\n      on_timeout: deny", f"timeout: 1s\n      on_timeout: {on_timeout}"
+        )
+    )
+    assert f"timeout: 1s\n      on_timeout: {on_timeout}" in policy.read_text()
+    db = f"sqlite:///{tmp_path}/sluicegate.db"
+    server = ServerProcess(db, policy, tmp_path, name="expiring").start()
+    try:
+        with Store(db) as store:
+            token = store.create_token("airflow-prod", "request")
+        conn = {"conn_type": "sluicegate", "host": server.url, "password": token}
+        monkeypatch.setenv("AIRFLOW_CONN_SLUICEGATE_DEFAULT", json.dumps(conn))
+        (env.marks / "pii_export.export").unlink(missing_ok=True)
+        run = _dag("pii_export").test()
+        printed = "".join(capfd.readouterr())
+        r = httpx.get(
+            f"{server.url}/api/v1/requests",
+            params={"job": "pii_export.approve_export"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    finally:
+        server.stop()
+    ((req,),) = [r.json()["items"]]
+    assert req["status"] == "expired" and req["decisions"] == []
+    if on_timeout == "allow":
+        assert states(run)["approve_export"] == "success"
+        assert env.ran("pii_export.export")
+    else:
+        assert states(run)["approve_export"] == "failed"
+        assert not env.ran("pii_export.export")
+        assert "AirflowFailException" in printed  # failed without retrying
+        assert "expired" in printed
 
 
 def test_a_policy_allowed_action_waits_for_nothing_and_opens_no_request(env: Env) -> None:
