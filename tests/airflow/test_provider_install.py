@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,20 @@ def test_providers_manager_discovers_the_provider() -> None:
     provider = providers[DIST]
     assert provider.version == importlib.metadata.version(DIST)
     assert provider.data["name"] == "Sluicegate"
+
+
+def test_airflow_providers_list_shows_the_provider(tmp_path: Path) -> None:
+    # What a data engineer runs after `pip install airflow-provider-sluicegate`, in a fresh
+    # AIRFLOW_HOME (without the tests' unit-test mode, which logs its own line to stdout).
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__CORE__UNIT_TEST_MODE"}
+    out = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "list", "-o", "json"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**env, "AIRFLOW_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    listed = {p["package_name"]: p for p in json.loads(out.stdout)}
+    assert listed[DIST]["version"] == importlib.metadata.version(DIST)
 
 
 @pytest.mark.parametrize("other", ["dagster", "prefect"])
