@@ -786,18 +786,16 @@ def report_costs(c: Costs, m: int) -> list[str]:
         f"trivial task (TI durations): {med_ms(c.gate_task, c.plain_task):+.1f} ms")  # fmt: skip
     goals.append(f"ApprovalGateOperator (a task more; difference of dag.test() medians): "
                  f"{diff_ms:+.1f} ms -> {verdict(diff_ms <= GOAL_ALLOWED_MS)}")  # fmt: skip
-    inline = med_ms(walls[GATED_TASK_DAG], walls[NO_GATE_DAG])
-    lo, hi = median_difference_ci(walls[GATED_TASK_DAG], walls[NO_GATE_DAG])
-    goals.append(
-        f"@task.sluicegate (the gate in the task), dag.test() wall: {inline:+.1f} ms "
-        f"(95% CI {lo:+.1f} to {hi:+.1f}) -> {verdict(inline <= GOAL_ALLOWED_MS)}"
-    )
-    ti = med_ms(done[GATED_TASK_DAG], done[NO_GATE_DAG])
-    lo, hi = median_difference_ci(done[GATED_TASK_DAG], done[NO_GATE_DAG])
-    goals.append(
-        f"the same from the done task's own duration: {ti:+.1f} ms "
-        f"(95% CI {lo:+.1f} to {hi:+.1f}) -> {verdict(ti <= GOAL_ALLOWED_MS)}"
-    )
+
+    def difference(label: str, a: Sequence[float], b: Sequence[float], goal: bool = True) -> str:
+        mid, (lo, hi) = med_ms(a, b), median_difference_ci(a, b)
+        met = f" -> {verdict(mid <= GOAL_ALLOWED_MS)}" if goal else ""
+        return f"{label}: {mid:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f}){met}"
+
+    goals.append(difference("@task.sluicegate (the gate in the task), dag.test() wall",
+                            walls[GATED_TASK_DAG], walls[NO_GATE_DAG]))  # fmt: skip
+    goals.append(difference("the same from the done task's own duration",
+                            done[GATED_TASK_DAG], done[NO_GATE_DAG]))  # fmt: skip
     for dag_id, label in ((GATED_TASK_DAG, "@task.sluicegate"),
                           (GATED_LATE, "asked only in execute")):  # fmt: skip
         if c.paired[dag_id]:
@@ -806,12 +804,9 @@ def report_costs(c: Costs, m: int) -> list[str]:
                 f"  paired, {label}: the median of each round's difference in done's "
                 f"duration {mid:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f})"
             )
-    late = med_ms(done[GATED_LATE], done[NO_GATE_DAG])
-    lo, hi = median_difference_ci(done[GATED_LATE], done[NO_GATE_DAG])
-    goals.append(
-        f"  for comparison, the gate asked only in execute (its early call off), done's "
-        f"duration: {late:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f})"
-    )
+    goals.append(difference("  for comparison, the gate asked only in execute (its early call "
+                            "off), done's duration", done[GATED_LATE], done[NO_GATE_DAG],
+                            goal=False))  # fmt: skip
     return goals
 
 

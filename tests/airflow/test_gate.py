@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
-from serverproc import POLICY, ServerProcess
+from serverproc import POLICY, ServerProcess, expiring_server
 
 from sluicegate.store import Store
 
@@ -285,15 +285,7 @@ def test_an_expired_request_ends_as_its_rule_says(
 ) -> None:
     # Nobody decides; the rule's timeout (1 s here) ends the request, and the waiting gate
     # resumes with the rule's outcome.
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        POLICY.read_text().replace(
-            "timeout: 24h\n      on_timeout: deny", f"timeout: 1s\n      on_timeout: {on_timeout}"
-        )
-    )
-    assert f"timeout: 1s\n      on_timeout: {on_timeout}" in policy.read_text()
-    db = f"sqlite:///{tmp_path}/sluicegate.db"
-    server = ServerProcess(db, policy, tmp_path, name="expiring").start()
+    server, db = expiring_server(tmp_path, on_timeout)
     try:
         with Store(db) as store:
             token = store.create_token("airflow-prod", "request")

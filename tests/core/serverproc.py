@@ -26,6 +26,18 @@ EXAMPLES = ROOT / "examples"
 POLICY = EXAMPLES / "policy.yaml"
 SLUICEGATE = str(Path(sys.executable).with_name("sluicegate"))
 
+
+def expiring_policy(directory: Path, on_timeout: str) -> Path:
+    """examples/policy.yaml with its PII-export rule's timeout cut to 1 s and ``on_timeout`` as
+    given, written to ``directory``: a request nobody decides ends within a test."""
+    old = "timeout: 24h\n      on_timeout: deny"
+    text = POLICY.read_text()
+    assert old in text, "the pii-export rule of examples/policy.yaml changed"
+    policy = directory / "policy.yaml"
+    policy.write_text(text.replace(old, f"timeout: 1s\n      on_timeout: {on_timeout}"))
+    return policy
+
+
 #: The example actions, as a pipeline would send them.
 PII_EXPORT: dict[str, Any] = json.loads((EXAMPLES / "actions" / "pii-export.json").read_text())
 GRANT: dict[str, Any] = json.loads((EXAMPLES / "actions" / "grant.json").read_text())
@@ -183,6 +195,14 @@ class ServerProcess:
         """A plain HTTP client on this server with a bearer token."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+def expiring_server(directory: Path, on_timeout: str) -> tuple[ServerProcess, str]:
+    """A started server on :func:`expiring_policy` and a fresh SQLite database in ``directory``:
+    ``(server, database URL)``. Stop it when done."""
+    db = f"sqlite:///{directory}/sluicegate.db"
+    policy = expiring_policy(directory, on_timeout)
+    return ServerProcess(db, policy, directory, name="expiring").start(), db
 
 
 class ThreadServer:

@@ -31,6 +31,7 @@ from serverproc import (
     ServerProcess,
     ThreadServer,
     create_token,
+    expiring_policy,
     free_port,
 )
 
@@ -365,13 +366,7 @@ def test_the_async_client_says_unreachable_and_waits_fail_closed() -> None:
 def test_a_deadline_decides_as_the_rule_says(
     sqlite_url: str, tmp_path: Path, on_timeout: str
 ) -> None:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        POLICY.read_text().replace(
-            "timeout: 24h\n      on_timeout: deny", f"timeout: 1s\n      on_timeout: {on_timeout}"
-        )
-    )
-    assert f"on_timeout: {on_timeout}" in policy.read_text()
+    policy = expiring_policy(tmp_path, on_timeout)
     server = ServerProcess(sqlite_url, policy, tmp_path).start()
     try:
         token = create_token(sqlite_url, "airflow-prod", "request", cwd=tmp_path)

@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serverproc import POLICY, ServerProcess, free_port
+from serverproc import POLICY, ServerProcess, expiring_server, free_port
 
 from sluicegate.store import Store
 
@@ -268,15 +268,7 @@ def test_an_expired_request_ends_as_its_rule_says(
 ) -> None:
     from dagster import DagsterEventType
 
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(
-        POLICY.read_text().replace(
-            "timeout: 24h\n      on_timeout: deny", f"timeout: 1s\n      on_timeout: {on_timeout}"
-        )
-    )
-    assert f"on_timeout: {on_timeout}" in policy.read_text()
-    db = f"sqlite:///{tmp_path}/sluicegate.db"
-    server = ServerProcess(db, policy, tmp_path, name="expiring").start()
+    server, db = expiring_server(tmp_path, on_timeout)
     try:
         with Store(db) as store:
             monkeypatch.setenv(
