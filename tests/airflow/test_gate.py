@@ -518,6 +518,67 @@ def test_the_example_dag_loads_as_documented() -> None:
     assert gate.upstream_task_ids == {"extract"} and gate.downstream_task_ids == {"export"}
 
 
+def test_the_readme_walkthrough_ends_in_an_approved_run(env: Env, tmp_path: Path) -> None:
+    # The README's steps, through the real CLIs: a fresh AIRFLOW_HOME with the example DAG,
+    # `airflow db migrate`, `airflow dags test crm_export`, then two stewards approve with
+    # `sluicegate requests approve`; the export runs and the run succeeds.
+    home = tmp_path / "airflow"
+    (home / "dags").mkdir(parents=True)
+    example = Path(__file__).resolve().parents[2] / "examples" / "airflow" / "crm_export.py"
+    (home / "dags" / "crm_export.py").write_text(example.read_text())
+    conn = {
+        "conn_type": "sluicegate",
+        "host": env.server.url,
+        "password": env.tokens["airflow-prod"],
+    }
+    shell = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SLUICEGATE"))}
+    shell |= {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW_CONN_SLUICEGATE_DEFAULT": json.dumps(conn),
+    }
+    airflow = [sys.executable, "-m", "airflow"]
+    sluicegate = str(Path(sys.executable).with_name("sluicegate"))
+    subprocess.run([*airflow, "db", "migrate"], env=shell, check=True, capture_output=True)
+    dag_test = subprocess.Popen(
+        [*airflow, "dags", "test", "crm_export"],
+        env=shell, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+
+        def requests_cli(*args: str, who: str) -> str:
+            out = subprocess.run(
+                [sluicegate, "requests", *args, "--server", env.server.url,
+                 "--token", env.tokens[who]],
+                env=shell, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert out.returncode == 0, out.stderr
+            return out.stdout
+
+        deadline = time.monotonic() + 120
+        pending: list[dict[str, Any]] = []
+        while not pending and time.monotonic() < deadline and dag_test.poll() is None:
+            listed = requests_cli(
+                "list", "--status", "pending", "--job", "crm_export.approve_export",
+                "--format", "json", who="alice",
+            )  # fmt: skip
+            pending = json.loads(listed)["items"]
+            time.sleep(0.2)
+        assert pending, "the gate opened no request"
+        (req,) = pending
+        requests_cli("approve", req["id"], "--comment", "contract checked", who="alice")
+        assert "approved  rule pii-export  2 of 2" in requests_cli("approve", req["id"], who="bob")
+        printed, _ = dag_test.communicate(timeout=120)
+    finally:
+        if dag_test.poll() is None:
+            dag_test.kill()
+            dag_test.wait()
+    assert dag_test.returncode == 0, printed[-3000:]
+    assert "exporting customers to s3://partner-share/exports/customers.csv" in printed
+    assert "DagRun Finished: dag_id=crm_export" in printed and "state=success" in printed
+    assert req["requester"]["owner"] == "carol"
+
+
 # --------------------------------------------------------------------------- @task.sluicegate
 
 
