@@ -235,16 +235,9 @@ class SluicegateClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        timeout: float | None = None,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> Any:
-        return self._start(method, path, timeout=timeout, json=json, params=params)()
+    def _call(self, method: str, path: str, **options: Any) -> Any:
+        """One whole call: the answer's JSON (``options`` as :meth:`_start` takes)."""
+        return self._start(method, path, **options)()
 
     def _start(
         self,
