@@ -661,3 +661,37 @@ def test_default_args_reach_the_gate_arguments_of_both_forms() -> None:
     for task_id in ("gate", "export"):
         op = built.get_task(task_id)
         assert (op.sluicegate_conn_id, op.fail_on_deny) == ("sluicegate_eu", False), task_id
+
+
+@pytest.mark.parametrize(
+    "dag_args",
+    [
+        {},
+        {"render_template_as_native_obj": True},
+        {"jinja_environment_kwargs": {"variable_start_string": "[[", "variable_end_string": "]]"}},
+        {"jinja_environment_kwargs": {"keep_trailing_newline": True}},
+        {"jinja_environment_kwargs": {"newline_sequence": "\r\n"}},
+        {"jinja_environment_kwargs": {"line_statement_prefix": "%", "line_comment_prefix": "##"}},
+    ],
+    ids=["default", "native", "delimiters", "trailing-newline", "crlf", "line-prefixes"],
+)
+def test_the_gate_renders_its_strings_exactly_as_airflow_does(dag_args: dict[str, Any]) -> None:
+    # The gate keeps a string with no template in it as it is, without compiling it: that
+    # must be what Airflow's own rendering gives, whatever the DAG's Jinja settings.
+    from datetime import datetime
+
+    from airflow.sdk import DAG, BaseOperator
+
+    from sluicegate_airflow.operators import ApprovalGateOperator
+
+    dag = DAG("render_check", schedule=None, start_date=datetime(2026, 1, 1), **dag_args)
+    gate = ApprovalGateOperator(task_id="gate", kind="export", dag=dag)
+    env = dag.get_template_env()
+    context = {"ds": "2026-03-01", "rows": 120000}
+    texts = ["", "Export customers", "120000", "[1, 2]", "a\n", "a\n\n", "a\r\nb", "a\nb",
+             "x\ry", "{{ ds }}", "[[ ds ]]", "{# note #}x", "% if true\nyes\n% endif", "a ## b",
+             "  spaced\t", "query.sql"]  # fmt: skip
+    for text in texts:
+        ours = gate.render_template(text, context, env)  # type: ignore[arg-type]
+        airflows = BaseOperator.render_template(gate, text, context, env)  # type: ignore[arg-type]
+        assert (type(ours), ours) == (type(airflows), airflows), text
