@@ -52,7 +52,9 @@ What it measures
      the gate's place, to tell what any extra task costs in dag.test from what the gate adds;
      and ``bench_gated_task`` once more with the gate's early call turned off in this process:
      the gate sends its ``open_gate`` as its templates are rendered and reads the answer in
-     ``execute``; turned off, it makes the whole call in ``execute``),
+     ``execute``; turned off, it makes the whole call in ``execute``; and once more with the
+     gate's shortcut for strings without a template turned off, so that every string of the
+     action is rendered by Airflow's own ``render_template``, as for any operator),
      ``dag.test()`` wall time per run, interleaved (the order rotates), median of each and
      their differences; from the task instances' start/end dates, the gate task alone next to
      the trivial task, and ``done``'s duration with and without the gate, also paired round by
@@ -126,6 +128,9 @@ ALLOWED_NO_XCOM_DAG = "bench_allowed_gate_no_xcom"
 GATED_TASK_DAG = "bench_gated_task"
 #: Not a DAG: bench_gated_task run with the gate's early call turned off in this process.
 GATED_LATE = "bench_gated_task, asked in execute"
+#: Not a DAG: bench_gated_task with every string of the gate rendered by Airflow's own
+#: ``render_template`` (the gate's shortcut for strings without a template turned off).
+GATED_JINJA = "bench_gated_task, every string through Jinja"
 NO_GATE_DAG = "bench_no_gate"
 PLAIN_DAG = "bench_plain_task"
 GATE_TASK = "approve_export"
@@ -406,6 +411,20 @@ def asked_in_execute() -> Any:
         operators._resuming = resuming
 
 
+@contextlib.contextmanager
+def rendered_by_airflow() -> Any:
+    """The gate's strings rendered as Airflow renders any operator's: its shortcut for strings
+    without a template (``_ActionGate.render_template``) taken away for the while."""
+    from sluicegate_airflow.operators import _ActionGate
+
+    shortcut = _ActionGate.__dict__["render_template"]
+    del _ActionGate.render_template  # BaseOperator's is next in the method order
+    try:
+        yield
+    finally:
+        _ActionGate.render_template = shortcut  # type: ignore[method-assign]
+
+
 def states(dag_run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
@@ -586,8 +605,8 @@ def measure(
 
     # 3: allowed gate vs no gate (and vs a trivial task in its place), interleaved, the order
     # rotating each round; the rounds alternate between the placements of the servers
-    variants = [ALLOWED_DAG, ALLOWED_NO_XCOM_DAG, GATED_TASK_DAG, GATED_LATE, NO_GATE_DAG,
-                PLAIN_DAG]  # fmt: skip
+    variants = [ALLOWED_DAG, ALLOWED_NO_XCOM_DAG, GATED_TASK_DAG, GATED_LATE, GATED_JINJA,
+                NO_GATE_DAG, PLAIN_DAG]  # fmt: skip
     placements = [SHARED] + ([SPLIT] if len(ALL_CPUS) > 1 else [])
     costs = {p: Costs(variants) for p in placements}
     servers = [*sg.pids(), *process_tree(af.proc.pid)]
@@ -600,8 +619,8 @@ def measure(
         this_round: dict[str, float] = {}
         for dag_id in variants[k % len(variants) :] + variants[: k % len(variants)]:
             settle_gc()
-            if dag_id == GATED_LATE:
-                with asked_in_execute():
+            if dag_id in (GATED_LATE, GATED_JINJA):
+                with asked_in_execute() if dag_id == GATED_LATE else rendered_by_airflow():
                     dr, wall = bench.run(GATED_TASK_DAG)
             else:
                 dr, wall = bench.run(dag_id)
@@ -741,10 +760,15 @@ class Costs:
         self.extract_task: list[float] = []
         #: done's duration (TI end - start): behind @task.sluicegate, the same asked only in
         #: execute, and without a gate
-        self.done: dict[str, list[float]] = {GATED_TASK_DAG: [], GATED_LATE: [], NO_GATE_DAG: []}
+        self.done: dict[str, list[float]] = {
+            GATED_TASK_DAG: [],
+            GATED_LATE: [],
+            GATED_JINJA: [],
+            NO_GATE_DAG: [],
+        }
         #: per round, done's duration behind the gate minus without it (the two ran seconds
         #: apart, so the machine's drift over minutes cancels out)
-        self.paired: dict[str, list[float]] = {GATED_TASK_DAG: [], GATED_LATE: []}
+        self.paired: dict[str, list[float]] = {GATED_TASK_DAG: [], GATED_LATE: [], GATED_JINJA: []}
         self.done_gc: dict[str, list[float]] = {d: [] for d in self.done}  # GC inside done
 
 
@@ -757,6 +781,8 @@ def report_costs(c: Costs, m: int) -> list[str]:
             "ms", m))  # fmt: skip
     say(row("dag.test() wall, the same, the gate asked only in execute", walls[GATED_LATE],
             "ms", m))  # fmt: skip
+    say(row("dag.test() wall, the same, every string through Jinja", walls[GATED_JINJA],
+            "ms", m))  # fmt: skip
     say(row("dag.test() wall, extract -> done", walls[NO_GATE_DAG], "ms", m))
     say(row("dag.test() wall, extract -> trivial @task -> done", walls[PLAIN_DAG], "ms", m))
     say(row("allowed gate task alone (TI end - start)", c.gate_task, "ms", m))
@@ -765,9 +791,12 @@ def report_costs(c: Costs, m: int) -> list[str]:
     say(row("done behind @task.sluicegate (TI end - start)", done[GATED_TASK_DAG], "ms", m))
     say(row("done behind @task.sluicegate asked only in execute (TI end - start)",
             done[GATED_LATE], "ms", m))  # fmt: skip
+    say(row("done behind @task.sluicegate, every string through Jinja (TI end - start)",
+            done[GATED_JINJA], "ms", m))  # fmt: skip
     say(row("done without a gate (TI end - start)", done[NO_GATE_DAG], "ms", m))
     for dag_id, label in ((GATED_TASK_DAG, "behind @task.sluicegate"),
                           (GATED_LATE, "behind it, asked only in execute"),
+                          (GATED_JINJA, "behind it, every string through Jinja"),
                           (NO_GATE_DAG, "without a gate")):  # fmt: skip
         say(row(f"  done {label}: GC pauses inside its run", c.done_gc[dag_id], "ms", m))
 
@@ -797,7 +826,8 @@ def report_costs(c: Costs, m: int) -> list[str]:
     goals.append(difference("the same from the done task's own duration",
                             done[GATED_TASK_DAG], done[NO_GATE_DAG]))  # fmt: skip
     for dag_id, label in ((GATED_TASK_DAG, "@task.sluicegate"),
-                          (GATED_LATE, "asked only in execute")):  # fmt: skip
+                          (GATED_LATE, "asked only in execute"),
+                          (GATED_JINJA, "every string through Jinja")):  # fmt: skip
         if c.paired[dag_id]:
             mid, (lo, hi) = statistics.median(c.paired[dag_id]) * 1e3, median_ci(c.paired[dag_id])
             goals.append(
