@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import resource
 import shutil
@@ -210,11 +211,19 @@ def sluicegate_cmd() -> list[str]:
     raise SystemExit("the sluicegate console script is not installed")
 
 
+def secret_key(url: str) -> str:
+    """The ``SLUICEGATE_SECRET_KEY`` of the benchmark's servers on ``url`` (PostgreSQL needs
+    one, the same for every replica; the server never keeps it in the database)."""
+    return "bench-key-" + hashlib.sha256(url.encode()).hexdigest()
+
+
 def create_token(url: str, principal: str, scope: str) -> str:
-    """``sluicegate token create --db URL --principal P --scope S``; returns the token."""
+    """``sluicegate token create --db URL --principal P --scope S``; returns the token. A
+    review token's principal is checked against the example policy."""
+    checked = ["--policy", str(POLICY)] if scope == "review" else []
     out = subprocess.run(
         [*sluicegate_cmd(), "token", "create", "--db", url, "--principal", principal,
-         "--scope", scope],
+         "--scope", scope, *checked],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     if out.returncode != 0:
@@ -258,6 +267,8 @@ class ServerProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         env = {**os.environ, **(env or {})}
         env["SLUICEGATE_SERVER_URL"] = f"http://{HOST}:{self.port}"
+        if not url.startswith("sqlite"):
+            env.setdefault("SLUICEGATE_SECRET_KEY", secret_key(url))
         cmd = [*(command or sluicegate_cmd()), "serve", "--db", url, "--policy", str(policy),
                "--host", HOST, "--port", str(self.port), "--log-level", log_level,
                "--workers", str(workers)]  # fmt: skip

@@ -226,7 +226,9 @@ def micro(url: str, token: str, n: int) -> None:
     store = Store(url)
     policy = load_policy(S.POLICY)
     approvals = Approvals(store, policy)
-    st = ServerState.build(Settings(db_url=url, policy=S.POLICY), store, policy)
+    st = ServerState.build(
+        Settings(db_url=url, policy=S.POLICY, secret_key=S.secret_key(url)), store, policy
+    )
     actions = {
         kind: Action.model_validate(json.loads((S.EXAMPLES / "actions" / name).read_text()))
         for kind, name in (("pending", "pii-export.json"), ("allowed", "routine-read.json"))

@@ -8,6 +8,7 @@ failing server is stopped in the fixture's finalizer and its stderr is shown wit
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -57,6 +58,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def shared_secret_key(db_url: str) -> str:
+    """The ``SLUICEGATE_SECRET_KEY`` every test server of ``db_url`` gets when it is not
+    SQLite (PostgreSQL needs one set, and replicas must share it)."""
+    return "test-key-" + hashlib.sha256(db_url.encode()).hexdigest()
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without any SLUICEGATE_* or OPENLINEAGE* variable, plus
     ``extra``."""
@@ -79,10 +86,23 @@ def cli(
     )
 
 
-def create_token(db_url: str, principal: str, scope: str, cwd: Path | None = None) -> str:
-    """``sluicegate token create``: the token alone on stdout."""
+def create_token(
+    db_url: str, principal: str, scope: str, cwd: Path | None = None, *, policy: Path = POLICY
+) -> str:
+    """``sluicegate token create``: the token alone on stdout. A review token's principal is
+    checked against ``policy`` (the example policy by default)."""
+    checked = ["--policy", str(policy)] if scope == "review" else []
     proc = cli(
-        "token", "create", "--db", db_url, "--principal", principal, "--scope", scope, cwd=cwd
+        "token",
+        "create",
+        "--db",
+        db_url,
+        "--principal",
+        principal,
+        "--scope",
+        scope,
+        *checked,
+        cwd=cwd,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -126,6 +146,11 @@ class ServerProcess:
         log.write(f"--- start #{self._starts}\n".encode())
         log.flush()
         self._log = log
+        env = dict(self.env)
+        if not self.db_url.startswith("sqlite"):
+            # Replicas on one PostgreSQL must sign alike, and the key never lives in the
+            # database: every server of this database gets the same key from its URL.
+            env.setdefault("SLUICEGATE_SECRET_KEY", shared_secret_key(self.db_url))
         self.proc = subprocess.Popen(
             [
                 SLUICEGATE,
@@ -142,7 +167,7 @@ class ServerProcess:
                 str(self.workers),
             ],
             cwd=self.workdir,
-            env=clean_env(SLUICEGATE_SERVER_URL=f"http://127.0.0.1:{self.port}", **self.env),
+            env=clean_env(SLUICEGATE_SERVER_URL=f"http://127.0.0.1:{self.port}", **env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

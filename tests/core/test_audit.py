@@ -633,7 +633,7 @@ def test_export_csv_has_every_row_in_order(store: Store, chain: list[dict[str, A
 def test_export_of_an_empty_log(store: Store) -> None:
     assert export(store) == (0, "")
     count, data = export(store, "csv")
-    assert count == 0 and data == ",".join(COLUMNS) + "\n"
+    assert count == 0 and data == ",".join(COLUMNS) + "\r\n"  # RFC 4180's line ends
 
 
 def test_export_refuses_an_unknown_format(store: Store) -> None:

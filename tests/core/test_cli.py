@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -316,3 +317,98 @@ def test_unreachable_database_is_one_line_exit_2(tmp_path: Path) -> None:
         run("audit", "verify", "--db", f"sqlite:///{tmp_path}/missing/dir/x.db"), "does not exist"
     )
     one_line_error(run("audit", "verify", "--db", "mysql://x/y"), "not supported")
+
+
+# ----------------------------------------------------------------- tokens
+
+
+def test_a_review_token_is_made_only_for_a_reviewer_of_the_policy(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/sluicegate.db"
+    policy = str(EXAMPLES / "policy.yaml")
+
+    def create(principal: str, *extra: str, env: dict[str, str] | None = None) -> Any:
+        return run(
+            "token", "create", "--db", db, "--principal", principal, "--scope", "review", *extra,
+            cwd=tmp_path, env=env,
+        )  # fmt: skip
+
+    one_line_error(
+        create("mallory", "--policy", policy), f"'mallory' is not a reviewer in the policy {policy}"
+    )
+    # No policy given and none in the settings: refused, saying how to give one.
+    one_line_error(create("alice"), "pass --policy FILE (or set SLUICEGATE_POLICY)")
+    assert create("alice", "--policy", policy).stdout.startswith("sgrev_")
+    assert create("bob", env={"SLUICEGATE_POLICY": policy}).returncode == 0
+    # A request token names a pipeline, not a reviewer: no policy needed.
+    made = run("token", "create", "--db", db, "--principal", "mallory", "--scope", "request")
+    assert made.returncode == 0, made.stderr
+    listed = json.loads(run("token", "list", "--db", db, "--format", "json").stdout)
+    assert [(t["principal"], t["scope"]) for t in listed] == [
+        ("alice", "review"),
+        ("bob", "review"),
+        ("mallory", "request"),
+    ]
+
+
+def test_token_list_and_revoke(tmp_path: Path) -> None:
+    from sluicegate.store.repository import hash_token
+
+    db = f"sqlite:///{tmp_path}/sluicegate.db"
+    policy = str(EXAMPLES / "policy.yaml")
+
+    def create(principal: str, scope: str, *extra: str) -> str:
+        made = run(
+            "token", "create", "--db", db, "--principal", principal, "--scope", scope, *extra
+        )
+        assert made.returncode == 0, made.stderr
+        return made.stdout.strip()
+
+    made = [
+        create("airflow-prod", "request"),
+        create("alice", "review", "--policy", policy, "--ttl", "90d"),
+        create("alice", "review", "--policy", policy),
+        create("auditor", "audit", "--ttl", "12h"),
+    ]
+    assert made[3].startswith("sgaud_")
+    text = run("token", "list", "--db", db)
+    assert text.returncode == 0, text.stderr
+    rows = text.stdout.splitlines()
+    assert rows[0].split() == ["ID", "SCOPE", "CREATED", "EXPIRES", "REVOKED", "PRINCIPAL"]
+    assert [r.split()[-1] for r in rows[1:]] == ["airflow-prod", "alice", "alice", "auditor"]
+    for token in made:  # never the token, nor what would identify it in the database
+        assert token not in text.stdout and hash_token(token) not in text.stdout
+    listed = json.loads(run("token", "list", "--db", db, "--format", "json").stdout)
+    assert [t["expires_at"] is not None for t in listed] == [False, True, False, True]
+    assert all(t["revoked_at"] is None for t in listed)
+
+    first = listed[1]["id"]
+    proc = run("token", "revoke", first, "--db", db)
+    assert proc.returncode == 0 and proc.stdout == f"revoked token {first} (review, alice)\n"
+    again = run("token", "revoke", first, "--db", db)
+    assert again.returncode == 0 and "already revoked" in again.stdout
+    proc = run("token", "revoke", "--principal", "alice", "--db", db)
+    assert proc.stdout == f"revoked token {listed[2]['id']} (review, alice)\n"
+    after = json.loads(run("token", "list", "--db", db, "--format", "json").stdout)
+    assert [t["revoked_at"] is not None for t in after] == [False, True, True, False]
+    alice = run("token", "list", "--db", db, "--principal", "alice", "--format", "json")
+    assert {t["principal"] for t in json.loads(alice.stdout)} == {"alice"}
+
+    one_line_error(run("token", "revoke", "no-such-id", "--db", db), "no token with id no-such-id")
+    one_line_error(run("token", "revoke", "--db", db), "give a token ID or --principal NAME")
+    one_line_error(
+        run("token", "create", "--db", db, "--principal", "x", "--scope", "request", "--ttl", "1y"),
+        "Invalid value for --ttl: duration '1y' is not like 30s",
+    )
+    # Each creation and each revocation is an audit row, naming the token by its id.
+    exported = run("audit", "export", "--db", db)
+    audit_rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert [r["kind"] for r in audit_rows] == ["token.created"] * 4 + ["token.revoked"] * 2
+    assert [r["data"]["token_id"] for r in audit_rows[4:]] == [first, listed[2]["id"]]
+    assert all(r["actor"] == "alice" for r in audit_rows[4:])
+
+
+def test_the_cli_offers_the_scopes_the_store_accepts() -> None:
+    from sluicegate.cli import _TOKEN_SCOPES
+    from sluicegate.store.repository import TOKEN_SCOPES
+
+    assert tuple(_TOKEN_SCOPES) == TOKEN_SCOPES

@@ -68,6 +68,10 @@ class Live:
     def reviewer(self, name: str) -> SluicegateClient:
         return self._keep(SluicegateClient(self.url, self.st.store.create_token(name, "review")))
 
+    def auditor(self) -> SluicegateClient:
+        token = self.st.store.create_token("internal-audit", "audit")
+        return self._keep(SluicegateClient(self.url, token))
+
     def _keep(self, client: SluicegateClient) -> SluicegateClient:
         self._clients.append(client)
         return client
@@ -157,7 +161,10 @@ def test_the_sync_client_opens_reads_waits_decides_lists_and_cancels(live: Live)
     with pytest.raises(ClientError) as missing:
         pipe.get(str(uuid.uuid4()))
     assert missing.value.status == 404 and missing.value.error == "not_found"
-    assert pipe.verify_audit().ok
+    with pytest.raises(ClientError) as not_an_auditor:
+        pipe.verify_audit()
+    assert not_an_auditor.value.status == 403
+    assert live.auditor().verify_audit().ok
 
 
 def test_the_client_reads_its_server_and_token_from_the_settings(

@@ -22,6 +22,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from serverproc import POLICY, ServerProcess, create_token
+from test_pages import sign_in
 from test_server_api import Harness, _isolated, api, api1, assert_error, make_api
 
 __all__ = ["_isolated", "api", "api1", "make_api"]  # fixtures used here, defined there
@@ -206,7 +207,7 @@ def test_data_derived_from_pii_is_pii_through_a_chain_of_jobs(api: Harness) -> N
     ]
     # The reviewer sees where it came from on the review page, and the audit row records it.
     token = api.token("alice", "review")
-    assert api.c.post("/login", data={"token": token}, follow_redirects=False).status_code == 303
+    assert sign_in(api.c, token).status_code == 303
     page = api.c.get(f"/r/{body['id']}")
     assert page.status_code == 200
     assert "staging.customer_orders (job etl::build_snapshot)" in page.text

@@ -268,8 +268,10 @@ def test_no_parent_and_no_job_name() -> None:
 def test_datasets_carry_their_effective_classifications() -> None:
     facts = facts_for_request(_request(), review_url=REVIEW_URL, classifications=PROVENANCE)
     (start,) = _events(facts, opened=False)
-    tags = [t["key"] for t in start["outputs"][0]["facets"]["tags"]["tags"]]
-    assert tags == ["pii"]  # inherited through lineage, not declared by the pipeline
+    tags = [(t["key"], t["source"]) for t in start["outputs"][0]["facets"]["tags"]["tags"]]
+    assert tags == [("pii", "SLUICEGATE")]  # inherited through lineage: Sluicegate derived it
+    tags = [(t["key"], t["source"]) for t in start["inputs"][0]["facets"]["tags"]["tags"]]
+    assert tags == [("pii", "PIPELINE")]  # declared by the pipeline in its action
     facet = _approval(start)
     (source,) = facet["classifications"][str(EXPORT)]
     assert source["source"] == "lineage"

@@ -1,7 +1,8 @@
 """What reviewers see in each channel: Slack Block Kit, a Teams card, a webhook body, follow-ups.
 
-Every builder is checked as a reviewer would meet it: pending (buttons or signed links) versus
-ended (neither), hostile text inert in every channel, and each service's limits respected with
+Every builder is checked as a reviewer would meet it: pending (buttons, or the review page's
+link) versus ended (neither), no reviewer's signed link in any message a channel reads, hostile
+text inert in every channel, and each service's limits respected with
 input far past them (a 100 KB summary, 200 datasets).
 """
 
@@ -22,7 +23,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from fakechat import block_kit_problems, view_problems
 
-from sluicegate.links import sign_link
 from sluicegate.model import (
     Action,
     ApprovalRequest,
@@ -38,7 +38,6 @@ from sluicegate.model import (
 from sluicegate.notify.messages import (
     EVENTS,
     MessageView,
-    escape_slack,
     escape_teams,
     followup_text,
     slack_deny_modal,
@@ -48,7 +47,6 @@ from sluicegate.notify.messages import (
     webhook_body,
 )
 
-KEY = b"k" * 32
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 SERVER = "https://sluicegate.example.com"
 HOSTILE = "<!channel> <https://evil|click>"
@@ -130,12 +128,12 @@ def view_of(req: ApprovalRequest, **over: Any) -> MessageView:
     )
 
 
-def links_for(view: MessageView, *names: str) -> dict[str, str]:
-    """Signed links as the server makes them (with an ``&`` for the escaping to handle)."""
-    return {
-        n: f"{SERVER}/r/{view.request_id}?token={sign_link(KEY, view.request_id, n)}&via=chat"
-        for n in names
-    }
+def names_a_reviewer(message: dict[str, Any]) -> list[str]:
+    """Anything in ``message`` that would identify a reviewer to the page: a link token, or
+    a link or button offered to one reviewer by name."""
+    text = json.dumps(message)
+    found = re.findall(r"[?&](?:t|token)=[^\s\"|>&]+", text)
+    return found + re.findall(r"(?:Review as|Approve or deny as) [^\"|<>]+", text)
 
 
 def strings(value: Any) -> Iterator[str]:
@@ -314,26 +312,22 @@ def test_slack_block_ids_are_stable_across_updates() -> None:
     ] == ids
 
 
-def test_slack_message_for_an_incoming_webhook_has_one_link_per_reviewer() -> None:
+def test_slack_message_for_an_incoming_webhook_points_everyone_to_the_review_page() -> None:
+    """A channel reads it, the job's owner too: it carries the page's link and no identity."""
     view = view_of(make_request())
-    links = links_for(view, "alice", "bob")
-    message = slack_message(view, buttons=False, links=links)
+    message = slack_message(view, buttons=False)
 
     assert block_kit_problems(message["blocks"]) == []
     assert not blocks_of(message, "actions")
-    text = "\n".join(b["text"]["text"] for b in blocks_of(message, "section") if "text" in b)
-    for name, url in links.items():
-        # & in a URL is escaped inside <url|label>, as Slack's markup requires.
-        assert f"<{escape_slack(url)}|Approve or deny as {name}>" in text
+    (review,) = [b for b in message["blocks"] if b["block_id"] == "sluicegate_review"]
+    text = review["text"]["text"]
     assert f"<{SERVER}/r/{view.request_id}|Open the review page>" in text
-    assert "do not forward it" in text
-
-
-def test_slack_message_without_links_still_points_to_the_review_page() -> None:
-    view = view_of(make_request())
-    message = slack_message(view, buttons=False)
-    assert block_kit_problems(message["blocks"]) == []
-    assert f"{SERVER}/r/{view.request_id}|Open the review page" in json.dumps(message)
+    assert "Sign in there as yourself" in text
+    assert names_a_reviewer(message) == []
+    urls = re.findall(r"https?://[^\s\"|<>]+", json.dumps(message))
+    assert set(urls) == {f"{SERVER}/r/{view.request_id}"}
+    (facts,) = [b for b in message["blocks"] if b["block_id"] == "sluicegate_facts"]
+    assert "*May decide*\nalice, bob, erin" in [f["text"] for f in facts["fields"]]  # not links
 
 
 @pytest.mark.parametrize(
@@ -354,16 +348,13 @@ def test_slack_message_once_ended_has_no_buttons_and_no_links(
     status: Status, decisions: tuple[Decision, ...], says: str, buttons: bool
 ) -> None:
     view = view_of(make_request(status=status, decisions=decisions))
-    links = links_for(view, "alice", "bob", "erin")
-    message = slack_message(view, buttons=buttons, links=links)
+    message = slack_message(view, buttons=buttons)
 
     assert block_kit_problems(message["blocks"]) == []
     assert not blocks_of(message, "actions")
     text = json.dumps(message)
     assert "sluicegate_approve" not in text and "sluicegate_deny" not in text
-    for url in links.values():
-        assert escape_slack(url) not in text and url not in text
-    assert "token=" not in text
+    assert "sluicegate_review" not in text and names_a_reviewer(message) == []
     assert message["blocks"][0]["text"]["text"] == f"{status.value.capitalize()}: export"
     status_block = next(b for b in message["blocks"] if b["block_id"] == "sluicegate_status")
     assert says in status_block["text"]["text"]
@@ -399,7 +390,7 @@ def test_slack_hostile_text_is_inert_everywhere_it_appears() -> None:
     view = view_of(req, eligible=(NASTY,), policy_note=NASTY)
     ours = re.compile(r"<https://sluicegate\.example\.com/[^|<>]*\|[^<>]*>")
     for buttons in (True, False):
-        message = slack_message(view, buttons=buttons, links=links_for(view, "alice"))
+        message = slack_message(view, buttons=buttons)
         assert block_kit_problems(message["blocks"]) == []
         texts = [o["text"] for o in text_objects(message["blocks"])] + [message["text"]]
         for text in texts:
@@ -434,11 +425,7 @@ def test_slack_limits_hold_for_input_far_past_them() -> None:
         rule="r" * 5000,
         policy_note="n" * 5000,
     )
-    reviewers = [f"reviewer{i:03d}" for i in range(600)]  # more links than 50 blocks hold
-    for message in (
-        slack_message(view, buttons=True),
-        slack_message(view, buttons=False, links=links_for(view, *reviewers)),
-    ):
+    for message in (slack_message(view, buttons=True), slack_message(view, buttons=False)):
         blocks = message["blocks"]
         assert block_kit_problems(blocks) == []
         assert len(blocks) <= 50
@@ -458,12 +445,7 @@ def test_slack_limits_hold_for_input_far_past_them() -> None:
             r"and \d+ more datasets on the review page", datasets_block["text"]["text"]
         )
         json.dumps(message)
-
-    with_links = slack_message(view, buttons=False, links=links_for(view, *reviewers))
-    text = json.dumps(with_links)
-    assert "Approve or deny as reviewer000" in text
-    assert re.search(r"and \d+ more reviewers: use the review page", text)
-    assert f"{SERVER}/r/{view.request_id}|Open the review page" in text
+        assert names_a_reviewer(message) == []
 
 
 def test_slack_button_texts_are_within_limits() -> None:
@@ -549,19 +531,19 @@ def all_actions(card: dict[str, Any]) -> list[dict[str, Any]]:
     return list(card["actions"]) + nested
 
 
-def test_teams_card_while_pending_has_one_link_per_reviewer() -> None:
+def test_teams_card_while_pending_points_everyone_to_the_review_page() -> None:
+    """A channel reads the card, the job's owner too: the page's link, and no identity."""
     view = view_of(make_request(decisions=(decision("alice", Verdict.APPROVE, "ok"),)))
-    links = links_for(view, "bob", "erin")
-    body = teams_card(view, links=links)
+    body = teams_card(view)
     json.dumps(body)
     card = card_of(body)
     check_adaptive_card(card)
 
-    assert [(a["title"], a["url"]) for a in card["actions"]] == [
-        ("Review as bob", links["bob"]),
-        ("Review as erin", links["erin"]),
+    assert [(a["title"], a["url"]) for a in all_actions(card)] == [
         ("Review page", f"{SERVER}/r/{view.request_id}"),
     ]
+    assert names_a_reviewer(body) == []
+    assert "sign in there as yourself" in json.dumps(card)
     facts = {
         f["title"]: f["value"] for e in card["body"] if e["type"] == "FactSet" for f in e["facts"]
     }
@@ -574,14 +556,15 @@ def test_teams_card_while_pending_has_one_link_per_reviewer() -> None:
     assert facts["alice"].startswith("approved · 2026-11-25 11:30 UTC")
 
 
-def test_teams_card_with_many_reviewers_keeps_every_link() -> None:
-    view = view_of(make_request())
-    links = links_for(view, *(f"r{i}" for i in range(12)))
-    card = card_of(teams_card(view, links=links))
+def test_teams_card_with_many_reviewers_names_them_but_links_only_the_page() -> None:
+    view = view_of(make_request(), eligible=tuple(f"r{i}" for i in range(12)))
+    card = card_of(teams_card(view))
     check_adaptive_card(card)
-    urls = [a["url"] for a in all_actions(card)]
-    assert sorted(urls) == sorted([*links.values(), f"{SERVER}/r/{view.request_id}"])
-    assert len(card["actions"]) <= 6
+    assert [a["url"] for a in all_actions(card)] == [f"{SERVER}/r/{view.request_id}"]
+    facts = {
+        f["title"]: f["value"] for e in card["body"] if e["type"] == "FactSet" for f in e["facts"]
+    }
+    assert facts["May decide"] == ", ".join(f"r{i}" for i in range(12))
 
 
 @pytest.mark.parametrize(
@@ -589,7 +572,7 @@ def test_teams_card_with_many_reviewers_keeps_every_link() -> None:
 )
 def test_teams_card_once_ended_has_only_the_review_page(status: Status) -> None:
     view = view_of(make_request(status=status, decisions=(decision("bob", Verdict.APPROVE),)))
-    card = card_of(teams_card(view, links=links_for(view, "alice")))
+    card = card_of(teams_card(view))
     check_adaptive_card(card)
     assert [a["title"] for a in all_actions(card)] == ["Review page"]
     assert "token=" not in json.dumps(card)
@@ -605,7 +588,7 @@ def test_teams_hostile_text_cannot_make_links_or_formatting() -> None:
         decisions=(decision("alice", Verdict.APPROVE, NASTY),),
     )
     view = view_of(req, eligible=(NASTY,), policy_note=NASTY)
-    card = card_of(teams_card(view, links=links_for(view, "alice")))
+    card = card_of(teams_card(view))
     check_adaptive_card(card)
     texts = [e["text"] for e in card["body"] if e["type"] == "TextBlock"] + [
         v for e in card["body"] if e["type"] == "FactSet" for f in e["facts"] for v in f.values()
@@ -649,7 +632,7 @@ def test_teams_card_stays_under_the_message_size_limit() -> None:
     decisions = tuple(decision(f"rev{i}", Verdict.APPROVE, "\u4e2d" * 4000, i) for i in range(50))
     req = make_request(inputs=datasets, decisions=decisions, approvals=100)
     view = dataclasses.replace(view_of(req), summary="\u4e2d" * 100_000)
-    body = teams_card(view, links=links_for(view, *(f"reviewer{i}" for i in range(40))))
+    body = teams_card(view)
     assert len(json.dumps(body, ensure_ascii=False).encode()) <= 28 * 1024
     card = card_of(body)
     check_adaptive_card(card)

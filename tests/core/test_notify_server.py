@@ -118,19 +118,17 @@ def test_a_gate_posts_buttons_and_each_decision_updates_the_message(
     assert {json.loads(r.data)["target"] for r in sent} >= {"slack:#data-approvals", "teams"}
 
 
-def test_teams_gets_a_card_with_a_link_for_each_eligible_reviewer_and_the_webhook_is_signed(
+def test_teams_gets_a_card_with_the_review_page_only_and_the_webhook_is_signed(
     api: Harness, chat: FakeChat
 ) -> None:
     rid = api.pending(requester=REQUESTER)["id"]
     (card,) = chat.wait_for("/teams-webhook/", 1, timeout=10)
     content = card.body["attachments"][0]["content"]
     assert content["type"] == "AdaptiveCard"
-    urls = {
-        a["title"]: a["url"] for a in content.get("actions", []) if a["type"] == "Action.OpenUrl"
-    }
-    reviewers = [t for t in urls if t.startswith("Review as ")]
-    assert sorted(reviewers) == ["Review as alice", "Review as bob"]  # never carol, the owner
-    assert all(f"/r/{rid}?t=v1." in urls[t] for t in reviewers)
+    urls = [(a["title"], a["url"]) for a in content["actions"]]
+    # The channel reads the card, carol (the job's owner) too: no reviewer's link in it.
+    assert urls == [("Review page", f"{api.st.settings.server_url}/r/{rid}")]
+    assert "?t=" not in card.raw.decode()
     api.decide(rid, "alice", "deny", "not with this partner")
     hooks = chat.wait_for("/hook/", 3, timeout=10)  # created, decision, denied
     for h in hooks:
@@ -337,7 +335,7 @@ def test_a_server_killed_before_sending_delivers_after_restart(
         restarted.stop()
 
 
-def test_without_a_bot_token_the_incoming_webhook_gets_signed_links(
+def test_without_a_bot_token_the_incoming_webhook_gets_the_review_page_only(
     sqlite_url: str, make_api: Any, chat: FakeChat
 ) -> None:
     h: Harness = make_api(sqlite_url, slack={"webhook_url": f"{chat.url}/slack-webhook/w1"})
@@ -345,12 +343,37 @@ def test_without_a_bot_token_the_incoming_webhook_gets_signed_links(
     (first,) = chat.wait_for("/slack-webhook/", 1, timeout=10)
     text = json.dumps(first.body)
     assert "sluicegate_approve" not in text  # an incoming webhook cannot carry buttons
-    for reviewer in ("alice", "bob"):
-        assert reviewer in text
-    assert text.count(f"/r/{rid}?t=v1.") == 2  # one signed link each; none for carol
+    assert f"{h.st.settings.server_url}/r/{rid}|Open the review page" in text
+    assert "?t=" not in first.raw.decode()  # the channel reads it: no reviewer's link
     h.decide(rid, "alice", "deny", "no")
     second = chat.wait_for("/slack-webhook/", 2, timeout=10)[1]
     assert "Denied by alice" in second.body["text"]
+
+
+def test_a_direct_message_carries_its_reviewers_own_link_and_the_channel_none(
+    sqlite_url: str, make_api: Any, chat: FakeChat
+) -> None:
+    settings = chat_settings(chat)
+    settings["slack"] = {**settings["slack"], "dm_reviewers": True}
+    h: Harness = make_api(sqlite_url, **settings)
+    rid = h.pending(requester=REQUESTER)["id"]
+    opened = chat.wait_for("/api/conversations.open", 2, timeout=10)  # alice, bob; not carol
+    who = {c.answer["channel"]["id"]: c.args["users"] for c in opened}
+    assert sorted(who.values()) == ["U01ALICE", "U01BOB"]
+    sent = posts(chat, 3)
+    page_urls: dict[str, str] = {}
+    for post in sent:
+        (actions,) = [b for b in post.body["blocks"] if b["type"] == "actions"]
+        (page,) = [e["url"] for e in actions["elements"] if "url" in e]
+        page_urls[who.get(post.body["channel"], post.body["channel"])] = page
+    base = f"{h.st.settings.server_url}/r/{rid}"
+    assert page_urls["#data-approvals"] == base  # the channel: the plain page
+    h.c.cookies.clear()
+    for slack_id, name in (("U01ALICE", "alice"), ("U01BOB", "bob")):
+        assert page_urls[slack_id].startswith(f"{base}?t=")  # a DM: that reviewer's own link
+        page = h.c.get(page_urls[slack_id].removeprefix(h.st.settings.server_url))
+        assert page.status_code == 200 and f"{name} (from your review link)" in page.text
+    assert h.get(rid)["decisions"] == []  # opening a link decides nothing
 
 
 def test_reminders_and_escalations_are_planned_once(

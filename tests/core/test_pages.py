@@ -85,7 +85,7 @@ class Server:
     def login(self, reviewer: str) -> None:
         self.client.cookies.clear()
         token = self.st.store.create_token(reviewer, "review")
-        r = self.client.post("/login", data={"token": token}, follow_redirects=False)
+        r = sign_in(self.client, token)
         assert r.status_code == 303, r.text
 
 
@@ -111,6 +111,14 @@ def form_fields(page: str) -> dict[str, str]:
     }
 
 
+def sign_in(client: TestClient, token: str, next_path: str = "") -> Any:
+    """Sign in as a browser does: open the sign-in page (it sets the form's CSRF cookie and
+    field), then post its form."""
+    fields = form_fields(client.get("/login").text)
+    data = {"token": token, "next": next_path, "csrf": fields["csrf"]}
+    return client.post("/login", data=data, follow_redirects=False)
+
+
 def has_form(page: str) -> bool:
     return 'action="/r/' in page and 'name="verdict"' in page
 
@@ -124,6 +132,10 @@ def audit_rows(st: ServerState, rid: str) -> list[dict[str, Any]]:
 
 def rejections(st: ServerState, rid: str) -> list[dict[str, Any]]:
     return [r for r in audit_rows(st, rid) if r["kind"] == "decision.rejected"]
+
+
+def refused_links(st: ServerState, rid: str) -> list[dict[str, Any]]:
+    return [r for r in audit_rows(st, rid) if r["kind"] == "link.rejected"]
 
 
 def decide(server: Server, rid: str, page: str, verdict: str, comment: str = "") -> Any:
@@ -281,7 +293,9 @@ def test_the_second_approval_ends_the_request(server: Server) -> None:
 
 
 @pytest.mark.parametrize("problem", ["tampered", "expired", "another request", "garbage"])
-def test_a_bad_link_is_refused_with_its_reason_and_audited(server: Server, problem: str) -> None:
+def test_a_bad_link_is_refused_with_its_reason_and_audited_as_unverified(
+    server: Server, problem: str
+) -> None:
     rid = server.open()
     key = server.st.secret_key
     if problem == "tampered":
@@ -302,16 +316,25 @@ def test_a_bad_link_is_refused_with_its_reason_and_audited(server: Server, probl
     assert reason in text_of(r.text).lower()
     assert not has_form(r.text)
     assert "Export customers" not in r.text  # nothing of the request is shown
-    rows = rejections(server.st, rid)
-    assert len(rows) == 1
-    assert rows[0]["actor"] == actor
-    assert rows[0]["data"]["channel"] == "link"
-    assert reason in rows[0]["data"]["reason"]
-    # Posting a decision with it is refused the same way, and nothing is decided.
+    # The link proves no one's identity: no actor, the name it claims kept as unverified data.
+    assert rejections(server.st, rid) == []
+    (row,) = refused_links(server.st, rid)
+    assert row["actor"] is None
+    assert row["data"]["attempts"] == 1 and row["data"]["channel"] == "link"
+    assert row["data"]["unverified_claims"] == ([actor] if actor else [])
+    assert [reason in why for why in row["data"]["reasons"]] == [True]
+    # Posting a decision with it is refused the same way, counted in the same minute's row
+    # (written when the minute ends, or at shutdown), and nothing is decided.
     r = server.client.post(f"/r/{rid}/decide", data={"t": token, "verdict": "approve"})
     assert r.status_code == 403
-    rows = rejections(server.st, rid)
-    assert [row["data"]["verdict"] for row in rows] == [None, "approve"]
+    assert len(refused_links(server.st, rid)) == 1
+    server.st.refused_links.close()
+    rows = refused_links(server.st, rid)
+    assert [(r["actor"], r["data"]["attempts"], r["data"]["verdicts"]) for r in rows] == [
+        (None, 1, {}),
+        (None, 1, {"approve": 1}),
+    ]
+    assert rejections(server.st, rid) == []
     assert server.st.store.get(rid).decisions == ()
 
 
@@ -366,7 +389,7 @@ def test_csrf_is_required(server: Server) -> None:
 def test_sign_in_inbox_and_sign_out(server: Server) -> None:
     rid = server.open()
     token = server.st.store.create_token("alice", "review")
-    r = server.client.post("/login", data={"token": token}, follow_redirects=False)
+    r = sign_in(server.client, token)
     assert r.status_code == 303
     assert r.headers["location"] == "/inbox"
     cookie = r.headers["set-cookie"]
@@ -394,7 +417,8 @@ def test_sign_in_inbox_and_sign_out(server: Server) -> None:
     assert f"/r/{rid}" not in inbox.text
     assert "Nothing waits for your decision." in text_of(inbox.text)
     # sign out
-    r = server.client.post("/logout", follow_redirects=False)
+    signed_out = form_fields(server.client.get("/inbox").text)["logout_csrf"]
+    r = server.client.post("/logout", data={"logout_csrf": signed_out}, follow_redirects=False)
     assert r.status_code == 303
     assert f'{SESSION_COOKIE}=""' in r.headers["set-cookie"] or "max-age=0" in (
         r.headers["set-cookie"].lower()
@@ -409,7 +433,7 @@ def test_only_a_review_token_signs_in(server: Server, kind: str) -> None:
         "unknown": "sgrev_nope",
         "empty": "",
     }[kind]
-    r = server.client.post("/login", data={"token": token}, follow_redirects=False)
+    r = sign_in(server.client, token)
     assert r.status_code == 401
     assert "set-cookie" not in r.headers
     page = text_of(r.text)
@@ -426,7 +450,7 @@ def test_sign_in_returns_to_the_page_but_never_off_site(server: Server) -> None:
         ("https://evil.example/", "/inbox"),
         ("/\\evil.example", "/inbox"),
     ):
-        r = server.client.post("/login", data={"token": token, "next": nxt}, follow_redirects=False)
+        r = sign_in(server.client, token, nxt)
         assert r.headers["location"] == expected
 
 
@@ -447,7 +471,7 @@ def test_the_session_cookie_is_secure_over_https(tmp_path: Path) -> None:
     st: ServerState = app.state.sluicegate
     token = st.store.create_token("alice", "review")
     with TestClient(app, base_url="https://testserver") as client:
-        r = client.post("/login", data={"token": token}, follow_redirects=False)
+        r = sign_in(client, token)
     assert "secure" in r.headers["set-cookie"].lower()
 
 

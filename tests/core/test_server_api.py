@@ -157,6 +157,8 @@ def make_api(tmp_path: Path) -> Iterator[Any]:
     stack: list[tuple[TestClient, Any]] = []
 
     def make(db_url: str, policy: Path = POLICY, **settings: Any) -> Harness:
+        if not db_url.startswith("sqlite"):  # PostgreSQL needs a key, shared by its replicas
+            settings.setdefault("secret_key", "test-key-" + "k" * 40)
         app = create_app(load_settings(db_url=db_url, policy=str(policy), **settings))
         client = TestClient(app, raise_server_exceptions=False)  # a 500 is an answer to assert
         client.__enter__()
@@ -713,7 +715,13 @@ def test_a_nul_character_is_refused_as_bad_input_never_a_5xx(api: Harness, case:
     req = api.pending()
     if path.startswith("{id}"):
         path = path.replace("{id}", f"/api/v1/requests/{req['id']}")
-    headers = api.review("alice") if "decisions" in path or "audit" in path else api.auth()
+    headers = (
+        api.review("alice")
+        if "decisions" in path
+        else api.auth("internal-audit", "audit")
+        if "audit" in path
+        else api.auth()
+    )
     if body is not None and path == "/api/v1/requests":
         body = {"idempotency_key": "k-nul", "action": PII_EXPORT, "requester": REQUESTER, **body}
     r = api.c.request(method, path, json=body, params=params, headers=headers)
@@ -786,7 +794,7 @@ def test_the_audit_log_exports_as_jsonl_and_csv_with_filters(api: Harness) -> No
     api.open(action=ROUTINE_READ, requester={"job": "reports.daily"})
     api.decide(a["id"], "alice", comment="fine")
     api.decide(a["id"], "bob")
-    headers = api.review("alice")
+    headers = api.auth("internal-audit", "audit")
 
     r = api.c.get("/api/v1/audit", params={"format": "jsonl"}, headers=headers)
     assert r.status_code == 200, r.text
@@ -832,10 +840,12 @@ def test_the_audit_log_exports_as_jsonl_and_csv_with_filters(api: Harness) -> No
     assert [row["kind"] for row in table] == [row["kind"] for row in job_rows]
     assert [row["hash"] for row in table] == [row["hash"] for row in job_rows]
 
-    # A pipeline's request token may not read the whole audit log.
-    assert_error(api.c.get("/api/v1/audit", headers=api.auth()), 403, "forbidden")
+    # Only an audit token reads the audit log: not a pipeline's, not a reviewer's.
+    for other in (api.auth(), api.review("alice")):
+        for path in ("/api/v1/audit", "/api/v1/audit/verify"):
+            assert_error(api.c.get(path, headers=other), 403, "forbidden")
 
-    v = api.c.get("/api/v1/audit/verify", headers=api.auth())
+    v = api.c.get("/api/v1/audit/verify", headers=headers)
     assert v.status_code == 200, v.text
     verified = v.json()
     assert verified["ok"] is True and verified["bad_seq"] is None

@@ -68,6 +68,12 @@ def tokens_for(db_url: str, *reviewers: str) -> tuple[str, dict[str, str]]:
         }
 
 
+def audit_token(db_url: str) -> str:
+    """A token of the ``audit`` scope, the only one that reads the audit log."""
+    with Store(db_url) as store:
+        return store.create_token("internal-audit", "audit")
+
+
 def one_line_error(proc: Any, fragment: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert proc.stderr.startswith("sluicegate: error: "), proc.stderr
@@ -129,7 +135,7 @@ def test_serve_and_the_reviewer_cli(
     assert as_json.returncode == 0, as_json.stderr
     assert [r["id"] for r in json.loads(as_json.stdout)["items"]] == [rid]
 
-    with server.client(pipeline) as c:
+    with server.client(audit_token(sqlite_url)) as c:
         assert c.get("/api/v1/audit/verify").json()["ok"] is True
 
 
@@ -171,6 +177,7 @@ def test_a_restarted_server_keeps_the_request_and_its_decisions(
             c.get(f"/api/v1/requests/{req['id']}/wait", params={"timeout": 5}).json()["status"]
             == "approved"
         )
+    with again.client(audit_token(sqlite_url)) as c:
         assert c.get("/api/v1/audit/verify").json()["ok"] is True
 
 
@@ -182,6 +189,7 @@ class Replicas:
 
     def __init__(self, db_url: str, tmp_path: Path, start: StartServer) -> None:
         self.pipeline, self.tokens = tokens_for(db_url, "alice", "bob", "carol")
+        self.auditor = audit_token(db_url)
         self.a = start(db_url, name="replica-A")
         self.b = start(db_url, name="replica-B")
 
@@ -192,7 +200,9 @@ class Replicas:
             return c.post(path, json=body)
 
     def get(self, server: ServerProcess, path: str, **params: Any) -> httpx.Response:
-        with server.client(self.tokens["alice"]) as c:
+        # The audit log is read with the audit token; everything else as a reviewer.
+        token = self.auditor if path.startswith("/api/v1/audit") else self.tokens["alice"]
+        with server.client(token) as c:
             return c.get(path, params=params)
 
     def audit_of(self, server: ServerProcess, request_id: str) -> list[dict[str, Any]]:

@@ -183,7 +183,7 @@ def test_opening_many_gates_at_once_answers_each_as_one_at_a_time_would(
         ]
     )
 
-    assert [(None if r is None else r.id, created) for r, created in answers] == [
+    assert [(None if g.request is None else g.request.id, g.created) for g in answers] == [
         (a.id, True),
         (None, False),
         (a.id, False),  # the same key twice in one batch: one request
@@ -233,7 +233,7 @@ def test_opening_many_gates_keeps_a_key_another_writer_committed_meanwhile(
             ]
         )
         assert fired
-        assert [(r.id if r else None, created) for r, created in answers] == [
+        assert [(g.request.id if g.request else None, g.created) for g in answers] == [
             (rival.id, False),
             (other.id, True),
         ]

@@ -16,6 +16,7 @@ from dagster import (
     Nothing,
     OpExecutionContext,
     Output,
+    RetryPolicy,
     asset,
     define_asset_job,
     in_process_executor,
@@ -71,6 +72,19 @@ def customers_export(context: AssetExecutionContext) -> int:
 @asset(deps=[customers_export])
 def export_receipt() -> None:
     mark("export_receipt")
+
+
+@asset(
+    deps=[customers],
+    tags={"sluicegate/action": "export"},
+    owners=["carol@example.com"],
+    retry_policy=RetryPolicy(max_retries=2),
+)
+@approval_required
+def retried_export(context: AssetExecutionContext) -> int:
+    """An export whose step Dagster would retry twice: a gate the server refuses must not."""
+    mark("retried_export")
+    return 1
 
 
 @asset(

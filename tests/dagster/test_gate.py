@@ -161,7 +161,8 @@ def test_approved_by_two_stewards_the_export_materializes_with_the_approval(env:
     requester = req["requester"]
     assert requester["orchestrator"] == "dagster" and requester["step"] == "customers_export"
     assert requester["owner"] == "carol@example.com"  # so carol cannot approve it
-    assert req["idempotency_key"] == f"dagster:{result.run_id}:customers_export"
+    digest = req["fingerprint"].removeprefix("sha256:")[:16]  # the action's, as asked about
+    assert req["idempotency_key"] == f"dagster:{result.run_id}:customers_export:{digest}"
 
 
 def test_the_owner_of_the_asset_cannot_approve_it(env: Env) -> None:
@@ -241,6 +242,25 @@ def test_an_unreachable_server_fails_closed_and_the_body_never_runs(env: Env) ->
     assert not result.success and not env.ran("customers_export")
     (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
     assert "could not open the gate" in failure.step_failure_data.error.message
+
+
+def test_a_gate_the_server_refuses_fails_without_using_up_the_step_retries(env: Env) -> None:
+    from dagster import DagsterEventType
+
+    # A token the server does not know (revoked, mistyped): every try would be refused alike
+    # (HTTP 401), so the step fails once although its retry policy allows two more tries.
+    g = defs()
+    os.environ["SLUICEGATE_TEST_TOKEN"] = "sgreq_revoked"
+    try:
+        result = materialize([g.customers, g.retried_export], raise_on_error=False)
+    finally:
+        os.environ["SLUICEGATE_TEST_TOKEN"] = env.tokens["dagster-prod"]
+    assert not result.success and not env.ran("retried_export")
+    kinds = [e.event_type for e in result.all_events if e.step_key == "retried_export"]
+    assert DagsterEventType.STEP_UP_FOR_RETRY not in kinds
+    (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    assert "could not open the gate" in failure.step_failure_data.error.message
+    assert "HTTP 401" in failure.step_failure_data.error.message
 
 
 def test_the_op_form_gates_the_job_until_approved(env: Env) -> None:

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 from serverproc import POLICY, ServerProcess, free_port
 
 from prefect_sluicegate import ApprovalRefused, SluicegateConfig, approval_gate
+from sluicegate.exceptions import DatasetError
 from sluicegate.store import Store
 from sluicegate.store.outbox import OutboxTable
 from sluicegate.store.schema import audit_events
@@ -456,7 +457,7 @@ def test_the_gate_outside_a_flow_run_and_bad_arguments_are_clear_errors() -> Non
         approval_gate("export", server_url="http://127.0.0.1:9")
     with pytest.raises(ValueError, match="must start with http"):
         SluicegateConfig(server_url="sluicegate.example.com", token="t")
-    with pytest.raises(ValueError, match="scheme://authority/name"):
+    with pytest.raises(DatasetError, match=r"outputs\[0\]: cannot name 'customers\.csv'"):
         approval_gate("export", outputs=["customers.csv"], server_url="http://127.0.0.1:9")
 
 

@@ -16,8 +16,15 @@ own work in between (sending the rendered fields, the listeners, ``pre_execute``
 trip overlaps that work instead of adding to it. Nothing the gate guards runs before the
 answer, and the answer is used only for the action ``execute`` would ask about.
 
-The request's idempotency key is ``airflow:{dag_id}:{run_id}:{task_id}:{map_index}``: a retry or
-a re-run of the task instance reattaches to the request it opened, never a second notification.
+The action's datasets are the gate's ``inputs``/``outputs``, or else the task's inlets and
+outlets, named as Airflow's OpenLineage provider names them (see
+:mod:`sluicegate_airflow.datasets`); one that cannot be named fails the task without retrying.
+
+The request's idempotency key is ``airflow:{dag_id}:{run_id}:{task_id}:{map_index}:{digest}``,
+the digest that of the whole action as sent (:func:`sluicegate.idempotency.action_digest`): a
+retry or a re-run of the task instance asking about the same action reattaches to the request
+it opened, never a second notification; one whose rendered action changed is a new request,
+asked about again, and never inherits the old action's approval.
 The requester carries the task's owner and the user who triggered the run, so neither can
 approve it.
 """
@@ -35,7 +42,10 @@ from airflow.sdk import BaseOperator, BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from sluicegate.client import GateRefused, SluicegateClient
+from sluicegate.exceptions import ClientError, UnreachableError
+from sluicegate.idempotency import action_digest
 from sluicegate.wire import RequestOut
+from sluicegate_airflow.datasets import assets_of
 from sluicegate_airflow.hooks import SluicegateHook
 from sluicegate_airflow.triggers import ApprovalTrigger
 
@@ -47,29 +57,13 @@ DEFER_MARGIN = timedelta(minutes=5)
 DEFAULT_DEFER = timedelta(days=7)
 
 
-def idempotency_key(context: Context) -> str:
-    """The gate's key for this task instance: the same across retries and re-runs."""
+def idempotency_key(context: Context, action: Mapping[str, Any]) -> str:
+    """The gate's key for this task instance and ``action``: the same across retries and
+    re-runs that ask about the same action, a new one when the action changed."""
     ti = context["ti"]
     map_index = getattr(ti, "map_index", -1)
     map_index = -1 if map_index is None else map_index
-    return f"airflow:{ti.dag_id}:{ti.run_id}:{ti.task_id}:{map_index}"
-
-
-def _assets(items: Sequence[Any]) -> list[dict[str, Any]]:
-    """Inlets/outlets or explicit datasets as the API's assets."""
-    out: list[dict[str, Any]] = []
-    for item in items:
-        if isinstance(item, Mapping):
-            out.append(dict(item))
-            continue
-        uri = getattr(item, "uri", None) or str(item)
-        scheme, sep, rest = uri.partition("://")
-        if sep and "/" in rest:
-            authority, _, path = rest.partition("/")
-            out.append({"namespace": f"{scheme}://{authority}", "name": path})
-        else:
-            out.append({"namespace": "airflow", "name": uri})
-    return out
+    return f"airflow:{ti.dag_id}:{ti.run_id}:{ti.task_id}:{map_index}:{action_digest(action)}"
 
 
 class _EarlyOpen:
@@ -197,15 +191,28 @@ class _ActionGate(_Gate):
         self.fail_on_deny = fail_on_deny
         self.poll_seconds = poll_seconds
 
+    def datasets(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """``(inputs, outputs)`` as the API's assets: the gate's own, else the task's inlets
+        and outlets. Raises AirflowFailException for one that cannot be named."""
+        if self.gate_inputs is not None:
+            inputs = assets_of(self.gate_inputs, where="inputs")
+        else:
+            inputs = assets_of(list(self.inlets or []), where="inlets")
+        if self.gate_outputs is not None:
+            outputs = assets_of(self.gate_outputs, where="outputs")
+        else:
+            outputs = assets_of(list(self.outlets or []), where="outlets")
+        return inputs, outputs
+
     def action(self) -> dict[str, Any]:
-        inputs = self.gate_inputs if self.gate_inputs is not None else list(self.inlets or [])
-        outputs = self.gate_outputs if self.gate_outputs is not None else list(self.outlets or [])
+        """The action this gate asks about, as rendered."""
+        inputs, outputs = self.datasets()
         templated = self.sluicegate_action
         action: dict[str, Any] = {
             "kind": self.kind,
             "summary": templated["summary"] or f"{self.kind} by {self.dag_id}.{self.task_id}",
-            "inputs": _assets(inputs),
-            "outputs": _assets(outputs),
+            "inputs": inputs,
+            "outputs": outputs,
             "context": templated["context"],
         }
         for optional in ("destination", "environment"):
@@ -267,19 +274,27 @@ class _ActionGate(_Gate):
         return super().render_template(content, context, jinja_env, seen_oids)  # type: ignore[misc]
 
     def _asked(self, context: Context) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        return idempotency_key(context), self.action(), self.requester(context)
+        action = self.action()
+        return idempotency_key(context, action), action, self.requester(context)
 
     def _open_or_defer(self, context: Context) -> RequestOut:
         """The answer if the step may go on now; raises if refused; defers if it waits."""
         asked = self._asked(context)
         early, self._sluicegate_early = getattr(self, "_sluicegate_early", None), None
-        if early is not None and early.asked == asked:
-            answer = early.answer()
-        else:  # not rendered by the task runner, or the action changed since: ask now
-            if early is not None:
-                early.discard()
-            with SluicegateHook(self.sluicegate_conn_id).get_conn() as client:
-                answer = client.open_gate(*asked)
+        try:
+            if early is not None and early.asked == asked:
+                answer = early.answer()
+            else:  # not rendered by the task runner, or the action changed since: ask now
+                if early is not None:
+                    early.discard()
+                with SluicegateHook(self.sluicegate_conn_id).get_conn() as client:
+                    answer = client.open_gate(*asked)
+        except ClientError as err:
+            if isinstance(err, UnreachableError) or err.status >= 500:
+                raise  # may pass: Airflow's retries apply, and a retry reattaches
+            # Refused as asked (a key that is another gate's, an action the server cannot
+            # take): asking again would be refused again.
+            raise AirflowFailException(f"Sluicegate: could not open the gate: {err}") from err
         self.log.info(
             "Sluicegate: %s (rule %s) %s", answer.status, answer.rule, answer.review_url or ""
         )
@@ -334,15 +349,14 @@ class _ActionGate(_Gate):
 
         from sluicegate.lineage.facet import FACET_NAME, facet_of_answer
 
-        action = self.action()
+        try:  # the names the gate asks about
+            inputs, outputs = self.datasets()
+        except AirflowFailException:  # the gate fails on it; its events name no dataset
+            inputs, outputs = [], []
         run_facets = {} if answer is None else {FACET_NAME: facet_of_answer(answer)}
         return OperatorLineage(
-            inputs=[
-                InputDataset(namespace=a["namespace"], name=a["name"]) for a in action["inputs"]
-            ],
-            outputs=[
-                OutputDataset(namespace=a["namespace"], name=a["name"]) for a in action["outputs"]
-            ],
+            inputs=[InputDataset(namespace=a["namespace"], name=a["name"]) for a in inputs],
+            outputs=[OutputDataset(namespace=a["namespace"], name=a["name"]) for a in outputs],
             run_facets=run_facets,
         )
 
@@ -352,8 +366,10 @@ class ApprovalGateOperator(_ActionGate, BaseOperator):
 
     :param kind: the action (``export``, ``write``, ``delete``, ``grant``, ``deploy``, ...).
     :param summary: what a reviewer reads first.
-    :param inputs, outputs: datasets as ``{"namespace", "name", "classifications"}`` dicts
-        (or Airflow assets/URIs); default: the task's inlets and outlets.
+    :param inputs, outputs: datasets as ``{"namespace", "name", "classifications"}`` dicts,
+        Airflow assets, OpenLineage datasets or URIs; default: the task's inlets and outlets.
+        Named as Airflow's OpenLineage provider names them; one that cannot be named (an
+        ``AssetAlias``, an ``Asset`` without a URI) fails the task.
     :param context_data: facts for the reviewer (row counts, the query); shown escaped.
 
     ``summary``, ``context_data``, ``destination`` and ``environment`` are templated (Airflow

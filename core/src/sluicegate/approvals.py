@@ -7,7 +7,10 @@ The HTTP API, the review pages, chat integrations and the CLI demo are thin laye
   except the facts of the action itself;
 - an action the policy allows costs one audit row and nothing else;
 - a reviewer must be in the policy, in one of the rule's groups, and not the requester in
-  any of its identities; a refusal is recorded as ``decision.rejected``.
+  any of its identities; a refusal is recorded as ``decision.rejected``;
+- an idempotency key gives its request back only to a retry: the same principal asking for
+  the same action (fingerprint). Anyone else reusing it is refused and recorded as
+  ``gate.conflict``; a key never lends one gate's approval to another action or principal.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sluicegate.audit import AuditEvent
-from sluicegate.exceptions import ExpiredError, ForbiddenError
+from sluicegate.exceptions import ConflictError, ExpiredError, ForbiddenError, TransitionError
 from sluicegate.lineage.gate import GateLineage
 from sluicegate.model import (
     Action,
@@ -33,24 +36,32 @@ from sluicegate.model import (
     utcnow,
 )
 from sluicegate.policy import Evaluation, Policy
-from sluicegate.store import DecisionOutcome, GateOpen, Store, request_event
+from sluicegate.store import DecisionOutcome, GateOpen, GateStored, Store, request_event
 
 if TYPE_CHECKING:  # openlineage-python takes a second to import: only servers load it
     from sluicegate.lineage.gate import GateLineage
 
-__all__ = ["Approvals", "GateAnswer", "GatePlan"]
+__all__ = ["CONFLICT", "Approvals", "GateAnswer", "GatePlan"]
+
+#: :attr:`GateAnswer.status` of a gate whose idempotency key is another gate's.
+CONFLICT = "conflict"
 
 
 @dataclass(frozen=True)
 class GateAnswer:
     """What opening a gate gives back."""
 
-    #: ``allowed`` or ``denied`` straight from the policy, else the request's status.
+    #: ``allowed`` or ``denied`` straight from the policy, else the request's status;
+    #: ``conflict`` when the key belongs to another principal's gate or another action.
     status: str
     evaluation: Evaluation
+    #: The request the gate waits on (None for a policy answer, and for a conflict).
     request: ApprovalRequest | None = None
     #: False when the idempotency key already had a request (a retry reattached).
     created: bool = False
+    #: For a conflict, one sentence saying why, fit to show the caller: it tells nothing of
+    #: another principal's request (not even its id).
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,8 @@ class GatePlan:
     requester: Requester
     #: Each dataset's effective classifications and their sources (for lineage).
     classifications: Mapping[str, tuple[ClassificationSource, ...]] = field(default_factory=dict)
+    #: ``action.fingerprint()``: a key's request is given back only for this action.
+    fingerprint: str = ""
 
 
 class Approvals:
@@ -88,8 +101,12 @@ class Approvals:
         classifications: Mapping[str, tuple[ClassificationSource, ...]] | None = None,
         now: datetime | None = None,
     ) -> GateAnswer:
-        """Evaluate ``action`` and, if it needs approval, open (or reattach to) its request."""
-        return self.commit_open(
+        """Evaluate ``action`` and, if it needs approval, open (or reattach to) its request.
+
+        Raises :class:`ConflictError` when ``idempotency_key`` belongs to another principal's
+        gate or to another action (recorded as ``gate.conflict`` first).
+        """
+        answer = self.commit_open(
             self.plan_open(
                 idempotency_key=idempotency_key,
                 action=action,
@@ -99,6 +116,9 @@ class Approvals:
                 now=now,
             )
         )
+        if answer.status == CONFLICT:
+            raise ConflictError(answer.detail)
+        return answer
 
     def plan_open(
         self,
@@ -118,6 +138,7 @@ class Approvals:
         Split from :meth:`commit_open` so that a server can evaluate outside its writer.
         """
         ev = self.policy.evaluate(action, requester, inherited=inherited)
+        fingerprint = action.fingerprint()
         labels = {
             key: sorted(c.classification for c in found)
             for key, found in (classifications or {}).items()
@@ -135,14 +156,21 @@ class Approvals:
                     "rule": ev.rule,
                     "reason": ev.reason,
                     "action_kind": action.kind,
-                    "fingerprint": action.fingerprint(),
+                    "fingerprint": fingerprint,
                     "run_id": requester.run_id,
                     "policy": self.policy.digest,
                     **({"classifications": labels} if labels else {}),
                 },
             )
             return GatePlan(
-                idempotency_key, ev, None, (event,), action, requester, dict(classifications or {})
+                idempotency_key,
+                ev,
+                None,
+                (event,),
+                action,
+                requester,
+                dict(classifications or {}),
+                fingerprint,
             )
         req_spec = ev.requirement
         assert req_spec is not None  # a require outcome always carries its requirement
@@ -185,24 +213,39 @@ class Approvals:
             action,
             requester,
             dict(classifications or {}),
+            request.fingerprint,
         )
 
     def commit_open(self, plan: GatePlan) -> GateAnswer:
         """Store what :meth:`plan_open` decided, in one transaction.
 
         A key that already has a request reattaches to it, whatever the policy says now (a
-        retry must find what the first attempt opened); nothing new is recorded then.
+        retry must find what the first attempt opened), when the same principal asks for the
+        same action; nothing new is recorded then. Anyone else is answered ``conflict``
+        (recorded as ``gate.conflict``): see :meth:`open`, which raises it instead.
         """
         return self.commit_opens([plan])[0]
 
     def commit_opens(self, plans: Sequence[GatePlan]) -> list[GateAnswer]:
-        """:meth:`commit_open` for many plans in one write (the server's writer batches)."""
+        """:meth:`commit_open` for many plans in one write (the server's writer batches).
+
+        A conflict is one plan's answer, never an error: the other plans are kept.
+        """
         stored = self.store.open_gates(
-            [GateOpen(p.idempotency_key, p.request, p.events, self.policy.digest) for p in plans]
+            [
+                GateOpen(
+                    p.idempotency_key,
+                    p.request,
+                    p.events,
+                    self.policy.digest,
+                    action=p.action,
+                    requester=p.requester,
+                    fingerprint=p.fingerprint or None,
+                )
+                for p in plans
+            ]
         )
-        answers = [
-            _answer(plan, req, created) for plan, (req, created) in zip(plans, stored, strict=True)
-        ]
+        answers = [_answer(plan, got) for plan, got in zip(plans, stored, strict=True)]
         if self.lineage is not None:
             for plan, answer in zip(plans, answers, strict=True):
                 self._tell_opened(self.lineage, plan, answer)
@@ -210,6 +253,8 @@ class Approvals:
 
     def _tell_opened(self, lineage: GateLineage, plan: GatePlan, answer: GateAnswer) -> None:
         request = answer.request
+        if answer.status == CONFLICT:
+            return  # nothing was opened or answered: the gate was refused
         if request is None:
             allowed = answer.status == "allowed"
             self.store.on_commit(
@@ -321,19 +366,68 @@ class Approvals:
         self._tell_changed(cancelled)
         return cancelled
 
-    def release(self, request_id: uuid.UUID | str, *, principal: str | None = None) -> None:
-        """Record that the gated step went ahead (``gate.released``)."""
+    def release(self, request_id: uuid.UUID | str, *, principal: str) -> ApprovalRequest:
+        """Record that the gated step went ahead (``gate.released``); returns the request.
+
+        Only the principal that opened the request may, and only for a request that let its
+        step go on (approved, or expired under a rule whose timeout allows). Another principal
+        is refused with :class:`ForbiddenError` and recorded as ``release.rejected``, never as
+        a release; a request that let nothing go on raises :class:`TransitionError`.
+        """
         request = self.store.get(request_id)
+        if request.requester.principal != principal:
+            self.store.record(
+                [
+                    request_event(
+                        request,
+                        "release.rejected",
+                        actor=principal,
+                        reason="only the principal that opened it may release it",
+                    )
+                ]
+            )
+            raise ForbiddenError("only the principal that opened a request may release it")
+        passed = request.status is Status.APPROVED or (
+            request.status is Status.EXPIRED and request.on_timeout == "allow"
+        )
+        if not passed:
+            raise TransitionError(
+                f"request is {request.status.value}; only a gate that let its step go on "
+                "is released"
+            )
         self.store.record(
             [request_event(request, "gate.released", actor=principal, status=request.status.value)]
         )
         lineage = self.lineage
         if lineage is not None:
             self.store.on_commit(lambda: lineage.released(request))
+        return request
 
 
-def _answer(plan: GatePlan, stored: ApprovalRequest | None, created: bool) -> GateAnswer:
-    if stored is not None:
-        return GateAnswer(stored.status.value, plan.evaluation, stored, created=created)
+def _answer(plan: GatePlan, stored: GateStored) -> GateAnswer:
+    if stored.conflict is not None:
+        return GateAnswer(
+            CONFLICT,
+            plan.evaluation,
+            detail=_conflict_detail(plan, stored.request, stored.conflict),
+        )
+    if stored.request is not None:
+        return GateAnswer(
+            stored.request.status.value, plan.evaluation, stored.request, created=stored.created
+        )
     allowed = plan.evaluation.outcome == "allow"
     return GateAnswer("allowed" if allowed else "denied", plan.evaluation)
+
+
+def _conflict_detail(plan: GatePlan, existing: ApprovalRequest | None, reason: str) -> str:
+    """Why the key was refused, in one sentence; another principal's request stays unnamed."""
+    key = plan.idempotency_key
+    if reason == "principal" or existing is None:
+        return (
+            f"idempotency key {key!r} belongs to another principal's gate; "
+            "each gate needs a key of its own"
+        )
+    return (
+        f"idempotency key {key!r} belongs to request {existing.id}, opened for a different "
+        "action; a changed action must be asked about again under a new key"
+    )

@@ -10,6 +10,10 @@ so altering, deleting, inserting or reordering a row breaks the chain from that 
 transaction as the change they record (the store passes its connection to :func:`append`),
 so a change without its audit row, or an audit row without its change, cannot exist.
 
+The CSV export is meant for spreadsheets, so a cell that one would evaluate as a formula
+(actors, job names and dataset names come from pipelines) is written with a leading ``'``
+(:func:`csv_cell`); the JSON Lines export carries every value exactly as stored and hashed.
+
 A chain proves order and integrity against edits that do not recompute every later hash.
 Someone who can rewrite the whole table can recompute it too: keep the head hash that
 ``sluicegate audit verify`` prints somewhere else (a ticket, a log bucket), and verify
@@ -42,6 +46,7 @@ __all__ = [
     "VerifyResult",
     "append",
     "append_groups",
+    "csv_cell",
     "export",
     "flush_head",
     "format_ts",
@@ -381,10 +386,40 @@ def _json_or_string(text: str) -> str:
     return json.dumps(text)
 
 
+#: What makes a spreadsheet (Excel, LibreOffice, Google Sheets) read a cell as a formula when
+#: it comes first, once leading blanks and quote characters are passed over (OWASP, "CSV
+#: Injection").
+_FORMULA_START = frozenset("=+-@")
+#: Control characters that start a formula, or hide one, when a cell begins with them.
+_CONTROL_START = frozenset("\t\r\n\x00")
+#: What a spreadsheet may pass over before the character it checks.
+_PASSED_OVER = frozenset("'\"")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` as a CSV cell that no spreadsheet evaluates: text a spreadsheet would take
+    for a formula gets a leading ``'`` (OWASP's CSV-injection advice); anything else as is.
+
+    A cell that already starts with ``'`` gets one too, so the escape can always be undone:
+    the stored value is the cell with one leading ``'`` removed, if it has one.
+    """
+    if not isinstance(value, str) or not value:
+        return value
+    first = value[0]
+    if first == "'" or first in _CONTROL_START:
+        return "'" + value
+    for ch in value:
+        if ch.isspace() or ch in _PASSED_OVER:
+            continue
+        return "'" + value if ch in _FORMULA_START else value
+    return value
+
+
 def export(engine: Engine, out: TextIO, fmt: str = "jsonl", flt: ExportFilter | None = None) -> int:
     """Stream matching rows to ``out`` as JSON Lines or CSV; returns how many were written.
 
-    Each row keeps ``prev_hash`` and ``hash``, so an auditor can re-check a full export.
+    Each row keeps ``prev_hash`` and ``hash``, so an auditor can re-check a full export
+    (from JSON Lines as is; from CSV once :func:`csv_cell`'s leading ``'`` is removed).
     """
     flt = flt or ExportFilter()
     count = 0
@@ -407,10 +442,13 @@ def export(engine: Engine, out: TextIO, fmt: str = "jsonl", flt: ExportFilter | 
                 buf.clear()
         out.write("".join(buf))
     elif fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
+        # RFC 4180's CRLF: the csv module quotes a cell holding any character of the line
+        # terminator, so a carriage return in a value (which a reader takes for the end of
+        # the record) can never start a new row or hide a formula at the start of a cell.
+        writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(_COLUMNS)
         for row in _rows(engine, flt):
-            writer.writerow(row)
+            writer.writerow([csv_cell(cell) for cell in row])
             count += 1
     else:
         raise AuditError(f"export format {fmt!r} is not one of jsonl, csv")

@@ -7,6 +7,7 @@ adapter) can map it to one exit code or status code without knowing every case::
     ├── ConfigError                   a setting or config file is wrong
     ├── PolicyError                   the policy file is malformed (names file, line, field)
     ├── ActionError                   an action / request payload is malformed
+    │   └── DatasetError              a declared dataset cannot be named the OpenLineage way
     ├── StoreError                    the database failed or cannot be reached
     │   └── MigrationError            the schema could not be brought up to date
     ├── NotFoundError                 a request (or other object) does not exist
@@ -31,6 +32,7 @@ __all__ = [
     "ClientError",
     "ConfigError",
     "ConflictError",
+    "DatasetError",
     "ExpiredError",
     "ForbiddenError",
     "MigrationError",
@@ -73,6 +75,13 @@ class PolicyError(SluicegateError):
 
 class ActionError(SluicegateError):
     """An action, requester or request payload is malformed."""
+
+
+class DatasetError(ActionError):
+    """A declared dataset (an orchestrator's asset, a URI, a dict) cannot be given its
+    OpenLineage namespace and name. Raised rather than guessing a name that no policy rule
+    knows, which the policy's default could let through; the message names the value, where it
+    was declared and how to declare it instead."""
 
 
 class StoreError(SluicegateError):

@@ -1,9 +1,10 @@
 """Signed review links: one per reviewer and request, expiring, usable once.
 
 A link carries ``[request id, reviewer id, expiry, nonce]`` and an HMAC-SHA256 over them with
-the server's secret key. The signature binds the link to its reviewer: a forwarded link still
-identifies the reviewer it was made for, so it cannot let anyone else (the requester least of
-all) decide. The nonce is recorded when the link is used, so it decides once.
+the server's secret key. The signature binds the link to its reviewer, and the link is a
+bearer credential: whoever holds it decides as that reviewer (once: the nonce is recorded when
+the link is used). So a link is sent only where its reviewer alone reads it (a direct
+message), never to a channel that others read, the requester or the job's owner among them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -74,18 +76,21 @@ def sign_link(
 
 
 def verify_link(
-    key: bytes, token: str, request_id: str, *, now: datetime | None = None
+    key: bytes | Sequence[bytes], token: str, request_id: str, *, now: datetime | None = None
 ) -> LinkClaims:
     """The claims of a genuine, unexpired link for ``request_id``; else :class:`LinkError`.
 
-    Whether it was used already is the store's to say (:meth:`Store.use_link`).
+    ``key`` may be several keys (the current one and those rotated out): a link signed by any
+    of them verifies. Whether it was used already is the store's to say
+    (:meth:`Store.use_link`).
     """
+    keys = (key,) if isinstance(key, bytes) else tuple(key)
     try:
         version, payload, signature = token.split(".")
         given = _unb64(signature)
     except (ValueError, binascii.Error) as err:
         raise LinkError("this link is malformed") from err
-    if version != _VERSION or not hmac.compare_digest(given, _mac(key, payload)):
+    if version != _VERSION or not any(hmac.compare_digest(given, _mac(k, payload)) for k in keys):
         raise LinkError("this link's signature is not valid (it was altered or is not ours)")
     try:
         rid, reviewer, expires, nonce = json.loads(_unb64(payload))
@@ -102,7 +107,8 @@ def verify_link(
 def claimed_reviewer(token: str) -> str | None:
     """The reviewer a link says it is for, read WITHOUT checking it, or None if unreadable.
 
-    Only for the audit row of a refused link: the name may be forged, and the row says so.
+    Only as data of a refused link's audit row, labelled unverified: the name may be forged,
+    so it is never an actor.
     """
     try:
         _, payload, _ = token.split(".")

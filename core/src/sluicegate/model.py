@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from sluicegate.exceptions import ActionError, TransitionError
+from sluicegate.identity import identities_in
 
 __all__ = [
     "MAX_CONTEXT_BYTES",
@@ -320,17 +321,16 @@ class Requester(_Frozen):
     parent: ParentRun | None = None
 
     def identities(self) -> frozenset[str]:
-        """Every identity that may never approve this request, case-folded.
+        """Every identity that may never approve this request, normalized.
 
         That is the API principal that asked, the user or agent that triggered the run, and
-        the job owner(s). Owners are often a comma-separated list (Airflow's ``owner``).
+        the job owner(s), each field read as :func:`sluicegate.identity.identities_in` reads
+        free text (lists such as Airflow's ``owner="carol, dave"``, mentions, addresses).
         """
         names: set[str] = set()
-        for value in (self.principal, self.triggered_by):
-            if value and value.strip():
-                names.add(value.strip().casefold())
-        if self.owner:
-            names.update(p.strip().casefold() for p in self.owner.split(",") if p.strip())
+        for value in (self.principal, self.triggered_by, self.owner):
+            if value:
+                names |= identities_in(value)
         return frozenset(names)
 
 

@@ -9,7 +9,9 @@ action kind, so evaluating an action against a thousand rules stays well under a
 Evaluation is first match wins; no match gives the policy's ``default``. For ``require``, the
 eligible reviewers are the members of the rule's groups minus everyone the requester is: the
 API principal that asked, the user that triggered the run and the job owner. Those three can
-never approve, whatever the groups say.
+never approve, whatever the groups say, however their identity is spelled: identities are
+compared by :mod:`sluicegate.identity`, and reviewer identities that could pass for one another
+are refused when the policy loads.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sluicegate.exceptions import PolicyError
+from sluicegate.identity import identity_keys, identity_problem, lookalikes, normalize, skeleton
 from sluicegate.model import Action, Asset, Requester
 
 __all__ = [
@@ -330,15 +333,20 @@ class Reviewer:
     email: str | None = None
     slack_id: str | None = None
     groups: frozenset[str] = frozenset()
+    #: The skeletons of the id, email (and its local part) and Slack id, for comparisons.
+    keys: frozenset[str] = field(init=False, repr=False, compare=False)
 
-    def is_any_of(self, identities: frozenset[str]) -> bool:
-        """True if this reviewer is one of ``identities`` by id, email or Slack id."""
-        mine = {self.id.casefold()}
-        if self.email:
-            mine.add(self.email.casefold())
-        if self.slack_id:
-            mine.add(self.slack_id.casefold())
-        return not mine.isdisjoint(identities)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", identity_keys(self.id, self.email, self.slack_id))
+
+    def is_any_of(self, identities: Iterable[str | None]) -> bool:
+        """True if one of the free-text ``identities`` is, or may pass for, this reviewer.
+
+        Each is read as :func:`sluicegate.identity.identities_in` reads it (lists, Slack
+        mentions, addresses, prefixes) and compared by confusable skeleton, by id, email or
+        Slack id: when in doubt, it is this reviewer.
+        """
+        return lookalikes(identities).match(self.keys)
 
 
 @dataclass(frozen=True)
@@ -636,6 +644,12 @@ class Policy:
             r.id: Reviewer(r.id, r.name, r.email, r.slack_id, frozenset(r.groups))
             for r in spec.reviewers
         }
+        self._by_field: dict[str, dict[str, Reviewer]] = {
+            name: {
+                normalize(value): r for r in self.reviewers.values() if (value := getattr(r, name))
+            }
+            for name in ("id", "email", "slack_id")
+        }
         self._classify = [
             ([_AssetGlob.parse(g) for g in c.datasets], frozenset(c.add)) for c in spec.classify
         ]
@@ -687,6 +701,25 @@ class Policy:
         """The reviewer with this id, or None."""
         return self.reviewers.get(reviewer_id)
 
+    def resolve(
+        self, identity: str, fields: Iterable[str] = ("id", "email", "slack_id")
+    ) -> Reviewer | None:
+        """The reviewer an authenticated identity (a token's principal, an SSO user, a Slack
+        user id) is, by one of ``fields`` compared normalized; None if none is.
+
+        Only an identity that is what it looks like resolves (plain ASCII, nothing invisible),
+        so one person enters as one reviewer id however a token or header spells it, and a
+        look-alike is nobody. The load checks keep normalized identities unique.
+        """
+        if not identity.strip() or identity_problem(identity.strip()) is not None:
+            return None
+        wanted = normalize(identity)
+        for name in fields:
+            found = self._by_field.get(name, {}).get(wanted)
+            if found is not None:
+                return found
+        return None
+
     def classifications_of(
         self, asset: Asset, inherited: Mapping[tuple[str, str], Iterable[str]] | None = None
     ) -> frozenset[str]:
@@ -733,14 +766,13 @@ class Policy:
         self, requirement: Requirement, requester: Requester
     ) -> tuple[tuple[Reviewer, ...], tuple[tuple[Reviewer, str], ...]]:
         """Members of the requirement's groups, minus the requester in every identity it has."""
-        forbidden = requester.identities()
         groups = set(requirement.groups)
         eligible: list[Reviewer] = []
         excluded: list[tuple[Reviewer, str]] = []
         for r in self.reviewers.values():
             if groups.isdisjoint(r.groups):
                 continue
-            why = _why_excluded(r, requester) if r.is_any_of(forbidden) else None
+            why = _why_excluded(r, requester)
             if why:
                 excluded.append((r, why))
             else:
@@ -903,17 +935,49 @@ class Policy:
 
 
 def _why_excluded(reviewer: Reviewer, requester: Requester) -> str | None:
+    # Every field is free text that may name several people (owners: "carol, dave").
     for label, value in (
         ("the requester's principal", requester.principal),
         ("the user who triggered the run", requester.triggered_by),
+        ("the job owner", requester.owner),
     ):
-        if value and reviewer.is_any_of(frozenset({value.strip().casefold()})):
+        if value and reviewer.is_any_of((value,)):
             return f"is {label}"
-    if requester.owner:
-        owners = frozenset(p.strip().casefold() for p in requester.owner.split(",") if p.strip())
-        if reviewer.is_any_of(owners):
-            return "is the job owner"
     return None
+
+
+_IDENTITY_FIELDS = ("id", "email", "slack_id")
+
+
+def _check_identities(
+    reviewers: Sequence[ReviewerSpec], fail: Callable[[str, tuple[Any, ...]], None]
+) -> None:
+    """One person is one reviewer: every identity is what it looks like, and no two
+    reviewers' identities could pass for each other (self-exclusion compares look-alikes as
+    the same person, so a look-alike pair would exclude both, or let one person count twice).
+    """
+    owners: dict[str, tuple[int, str]] = {}
+    for i, r in enumerate(reviewers):
+        for name in _IDENTITY_FIELDS:
+            value = getattr(r, name)
+            if value is None:
+                continue
+            why = identity_problem(value)
+            if why:
+                fail(f"{name} {value!r} {why}", ("reviewers", i, name))
+            # An address counts by its local part too: self-exclusion reads "carol" as
+            # carol@example.com, so a reviewer "carol" beside it would be the same person.
+            own = skeleton(value)  # first, so the message names the closest look-alike
+            for key in sorted(identity_keys(value), key=lambda k: (k != own, k)):
+                j, other_field = owners.setdefault(key, (i, name))
+                if j != i:
+                    other = reviewers[j]
+                    fail(
+                        f"{name} {value!r} could be taken for {other_field} "
+                        f"{getattr(other, other_field)!r} of reviewer {other.id!r}: "
+                        "one person must be one reviewer, with identities that look different",
+                        ("reviewers", i, name),
+                    )
 
 
 def _cross_check(spec: PolicySpec, lines: Mapping[tuple[Any, ...], int], source: str) -> None:
@@ -930,6 +994,7 @@ def _cross_check(spec: PolicySpec, lines: Mapping[tuple[Any, ...], int], source:
         seen_ids.add(r.id)
         for g in set(r.groups):
             members[g] = members.get(g, 0) + 1
+    _check_identities(spec.reviewers, fail)
 
     def check_require(req: RequireSpec | None, loc: tuple[Any, ...], outcome: str) -> None:
         if outcome == "require" and req is None:

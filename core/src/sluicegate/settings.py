@@ -16,6 +16,7 @@ names where it came from, never a silent default.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,7 +31,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from sluicegate.exceptions import ConfigError
 
@@ -47,6 +53,8 @@ __all__ = [
 ]
 
 DEFAULT_DB_URL = "sqlite:///./sluicegate.db"
+#: A signing key shorter than this is refused: it could be guessed.
+MIN_SECRET_KEY_LENGTH = 32
 DEFAULT_CONFIG_FILE = "sluicegate.yaml"
 ENV_PREFIX = "SLUICEGATE_"
 
@@ -149,7 +157,20 @@ class Settings(BaseSettings):
         "", description="where clients and links reach the server; default http://HOST:PORT"
     )
     token: SecretStr | None = Field(None, description="a client's bearer token")
-    secret_key: SecretStr | None = Field(None, description="signs links and CSRF tokens")
+    secret_key: SecretStr | None = Field(
+        None,
+        description=(
+            "signs review links, sessions and CSRF tokens (32+ characters); required on "
+            "PostgreSQL; unset on SQLite: generated into <db file>.key (mode 0600)"
+        ),
+    )
+    previous_secret_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "earlier secret keys, accepted to verify what they signed (links, sessions, CSRF) "
+            "until it expires, never to sign; a list, or comma-separated in the environment"
+        ),
+    )
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     workers: Annotated[int, Field(ge=1, le=64)] = Field(
@@ -171,6 +192,29 @@ class Settings(BaseSettings):
     @classmethod
     def _db_url(cls, value: str) -> str:
         return normalise_db_url(value)
+
+    @field_validator("previous_secret_keys", mode="before")
+    @classmethod
+    def _key_list(cls, value: Any) -> Any:
+        # The environment gives one string: a JSON list, or keys separated by commas.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("secret_key", "previous_secret_keys")
+    @classmethod
+    def _key_length(cls, value: Any) -> Any:
+        keys = value if isinstance(value, list) else [value]
+        for key in keys:
+            if key is not None and len(key.get_secret_value().strip()) < MIN_SECRET_KEY_LENGTH:
+                raise ValueError(
+                    f"a secret key needs at least {MIN_SECRET_KEY_LENGTH} characters "
+                    "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+        return value
 
     @field_validator("link_ttl")
     @classmethod

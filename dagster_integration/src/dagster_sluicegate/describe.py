@@ -5,12 +5,25 @@ nothing but a tag:
 
 - the action's kind from the tag ``sluicegate/action`` of the asset (or of the op, for a plain
   op), or the gate's ``kind=`` argument;
-- its outputs: the assets the step materializes; its inputs: their upstream assets. A dataset
-  is named by the ``dagster/table_name`` metadata when the asset has it (``crm.public.customers``,
-  so a policy written for the warehouse's tables matches) in the namespace of the
-  ``sluicegate/namespace`` metadata (``postgres://prod:5432``); otherwise by the asset key
-  (``crm/customers``) in the resource's ``asset_namespace``. ``sluicegate/classifications``
-  metadata (``["pii"]``) adds classifications; the server adds its own, and lineage's;
+- its outputs: the assets the step materializes; its inputs: their upstream assets. Each is
+  named the OpenLineage way (:mod:`sluicegate.datasets`), so that a policy written for the
+  warehouse's tables matches, from the first of these the asset has:
+
+  1. ``dagster/table_name`` (or ``dagster/relation_identifier``) metadata in the namespace of
+     the ``sluicegate/namespace`` metadata: ``crm.public.customers`` in ``postgres://prod:5432``;
+  2. ``dagster/uri`` metadata: ``postgres://prod:5432/crm/public/customers``,
+     ``s3://bucket/key``;
+  3. ``dagster/table_name`` in the resource's ``asset_namespace``;
+  4. the asset key in the namespace of the ``sluicegate/namespace`` metadata: the key
+     ``crm/public/customers`` in ``postgres://prod:5432`` is ``crm.public.customers``;
+  5. the asset key as is (``crm/customers``) in the resource's ``asset_namespace``.
+
+  A ``dagster/uri`` or a table name that cannot be named fails the step without retrying
+  (``Failure``): a dataset named otherwise would be one that no policy rule classifies. A
+  partitioned asset is named as the table or file it partitions (the partition goes to the
+  reviewer's facts and to the key). ``sluicegate/classifications`` metadata (``["pii"]``)
+  adds classifications; the server adds its own, and lineage's. ``inputs=``/``outputs=``
+  given to the gate (dicts, URIs, OpenLineage datasets) go through the same conversion;
 - the summary, destination and environment from the ``sluicegate/summary``,
   ``sluicegate/destination`` and ``sluicegate/environment`` metadata (metadata, not tags:
   Dagster allows only short plain tag values);
@@ -18,9 +31,11 @@ nothing but a tag:
 - the requester: the run and step, the asset's owners (so no owner can approve it) and the
   user who launched the run where Dagster records one (``dagster/user``).
 
-The idempotency key, ``dagster:{root run id}:{step key}[:{partition}]``, stays the same when
-a run is re-executed (the new run's root is the first run), so a re-execution reattaches to
-the request the first run opened.
+The idempotency key, ``dagster:{root run id}:{step key}[:{partition}]:{digest}``, the digest
+that of the whole action as sent (:func:`sluicegate.idempotency.action_digest`), stays the same
+when a run is re-executed with the same action (the new run's root is the first run), so a
+re-execution reattaches to the request the first run opened; a re-execution whose action
+changed opens a new request and is asked about again.
 """
 
 from __future__ import annotations
@@ -31,6 +46,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagster import AssetKey, AssetSpec, Failure, OpExecutionContext
+
+from sluicegate.datasets import to_asset, to_assets
+from sluicegate.exceptions import DatasetError
+from sluicegate.idempotency import action_digest
 
 __all__ = [
     "ACTION_TAG",
@@ -47,6 +66,10 @@ ENVIRONMENT_METADATA = "sluicegate/environment"
 CLASSIFICATIONS_METADATA = "sluicegate/classifications"
 NAMESPACE_METADATA = "sluicegate/namespace"
 TABLE_NAME_METADATA = "dagster/table_name"
+#: Dagster's other key for a table name (``TableMetadataSet.relation_identifier``).
+RELATION_METADATA = "dagster/relation_identifier"
+#: Dagster's ``UriMetadataSet``: where the asset lives (``s3://bucket/key``).
+URI_METADATA = "dagster/uri"
 #: Run tag Dagster+ (and some launchers) set to the user who launched a run.
 USER_RUN_TAG = "dagster/user"
 
@@ -87,8 +110,8 @@ class StepFacts:
         lineage_namespace: str,
         kind: str | None = None,
         summary: str | None = None,
-        inputs: Sequence[Mapping[str, Any]] | None = None,
-        outputs: Sequence[Mapping[str, Any]] | None = None,
+        inputs: Sequence[Any] | None = None,
+        outputs: Sequence[Any] | None = None,
         destination: str | None = None,
         environment: str | None = None,
         context_data: Mapping[str, Any] | None = None,
@@ -111,10 +134,14 @@ class StepFacts:
                 allow_retries=False,
             )
         partition = ctx.partition_key if ctx.has_partition_key else None
-        outs = list(outputs) if outputs is not None else [
+        outs = _given(outputs, "outputs") if outputs is not None else [
             _dataset(spec.key, spec, asset_namespace) for spec in specs
         ]  # fmt: skip
-        ins = list(inputs) if inputs is not None else _upstream(ctx, specs, asset_namespace)
+        ins = (
+            _given(inputs, "inputs")
+            if inputs is not None
+            else _upstream(ctx, specs, asset_namespace)
+        )
         names = ", ".join(o["name"] for o in outs) or step
         facts: dict[str, Any] = _reviewer_facts(specs[0]) if specs else {"op": ctx.op.name}
         if len(specs) > 1:  # a multi-asset step: every key, the first asset's other facts
@@ -153,6 +180,7 @@ class StepFacts:
             },
         }
         key = f"dagster:{root}:{step}" + (f":{partition}" if partition is not None else "")
+        key += f":{action_digest(action)}"
         return cls(
             key=key,
             action=action,
@@ -170,13 +198,42 @@ def _specs(ctx: OpExecutionContext) -> list[AssetSpec]:
     return [assets_def.get_asset_spec(k) for k in sorted(ctx.selected_asset_keys)]
 
 
+def _unnamed(err: DatasetError) -> Failure:
+    # Not retryable: a retry would not name it either.
+    return Failure(description=f"Sluicegate: {err}", allow_retries=False)
+
+
+def _given(items: Sequence[Any], where: str) -> list[dict[str, Any]]:
+    """The gate's own ``inputs``/``outputs`` as the API's assets."""
+    try:
+        return to_assets(items, where=where)
+    except DatasetError as err:
+        raise _unnamed(err) from None
+
+
 def _dataset(key: AssetKey, spec: AssetSpec | None, namespace: str) -> dict[str, Any]:
+    """The asset ``key`` as a dataset, named from its spec's metadata (see the module's
+    docstring); raises ``Failure`` if that metadata does not name one."""
     metadata = spec.metadata if spec is not None else {}
-    name = _scalar(metadata.get(TABLE_NAME_METADATA)) or key.to_user_string()
-    out: dict[str, Any] = {
-        "namespace": str(_scalar(metadata.get(NAMESPACE_METADATA)) or namespace),
-        "name": str(name),
-    }
+    table = _plain(metadata, TABLE_NAME_METADATA, RELATION_METADATA)
+    uri = _plain(metadata, URI_METADATA)
+    own = _plain(metadata, NAMESPACE_METADATA)
+    asset = f"asset {key.to_user_string()!r}"
+    try:
+        # a dagster/uri is checked even where a table name wins: a bad one fails the step
+        by_uri = None if uri is None else to_asset(uri, where=f"{asset} {URI_METADATA}")
+        if table is not None and own is not None:
+            named = to_asset({"namespace": own, "name": table}, where=asset)
+        elif by_uri is not None:
+            named = by_uri
+        elif table is not None:
+            named = to_asset({"namespace": namespace, "name": table}, where=asset)
+        else:
+            name = "/".join(key.path)
+            named = to_asset({"namespace": own or namespace, "name": name}, where=asset)
+    except DatasetError as err:
+        raise _unnamed(err) from None
+    out: dict[str, Any] = {"namespace": named["namespace"], "name": named["name"]}
     given = getattr(metadata.get(CLASSIFICATIONS_METADATA), "value", None) or metadata.get(
         CLASSIFICATIONS_METADATA
     )
@@ -186,6 +243,16 @@ def _dataset(key: AssetKey, spec: AssetSpec | None, namespace: str) -> dict[str,
     if labels:
         out["classifications"] = labels
     return out
+
+
+def _plain(metadata: Mapping[str, Any], *keys: str) -> Any:
+    """The plain value of the first of ``keys`` in ``metadata`` (None when none is there): a
+    value that is there but empty or not text is returned as is, so that naming refuses it."""
+    for k in keys:
+        if k in metadata:
+            value = getattr(metadata[k], "value", metadata[k])
+            return str(value) if isinstance(value, (int, float)) else value
+    return None
 
 
 def _upstream(

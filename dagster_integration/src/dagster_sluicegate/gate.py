@@ -32,7 +32,7 @@ from dagster import Failure, MetadataValue
 from dagster_sluicegate.describe import StepFacts, op_context
 from dagster_sluicegate.resource import SluicegateResource
 from sluicegate.client import GateRefused, SluicegateClient
-from sluicegate.exceptions import ClientError
+from sluicegate.exceptions import ClientError, UnreachableError
 from sluicegate.model import Action
 from sluicegate.wire import RequestOut
 
@@ -110,8 +110,10 @@ def _refused(answer: RequestOut) -> Failure:
 
 
 def _unreachable(err: ClientError, what: str) -> Failure:
-    # Fail closed and retryable: the step did not run, and a retry reattaches.
-    return Failure(description=f"Sluicegate: {what}: {err}", allow_retries=True)
+    # Fail closed. An unreachable server or a 5xx may pass: retryable, and a retry reattaches.
+    # A 4xx (a key that is another gate's, a bad action) will be refused again: no retry.
+    passing = isinstance(err, UnreachableError) or err.status >= 500
+    return Failure(description=f"Sluicegate: {what}: {err}", allow_retries=passing)
 
 
 def _open(client: SluicegateClient, facts: StepFacts, deadline: float) -> RequestOut:

@@ -48,7 +48,7 @@ from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 
 from prefect_sluicegate.blocks import SluicegateConfig
 from prefect_sluicegate.decision import GateDecision
-from prefect_sluicegate.identity import assets, gate_identity
+from prefect_sluicegate.identity import assets, gate_identity, idempotency_key
 from sluicegate.client import AsyncSluicegateClient, GateRefused
 from sluicegate.exceptions import ClientError, UnreachableError
 from sluicegate.wire import RequestOut
@@ -107,17 +107,19 @@ def approval_gate(
 
     :param kind: the action (``export``, ``write``, ``delete``, ``grant``, ``deploy``, ...).
     :param summary: what a reviewer reads first.
-    :param inputs, outputs: datasets, as ``{"namespace", "name", "classifications"}`` dicts
-        or ``scheme://authority/name`` URIs.
+    :param inputs, outputs: datasets, as Prefect ``Asset`` objects, URIs
+        (``postgres://host:5432/db/schema/table``, ``s3://bucket/key``), OpenLineage datasets
+        or ``{"namespace", "name", "classifications"}`` dicts, named the OpenLineage way.
     :param context: facts for the reviewer (row counts, the query); shown escaped.
-    :param step: names the gate within the flow run (default: the task's name and a digest
-        of the action), part of the idempotency key.
+    :param step: names the gate within the flow run (default: the task's name, ``flow`` in a
+        flow); the idempotency key is the flow run, the step and a digest of the action.
     :param owner: the job's owner, who may never approve it.
     :param config: a :class:`SluicegateConfig` or the name of a saved one; ``server_url`` and
         ``token`` override it; without any, ``SLUICEGATE_SERVER_URL`` / ``SLUICEGATE_TOKEN``.
     :param suspend: suspend the flow run instead of pausing it (deployed flows only; in a flow,
         not a task).
     :raises ApprovalRefused: denied, expired (``on_timeout: deny``) or cancelled.
+    :raises DatasetError: a dataset that cannot be named (nothing is sent).
     """
     coro = approval_gate_async(
         kind,
@@ -178,14 +180,15 @@ async def approval_gate_async(
         raise ValueError(
             "suspend=True works in a flow, not in a task: Prefect cannot suspend from a task"
         )
+    named_inputs, named_outputs = assets(inputs, where="inputs"), assets(outputs, where="outputs")
+    flow_ctx, step, requester = gate_identity(step, owner=owner)
     action: dict[str, Any] = {
         "kind": kind,
-        "inputs": assets(inputs),
-        "outputs": assets(outputs),
+        "summary": summary or f"{kind} by {requester['job']}",
+        "inputs": named_inputs,
+        "outputs": named_outputs,
         "context": dict(context or {}),
     }
-    flow_ctx, key, requester = gate_identity(action, step, owner=owner)
-    action["summary"] = summary or f"{kind} by {requester['job']}"
     if destination:
         action["destination"] = destination
     if environment:
@@ -193,6 +196,7 @@ async def approval_gate_async(
     logger = get_run_logger()
     flow_run = flow_ctx.flow_run
     assert flow_run is not None  # gate_identity checked it
+    key = idempotency_key(str(flow_run.id), step, action)
     async with await _client(config, server_url, token) as client:
         answer = await _open(client, key, action, requester, open_timeout)
         logger.info(

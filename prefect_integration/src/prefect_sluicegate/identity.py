@@ -1,51 +1,52 @@
-"""Who is asking, in Prefect's terms: the gate's idempotency key, requester and lineage parent.
+"""Who is asking, in Prefect's terms: the gate's idempotency key, requester, lineage parent,
+and the datasets its action names.
 
-The key is ``prefect:{flow run id}:{step}``. What stays the same when Prefect runs the step
-again decides what reattaches:
+The key is ``prefect:{flow run id}:{step}:{digest}``, the digest that of the whole action as
+sent (:func:`sluicegate.idempotency.action_digest`: kind, summary, datasets, destination,
+environment, context). What stays the same when Prefect runs the step again decides what
+reattaches:
 
 - a task retry is the same task run of the same flow run: same key, same request;
 - a re-run of the flow run (a flow retry, a run resumed after ``suspend_flow_run``, a crashed
   run restarted) keeps the flow run id, but its tasks get new task run ids; so the step is
-  named by what does not change: the task's name (``flow`` directly in a flow) and a digest of
-  the action's kind, datasets and destination (not its context, which may hold row counts
-  that change from one attempt to the next);
+  named by what does not change: the task's name (``flow`` directly in a flow), or ``step=``;
+- a retry or re-run whose action changed (other datasets, other row counts in its context)
+  is a new request, asked about again: an approval is given for one action;
 - a new flow run (another run of the deployment) is a new request: an approval is given for
   one run.
 
 Two gates on the same action in one task would share a request; pass ``step=`` to tell them
 apart.
+
+Datasets are Prefect ``Asset`` objects (named by their key), URIs, dicts and OpenLineage
+datasets, named the OpenLineage way by :mod:`sluicegate.datasets`; one that cannot be named
+raises :class:`~sluicegate.exceptions.DatasetError` before anything is sent.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prefect.assets import Asset
 from prefect.context import FlowRunContext, TaskRunContext
 
-__all__ = ["action_digest", "gate_identity", "idempotency_key", "requester_of"]
+from sluicegate.datasets import to_assets
+from sluicegate.idempotency import action_digest
+
+__all__ = ["assets", "gate_identity", "idempotency_key", "requester_of"]
 
 #: OpenLineage's namespace for the parent run, unless OPENLINEAGE_NAMESPACE says another.
 DEFAULT_NAMESPACE = "prefect"
 
 
-def action_digest(action: Mapping[str, Any]) -> str:
-    """A short digest of what the action touches (kind, datasets, destination)."""
-    what = {
-        "kind": action.get("kind"),
-        "inputs": [(a.get("namespace"), a.get("name")) for a in action.get("inputs", [])],
-        "outputs": [(a.get("namespace"), a.get("name")) for a in action.get("outputs", [])],
-        "destination": action.get("destination"),
-    }
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+def idempotency_key(flow_run_id: str, step: str, action: Mapping[str, Any]) -> str:
+    """The gate's key for ``action`` at ``step`` of the flow run (see the module's docstring).
 
-
-def idempotency_key(flow_run_id: str, step: str) -> str:
-    """The gate's key (see the module's docstring)."""
-    return f"prefect:{flow_run_id}:{step}"
+    :raises ActionError: ``action`` is not a valid action.
+    """
+    return f"prefect:{flow_run_id}:{step}:{action_digest(action)}"
 
 
 def requester_of(
@@ -79,35 +80,25 @@ def requester_of(
 
 
 def gate_identity(
-    action: Mapping[str, Any], step: str | None, *, owner: str | None = None
+    step: str | None, *, owner: str | None = None
 ) -> tuple[FlowRunContext, str, dict[str, Any]]:
-    """``(flow run context, key, requester)`` of a gate called here; RuntimeError outside a
-    flow run."""
+    """``(flow run context, step, requester)`` of a gate called here, ``step`` defaulting to
+    the task's name (``flow`` directly in a flow); RuntimeError outside a flow run."""
     flow_ctx = FlowRunContext.get()
     if flow_ctx is None or flow_ctx.flow_run is None:
         raise RuntimeError("approval_gate must be called inside a Prefect flow or task")
     task_ctx = TaskRunContext.get()
     if step is None:
-        where = task_ctx.task.name if task_ctx is not None else "flow"
-        step = f"{where}:{action_digest(action)}"
-    key = idempotency_key(str(flow_ctx.flow_run.id), step)
-    return flow_ctx, key, requester_of(flow_ctx, task_ctx, owner=owner)
+        step = task_ctx.task.name if task_ctx is not None else "flow"
+    return flow_ctx, step, requester_of(flow_ctx, task_ctx, owner=owner)
 
 
-def assets(items: Sequence[Any]) -> list[dict[str, Any]]:
-    """Datasets as the API's assets: dicts as given, ``scheme://authority/path`` URIs split."""
-    out: list[dict[str, Any]] = []
-    for item in items:
-        if isinstance(item, Mapping):
-            out.append(dict(item))
-            continue
-        uri = str(item)
-        scheme, sep, rest = uri.partition("://")
-        if not sep or "/" not in rest:
-            raise ValueError(
-                f"dataset {uri!r} is neither a dict with namespace and name nor a "
-                "scheme://authority/name URI"
-            )
-        authority, _, name = rest.partition("/")
-        out.append({"namespace": f"{scheme}://{authority}", "name": name})
-    return out
+def assets(items: Sequence[Any], *, where: str) -> list[dict[str, Any]]:
+    """Datasets as the API's assets (see the module's docstring); ``where`` (``inputs``)
+    names them in the error.
+
+    :raises DatasetError: one of them cannot be named.
+    """
+    if isinstance(items, (str, Mapping, Asset)):
+        items = [items]
+    return to_assets([i.key if isinstance(i, Asset) else i for i in items], where=where)

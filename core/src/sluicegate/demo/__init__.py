@@ -88,6 +88,14 @@ def run_demo(
     settings = load_settings(
         db_url=db_url, policy=str(policy_file or bundled_policy_path()), server_url=server_url
     )
+    if settings.secret_key is None and not settings.db_url.startswith("sqlite"):
+        # The demo's one server lives as long as this process: a key of its own is enough
+        # (a served PostgreSQL database needs SLUICEGATE_SECRET_KEY, shared by its replicas).
+        import secrets
+
+        from pydantic import SecretStr
+
+        settings = settings.model_copy(update={"secret_key": SecretStr(secrets.token_urlsafe(48))})
     lineage_file = _lineage_to_file(folder)
     app = create_app(settings)
     st = app.state.sluicegate
@@ -101,7 +109,8 @@ def run_demo(
         code = _story(server_url, pipeline_token, tokens, st.secret_key, approve_as, wait, echo)
         from sluicegate.client import SluicegateClient
 
-        with SluicegateClient(server_url, tokens[next(iter(tokens))]) as client:
+        auditor = st.store.create_token("demo-auditor", "audit")  # only it reads the audit
+        with SluicegateClient(server_url, auditor) as client:
             verified = client.verify_audit()
     echo("")
     echo(

@@ -39,6 +39,12 @@ from sluicegate.lineage.facet import (
     ClassificationSource,
     SluicegateApprovalRunFacet,
 )
+from sluicegate.lineage.readback import (
+    DECLARED_SOURCE,
+    DERIVED_SOURCE,
+    GATE_INTEGRATION,
+    GATE_JOB_TYPE,
+)
 from sluicegate.model import (
     Action,
     ApprovalRequest,
@@ -218,18 +224,21 @@ def _sources(facts: GateFacts) -> dict[str, list[ClassificationSource]]:
     }
 
 
-def _effective(asset: Asset, sources: Mapping[str, list[ClassificationSource]]) -> list[str]:
-    labels = set(asset.classifications)
-    labels.update(s.classification for s in sources.get(str(asset), ()))
-    return sorted(labels)
-
-
-def _tags(labels: list[str]) -> dict[str, Any]:
+def _tags(asset: Asset, sources: Mapping[str, list[ClassificationSource]]) -> dict[str, Any]:
+    """The dataset's ``tags`` facet: every effective classification, each tag's ``source``
+    saying whether the pipeline declared it or Sluicegate derived it (a receiver, Sluicegate's
+    own included, must never keep a derived one as the dataset's own: see ``readback``)."""
+    declared = set(asset.classifications)
+    labels = declared.union(s.classification for s in sources.get(str(asset), ()))
     if not labels:
         return {}
     fields = [
-        tags_dataset.TagsDatasetFacetFields(key=label, value="true", source="SLUICEGATE")
-        for label in labels
+        tags_dataset.TagsDatasetFacetFields(
+            key=label,
+            value="true",
+            source=DECLARED_SOURCE if label in declared else DERIVED_SOURCE,
+        )
+        for label in sorted(labels)
     ]
     return {"tags": tags_dataset.TagsDatasetFacet(tags=fields, producer=PRODUCER)}
 
@@ -254,9 +263,10 @@ def gate_event(
     """The RunEvent of type ``event_type`` (one of :data:`EVENT_TYPES`) about a gate.
 
     It carries the action's datasets (each with a ``tags`` facet of its effective
-    classifications), a ``jobType`` job facet, the ``sluicegate_approval`` run facet and, when
-    ``facts.parent`` is set, a ``parent`` run facet. ``event_time`` defaults to now and must be
-    timezone-aware; it is written in UTC.
+    classifications: ``source`` ``PIPELINE`` for those the pipeline declared, ``SLUICEGATE``
+    for those Sluicegate derived), a ``jobType`` job facet, the ``sluicegate_approval`` run
+    facet and, when ``facts.parent`` is set, a ``parent`` run facet. ``event_time`` defaults
+    to now and must be timezone-aware; it is written in UTC.
     """
     kind = str(getattr(event_type, "value", event_type)).upper()
     if kind not in EVENT_TYPES:
@@ -276,8 +286,8 @@ def gate_event(
         # Marquez refuses a jobType facet without `jobType` (422), though the spec allows it.
         "jobType": job_type_job.JobTypeJobFacet(
             processingType="BATCH",
-            integration="SLUICEGATE",
-            jobType="APPROVAL_GATE",
+            integration=GATE_INTEGRATION,
+            jobType=GATE_JOB_TYPE,
             producer=PRODUCER,
         )
     }
@@ -287,11 +297,11 @@ def gate_event(
         run=Run(runId=str(facts.run_id), facets=run_facets),
         job=Job(namespace=facts.job_namespace, name=facts.job_name, facets=job_facets),
         inputs=[
-            InputDataset(namespace=a.namespace, name=a.name, facets=_tags(_effective(a, sources)))
+            InputDataset(namespace=a.namespace, name=a.name, facets=_tags(a, sources))
             for a in facts.action.inputs
         ],
         outputs=[
-            OutputDataset(namespace=a.namespace, name=a.name, facets=_tags(_effective(a, sources)))
+            OutputDataset(namespace=a.namespace, name=a.name, facets=_tags(a, sources))
             for a in facts.action.outputs
         ],
         producer=PRODUCER,

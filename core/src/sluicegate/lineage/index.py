@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sluicegate.lineage.graph import Hop, LineageGraph, Provenance, Subgraph
+from sluicegate.lineage.ingest import DERIVED_REASON
 from sluicegate.model import Action, ClassificationSource, LineageHop
 from sluicegate.policy import Policy
 from sluicegate.store import Store
@@ -76,7 +77,10 @@ class LineageIndex:
             while True:
                 edges, tags = self.tables.since(self._edge_cursor, self._tag_cursor)
                 for tag_id, ns, name, label, source in tags:
-                    self.graph.add_tags((ns, name), {label: source})
+                    # An earlier version's copy of a label this server derived is no fact
+                    # about the dataset; the graph derives it again if the policy still does.
+                    if source != DERIVED_REASON:
+                        self.graph.add_tags((ns, name), {label: source})
                     self._tag_cursor = tag_id
                 for edge_id, jns, jname, sns, sname, dns, dname in edges:
                     self.graph.add_run((jns, jname), [(sns, sname)], [(dns, dname)])

@@ -8,6 +8,10 @@ not a UUID, a facet without ``_producer`` or ``_schemaURL``, a ``jobType`` facet
 needs: one edge per input and output of a run or job, and the classifications that ``tags``
 dataset facets give (column tags included).
 
+Of a gate's own events (Sluicegate's, this server's or another's) it takes only facts, as
+:mod:`sluicegate.lineage.readback` explains: no tag Sluicegate derived, and the edges under the
+gated step's job rather than the gate's.
+
 It checks the structure the spec requires, not every facet's full schema: unknown and custom
 facets are kept as they came, as Marquez keeps them.
 """
@@ -21,7 +25,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-__all__ = ["LineageRecord", "LineageRejected", "classification_of_tag", "parse_event"]
+from sluicegate.lineage.readback import DERIVED_SOURCE, gated_step, is_derived
+
+__all__ = [
+    "DERIVED_REASON",
+    "LineageRecord",
+    "LineageRejected",
+    "classification_of_tag",
+    "parse_event",
+]
 
 EVENT_TYPES = frozenset({"START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"})
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:\S*$")
@@ -58,6 +70,14 @@ class LineageRecord:
     #: (dataset, classification, where it came from), from ``tags`` dataset facets.
     tags: tuple[tuple[Dataset, str, str], ...] = ()
     body: Mapping[str, Any] = field(default_factory=dict)
+    #: For a gate's event, the job of the step it gates (see :attr:`moved_by`).
+    gated_step: Job | None = None
+
+    @property
+    def moved_by(self) -> Job | None:
+        """The job through which the inputs became the outputs: the step a gate's event is
+        about, else the event's own job (None for a DatasetEvent)."""
+        return self.gated_step or self.job
 
 
 def parse_event(body: Any) -> LineageRecord:
@@ -83,7 +103,16 @@ def parse_event(body: Any) -> LineageRecord:
         job = _job(body["job"], "job")
         inputs, outputs = _datasets(body, tags)
         return LineageRecord(
-            "job", None, event_time, producer, None, job, inputs, outputs, tuple(tags), body
+            "job",
+            None,
+            event_time,
+            producer,
+            None,
+            job,
+            inputs,
+            outputs,
+            tuple(tags),
+            body,
         )
     raise LineageRejected(
         "", "has none of run, job, dataset: not a RunEvent, JobEvent or DatasetEvent"
@@ -110,7 +139,17 @@ def _run_event(
     job = _job(body["job"], "job")
     inputs, outputs = _datasets(body, tags)
     return LineageRecord(
-        "run", event_type, event_time, producer, run_id, job, inputs, outputs, tuple(tags), body
+        "run",
+        event_type,
+        event_time,
+        producer,
+        run_id,
+        job,
+        inputs,
+        outputs,
+        tuple(tags),
+        body,
+        gated_step=gated_step(body),
     )
 
 
@@ -164,6 +203,8 @@ def _dataset(value: Any, path: str, tags: list[tuple[Dataset, str, str]]) -> Dat
                 _string(tag, "key", f"{tag_path}."),
                 _string(tag, "value", f"{tag_path}.", empty=True),
             )
+            if is_derived(tag.get("source")):
+                continue  # Sluicegate's own inference, true under today's policy only
             for c in classification_of_tag(key, val):
                 tags.append((ds, c, _tag_source(tag)))
     return ds
@@ -194,6 +235,12 @@ def _tag_source(tag: Mapping[str, Any]) -> str:
     if isinstance(source, str) and source:
         where += f", source {source[:64]}"
     return where
+
+
+#: How earlier versions stored each tag of a gate's event, which they kept like any other
+#: (a gate's tags name no column): rows with this reason are derived, never a dataset's own.
+#: This version stores none.
+DERIVED_REASON = _tag_source({"source": DERIVED_SOURCE})
 
 
 def _facets(value: Any, path: str) -> dict[str, dict[str, Any]]:

@@ -8,11 +8,20 @@ up). What a target receives for each change:
     target          created                      decided / ended / reminded / escalated
     slack:#chan     chat.postMessage, buttons    chat.update in place; the end, a reminder or
                                                  an escalation also as a reply in the thread
-    (webhook only)  the message, signed links    the end, a reminder, an escalation: one line
-    slack-dm:<id>   DM with buttons              chat.update of that DM (an escalation: a DM)
-    teams           Adaptive Card, signed links  the end, a reminder, an escalation: a card
+    (webhook only)  the message, the page link   the end, a reminder, an escalation: one line
+    slack-dm:<id>   DM with buttons and the      chat.update of that DM (an escalation: a DM)
+                    reviewer's own signed link
+    teams           Adaptive Card, page link     the end, a reminder, an escalation: a card
     webhook         JSON, HMAC-signed            every change: JSON, HMAC-signed
     prefect:<run>   (nothing)                    the end: resumes the paused flow run
+
+Who can act on what was sent. A signed review link decides as the reviewer it names, so it
+goes only where that reviewer alone reads it: their direct message. A channel message (Slack
+by bot or incoming webhook, a Teams card) is read by everyone in the channel, the requester
+and the job's owner included, and carries only the review page's plain link, where a reviewer
+signs in; Slack's buttons stay in channels because Slack signs who clicked. The generic
+webhook carries no signed link either: it goes to a machine that passes it on to a pager or a
+ticket, where many people read it; its receiver gets ``review_url``, the plain page.
 
 A channel that answers 429 is retried after its ``Retry-After``; one that is down or answers
 5xx after a backoff (2, 4, 8 ... s, at most 5 minutes); one that refuses for good (a bad token,
@@ -24,6 +33,7 @@ into logs, errors or audit rows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -185,13 +195,10 @@ class Dispatcher:
             eligible=self.planner.eligible(request),
         )
 
-    def _links(self, request: ApprovalRequest, reviewers: list[str]) -> dict[str, str]:
-        """One signed, single-use review link per reviewer (they identify that reviewer)."""
-        base = f"{self.settings.server_url}/r/{request.id}?t="
-        return {
-            r: base + sign_link(self.secret_key, str(request.id), r, ttl=self.link_ttl)
-            for r in reviewers
-        }
+    def _own_link(self, request: ApprovalRequest, reviewer: str) -> str:
+        """``reviewer``'s signed, single-use review link: for a message only they read."""
+        token = sign_link(self.secret_key, str(request.id), reviewer, ttl=self.link_ttl)
+        return f"{self.settings.server_url}/r/{request.id}?t={token}"
 
     def _send(self, row: OutboxRow, request: ApprovalRequest) -> dict[str, Any]:
         scheme, _, rest = row.target.partition(":")
@@ -201,12 +208,12 @@ class Dispatcher:
         if scheme == "webhook":
             return self._webhook(view, row.kind)
         if scheme == "teams":
-            return self._teams(view, row, request)
+            return self._teams(view, row)
         if scheme == "slack-dm":
             return self._slack_dm(view, row, request, rest)
         if self._slack is not None:
             return self._slack_channel(view, row, rest)
-        return self._slack_webhook(view, row, request)
+        return self._slack_webhook(view, row)
 
     # ---- channels
 
@@ -259,13 +266,18 @@ class Dispatcher:
         if person is None or not person.slack_id:
             raise SendError(f"reviewer {reviewer!r} has no slack_id in the policy", None)
         may_decide = reviewer in view.eligible
+        if may_decide and view.pending:
+            # A DM is read by its reviewer alone: its page link may name them.
+            view = dataclasses.replace(view, review_url=self._own_link(request, reviewer))
         message = slack_message(view, buttons=may_decide)
         if row.kind in ("request.created", "escalation"):
             dm = self._slack_call("conversations_open", users=person.slack_id)
             channel = (dm.get("channel") or {}).get("id")
             if row.kind == "escalation":
                 message = {"text": followup_text(view, event="escalation"), **_blocks(message)}
-            answer = self._slack_call("chat_postMessage", channel=channel, **message)
+            answer = self._slack_call(
+                "chat_postMessage", channel=channel, unfurl_links=False, **message
+            )
             return {"channel": answer.get("channel"), "ts": answer.get("ts")}
         posted = self.table.result_of(row.request_id, row.target)
         if not posted or not posted.get("ts"):
@@ -281,31 +293,26 @@ class Dispatcher:
         self._slack_call("chat_update", channel=posted["channel"], ts=posted["ts"], **message)
         return {}
 
-    def _slack_webhook(
-        self, view: MessageView, row: OutboxRow, request: ApprovalRequest
-    ) -> dict[str, Any]:
+    def _slack_webhook(self, view: MessageView, row: OutboxRow) -> dict[str, Any]:
         url = self.settings.slack.webhook_url
         if url is None:
             raise SendError("no Slack bot token and no Slack webhook URL", None)
         if row.kind == "decision.recorded":
             return _SKIP  # a webhook's message cannot be updated
         if row.kind == "request.created":
-            body = slack_message(
-                view, buttons=False, links=self._links(request, list(view.eligible))
-            )
+            body = slack_message(view, buttons=False)  # a channel: the page link only
         else:
             body = {"text": followup_text(view, event=row.kind)}
         self._post("Slack webhook", url.get_secret_value(), body)
         return {}
 
-    def _teams(self, view: MessageView, row: OutboxRow, request: ApprovalRequest) -> dict[str, Any]:
+    def _teams(self, view: MessageView, row: OutboxRow) -> dict[str, Any]:
         url = self.settings.teams.webhook_url
         if url is None:
             raise SendError("no Teams webhook URL", None)
         if row.kind == "decision.recorded":
             return _SKIP
-        links = self._links(request, list(view.eligible)) if view.pending else {}
-        self._post("Teams webhook", url.get_secret_value(), teams_card(view, links=links))
+        self._post("Teams webhook", url.get_secret_value(), teams_card(view))  # a channel
         return {}
 
     def _webhook(self, view: MessageView, kind: str) -> dict[str, Any]:

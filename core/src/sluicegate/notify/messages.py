@@ -4,13 +4,20 @@ Pure builders, no I/O. :meth:`MessageView.of` reads an :class:`~sluicegate.model
 once into plain, formatted facts; each builder turns that view into one channel's document:
 
 - :func:`slack_message`: ``chat.postMessage`` / ``chat.update`` / incoming-webhook arguments,
-  with Approve/Deny buttons (bot token) or one signed link per reviewer (incoming webhook);
+  with Approve/Deny buttons (bot token) or the review page's link (incoming webhook);
 - :func:`slack_deny_modal`: the ``views.open`` view asking a denying reviewer for a comment;
 - :func:`slack_ephemeral`: a ``response_url`` answer only the clicking reviewer sees;
 - :func:`teams_card`: the body a Teams Workflows webhook accepts (an Adaptive Card whose only
-  actions are ``Action.OpenUrl``: Workflows cannot carry interactive ones);
+  action is ``Action.OpenUrl`` to the review page: Workflows cannot carry interactive ones);
 - :func:`webhook_body`: a plain JSON document for a generic receiver (paging, ticketing);
 - :func:`followup_text`: one sentence for the channel when a request ends or is reminded.
+
+Identity. A channel message is read by everyone in the channel, the job's owner included, so
+no builder here puts a reviewer's signed link in one: a link that decides as alice, in a
+message carol can read, would let carol decide as alice. Shared messages carry the review
+page's plain link (``view.review_url``), where each reviewer proves who they are; Slack
+buttons may stay, because Slack signs who clicked. Only a message one person reads (a Slack
+direct message) may point at that person's own signed link, passed in as its ``review_url``.
 
 Escaping. Summaries, context, dataset names, comments and requester fields are written by
 whoever wrote the pipeline (or by a reviewer): they are untrusted, and shown as text only.
@@ -42,7 +49,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -103,7 +110,6 @@ _SLACK_METADATA = 3000
 _SLACK_INPUT_MAX = 3000
 # A Teams message (the card included) must stay under 28 KB; keep a margin for the envelope.
 _TEAMS_BYTES = 27 * 1024
-_TEAMS_ACTIONS = 6  # what Teams shows in one row of actions
 
 _ELLIPSIS = "…"
 _ZWSP = "\u200b"
@@ -465,18 +471,17 @@ def _status_text(view: MessageView) -> str:
     return f"*Status:* {outcome} · {view.progress}"
 
 
-def slack_message(
-    view: MessageView, *, buttons: bool, links: Mapping[str, str] | None = None
-) -> dict[str, Any]:
+def slack_message(view: MessageView, *, buttons: bool) -> dict[str, Any]:
     """``{"text", "blocks"}``: the arguments of ``chat.postMessage`` / ``chat.update``, or the
     body of an incoming webhook.
 
     While the request is pending, ``buttons=True`` (a bot token: interactivity) adds Approve
     (with a confirm dialog) and Deny buttons whose ``value`` is the request id, plus a
     "Review page" link button; ``buttons=False`` (an incoming webhook: no interactivity) adds
-    one signed link per reviewer from ``links`` (reviewer id -> URL) plus the review page.
-    Once the request has ended there are neither: the message says how it ended, and who
-    decided. Block ids are stable, so ``chat.update`` replaces each block in place.
+    the review page's link, where the reviewer signs in to decide (never a reviewer's signed
+    link: see "Identity" in the module docstring). Once the request has ended there are
+    neither: the message says how it ended, and who decided. Block ids are stable, so
+    ``chat.update`` replaces each block in place.
     """
     blocks: list[dict[str, Any]] = [
         {
@@ -530,8 +535,7 @@ def slack_message(
     if view.pending and buttons:
         blocks.append(_actions(view))
     elif view.pending:
-        room = _SLACK_BLOCKS - len(blocks) - 1  # the footer
-        blocks.extend(_link_sections(view, links or {}, room))
+        blocks.append(_section("sluicegate_review", _review_text(view)))
 
     blocks.append(
         {
@@ -592,41 +596,14 @@ def _actions(view: MessageView) -> dict[str, Any]:
     }
 
 
-def _link_sections(view: MessageView, links: Mapping[str, str], room: int) -> list[dict[str, Any]]:
-    """One signed link per reviewer, in as many sections as they need (within ``room``)."""
+def _review_text(view: MessageView) -> str:
+    """Where to decide without buttons: the review page, for everyone alike."""
     page = _slack_link(view.review_url, "Open the review page")
-    limit = _SLACK_SECTION - 200
-    lines = [
-        line
-        for reviewer, url in links.items()
-        if _units(line := f"• {_slack_link(url, 'Approve or deny as ' + _clip(reviewer, 60))}")
-        <= limit
-    ]
-    chunks: list[list[str]] = [[]]
-    if lines:
-        chunks[0].append(
-            "*Decide with your own link.* Each is signed for one reviewer, works once and "
-            "expires: do not forward it."
-        )
-    for line in lines:
-        if _units("\n".join([*chunks[-1], line])) > limit:
-            chunks.append([])
-        chunks[-1].append(line)
-    chunks[-1].append(page)
-    room = max(room, 1)
-    if len(chunks) > room or len(lines) < len(links):
-        kept = chunks[: room - 1] if len(chunks) > room else chunks
-        if len(chunks) > room:
-            kept.append([page])
-        shown = sum(1 for c in kept for line in c if line.startswith("• "))
-        kept[-1].insert(
-            0, f"{_ELLIPSIS} and {len(links) - shown} more reviewers: use the review page."
-        )
-        chunks = kept
-    return [
-        _section("sluicegate_links" if i == 0 else f"sluicegate_links_{i}", "\n".join(c))
-        for i, c in enumerate(chunks)
-    ]
+    return (
+        f"*Decide on the review page:* {page}. Sign in there as yourself (with your review "
+        "token); this message is the same for everyone who reads it and proves no one's "
+        "identity."
+    )
 
 
 def _fallback(view: MessageView) -> str:
@@ -722,16 +699,17 @@ _STATUS_COLOR = {
 }
 
 
-def teams_card(view: MessageView, *, links: Mapping[str, str]) -> dict[str, Any]:
+def teams_card(view: MessageView) -> dict[str, Any]:
     """The body of a Teams Workflows webhook: a message holding one Adaptive Card (1.4).
 
-    While pending, its actions are one ``Action.OpenUrl`` per reviewer link ("Review as
-    alice") and the review page; once ended, only the review page. Workflows cards cannot
-    carry interactive actions, so every decision goes through the signed review page.
+    Its one action is ``Action.OpenUrl`` to the review page. Workflows cards cannot carry
+    interactive actions, and a card is read by the whole channel, so it carries no reviewer's
+    signed link either: every decision is made on the review page by a reviewer who signs in
+    there (see "Identity" in the module docstring).
     """
     card: dict[str, Any] = {}
     for scale in (1.0, 0.5, 0.25, 0.1):
-        card = _card(view, links, scale)
+        card = _card(view, scale)
         if len(json.dumps(card, ensure_ascii=False).encode()) <= _TEAMS_BYTES:
             break
     return {
@@ -746,7 +724,7 @@ def teams_card(view: MessageView, *, links: Mapping[str, str]) -> dict[str, Any]
     }
 
 
-def _card(view: MessageView, links: Mapping[str, str], scale: float) -> dict[str, Any]:
+def _card(view: MessageView, scale: float) -> dict[str, Any]:
     def cap(n: int) -> int:
         return max(1, int(n * scale))
 
@@ -809,37 +787,15 @@ def _card(view: MessageView, links: Mapping[str, str], scale: float) -> dict[str
     if view.policy_note:
         body.append(_text_block(_clip(view.policy_note, cap(500), esc), isSubtle=True))
 
-    actions: list[dict[str, Any]] = []
     if view.pending:
-        personal = [
-            {
-                "type": "Action.OpenUrl",
-                "title": f"Review as {_clip(_plain_safe(r), 60, str)}",
-                "url": u,
-            }
-            for r, u in list(links.items())[: cap(30)]
-        ]
-        if personal:
-            body.append(
-                _text_block(
-                    "Each review link is signed for one reviewer, works once and expires: "
-                    "do not forward it.",
-                    isSubtle=True,
-                    spacing="Medium",
-                )
+        body.append(
+            _text_block(
+                "Decide on the review page: sign in there as yourself, with your review token.",
+                isSubtle=True,
+                spacing="Medium",
             )
-        if len(links) > len(personal):
-            body.append(
-                _text_block(
-                    f"{len(links) - len(personal)} more reviewers: use the review page.",
-                    isSubtle=True,
-                )
-            )
-        row = _TEAMS_ACTIONS - 1
-        actions = personal[:row]
-        for start in range(row, len(personal), _TEAMS_ACTIONS):
-            body.append({"type": "ActionSet", "actions": personal[start : start + _TEAMS_ACTIONS]})
-    actions.append({"type": "Action.OpenUrl", "title": "Review page", "url": view.review_url})
+        )
+    actions = [{"type": "Action.OpenUrl", "title": "Review page", "url": view.review_url}]
     return {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",

@@ -2,9 +2,18 @@
 
 A viewer is identified, in this order, by a signed review link (``?t=`` on a page, the ``t``
 form field on a decision), a session cookie set by signing in with a ``review`` token, or the
-trusted SSO header when one is configured. Sessions and CSRF tokens are HMAC-SHA256 with the
-server's secret key, each under its own purpose label, so no signature made for one thing
-(a link, a session, a form) is ever accepted as another.
+trusted SSO header when one is configured. Session cookies and CSRF tokens are HMAC-SHA256
+with the server's secret key, each under its own purpose label, so no signature made for one
+thing (a link, a session, a form) is ever accepted as another; signatures of the previous keys
+(:mod:`sluicegate.server.keys`) still verify, and only the current key signs.
+
+A session cookie holds a random secret and an expiry, nothing else. The session it names is
+looked up in the database on every page request (:class:`~sluicegate.store.sessions.
+SessionTable`): it is gone once its reviewer signs out or its token is revoked or expires, on
+every replica. Forms that change who is signed in are protected too: the sign-in form by a
+signed double-submit token (a cookie set with the form, and the form's field signed over it),
+the sign-out form by a token bound to the session, and both refuse a post that the browser
+says came from another site (``Sec-Fetch-Site``, ``Origin``).
 """
 
 from __future__ import annotations
@@ -14,9 +23,11 @@ import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
+from urllib.parse import urlsplit
 
 from fastapi import Request
 
@@ -25,20 +36,30 @@ from sluicegate.model import Channel, utcnow
 from sluicegate.server.state import ServerState
 
 __all__ = [
+    "LOGIN_COOKIE",
     "SESSION_COOKIE",
     "SESSION_TTL",
     "Viewer",
     "csrf_ok",
     "csrf_token",
+    "from_this_site",
     "link_viewer",
+    "login_csrf",
+    "login_csrf_ok",
+    "logout_csrf_ok",
     "read_session",
     "safe_next",
+    "session_viewer",
     "sign_session",
     "signed_in",
 ]
 
 SESSION_COOKIE = "sluicegate_session"
+#: The sign-in form's half of its double-submit CSRF token: a random nonce, set with the form.
+LOGIN_COOKIE = "sluicegate_login"
 SESSION_TTL = timedelta(hours=12)
+_MAX_COOKIE = 512  # far longer than any cookie we set
+_Keys = bytes | Sequence[bytes]
 _MAX_ID = 256  # the longest reviewer id the store keeps (audit actor column)
 _MAX_LINK = 2048  # far longer than any link we sign
 
@@ -49,10 +70,12 @@ class Viewer:
 
     reviewer: str
     via: Literal["link", "session", "sso"]
-    #: The session cookie value, the link's nonce, or the SSO user.
+    #: The session's id, the link's nonce, or the SSO user.
     binding: str
     #: The link token, carried in the decision form (links only).
     link_token: str | None = None
+    #: The sign-out form's CSRF token (sessions only).
+    logout_csrf: str = ""
 
     @property
     def channel(self) -> Channel:
@@ -78,27 +101,42 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-def sign_session(key: bytes, reviewer: str, *, now: datetime | None = None) -> str:
-    """A session cookie value: the reviewer id and an expiry, signed. Never a token."""
-    expires = int(((now or utcnow()) + SESSION_TTL).timestamp())
-    payload = _b64(json.dumps([reviewer, expires]).encode())
+def _signed_by_any(keys: _Keys, given: str, purpose: str, *parts: str) -> bool:
+    """True if ``given`` is the MAC of ``parts`` under one of ``keys`` (current or previous)."""
+    if not given:
+        return False
+    for key in (keys,) if isinstance(keys, bytes) else keys:
+        if _same(given, _mac(key, purpose, *parts)):
+            return True
+    return False
+
+
+def sign_session(
+    key: bytes, secret: str, *, now: datetime | None = None, ttl: timedelta = SESSION_TTL
+) -> str:
+    """A session cookie value: the session's secret and its expiry, signed. Nothing else: who
+    the reviewer is, and whether the session still holds, the database says."""
+    expires = int(((now or utcnow()) + ttl).timestamp())
+    payload = _b64(json.dumps([secret, expires]).encode())
     return f"{payload}.{_mac(key, 'session', payload)}"
 
 
-def read_session(key: bytes, value: str, *, now: datetime | None = None) -> str | None:
-    """The reviewer of a genuine, unexpired session cookie value, else None."""
+def read_session(keys: _Keys, value: str, *, now: datetime | None = None) -> str | None:
+    """The session secret of a genuine, unexpired session cookie value, else None."""
+    if len(value) > _MAX_COOKIE:
+        return None
     payload, _, signature = value.partition(".")
-    if not signature or not _same(signature, _mac(key, "session", payload)):
+    if not _signed_by_any(keys, signature, "session", payload):
         return None
     try:
-        reviewer, expires = json.loads(_unb64(payload))
+        secret, expires = json.loads(_unb64(payload))
     except (ValueError, TypeError, binascii.Error):
         return None
-    if not isinstance(reviewer, str) or not isinstance(expires, int) or not reviewer:
+    if not isinstance(secret, str) or not isinstance(expires, int) or not secret:
         return None
     if (now or utcnow()).timestamp() >= expires:
         return None
-    return reviewer
+    return secret
 
 
 def csrf_token(key: bytes, request_id: str, viewer: Viewer) -> str:
@@ -106,26 +144,84 @@ def csrf_token(key: bytes, request_id: str, viewer: Viewer) -> str:
     return _mac(key, "csrf", request_id, viewer.via, viewer.binding)
 
 
-def csrf_ok(key: bytes, request_id: str, viewer: Viewer, given: str) -> bool:
+def csrf_ok(keys: _Keys, request_id: str, viewer: Viewer, given: str) -> bool:
     """True if ``given`` is this viewer's CSRF token for this request (constant time)."""
-    return bool(given) and _same(given, csrf_token(key, request_id, viewer))
+    return _signed_by_any(keys, given, "csrf", request_id, viewer.via, viewer.binding)
+
+
+def login_csrf(key: bytes, nonce: str) -> str:
+    """The sign-in form's CSRF field, signed over the nonce in its :data:`LOGIN_COOKIE`."""
+    return _mac(key, "login", nonce)
+
+
+def login_csrf_ok(keys: _Keys, nonce: str | None, given: str) -> bool:
+    """True if ``given`` is the sign-in form's field for the ``nonce`` its cookie holds."""
+    if not nonce or len(nonce) > _MAX_COOKIE:
+        return False
+    return _signed_by_any(keys, given, "login", nonce)
+
+
+def _logout_csrf(key: bytes, session_id: str) -> str:
+    return _mac(key, "logout", session_id)
+
+
+def logout_csrf_ok(keys: _Keys, viewer: Viewer, given: str) -> bool:
+    """True if ``given`` is the sign-out form's token of ``viewer``'s session."""
+    return viewer.via == "session" and _signed_by_any(keys, given, "logout", viewer.binding)
+
+
+def from_this_site(request: Request, st: ServerState) -> bool:
+    """False when the browser says the form was posted from another site.
+
+    ``Sec-Fetch-Site`` (every current browser sends it) must be ``same-origin`` (or ``none``:
+    typed by the user); ``Origin``, when sent, must be this server's (as configured in
+    ``server_url``, or as the request reached it). A client that sends neither (not a
+    browser, or a very old one) is left to the CSRF token.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site.strip().lower() not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    ours = {_origin(st.settings.server_url), _origin(str(request.base_url))}
+    return origin.strip().lower().rstrip("/") in ours
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
 
 
 def link_viewer(st: ServerState, token: str, request_id: str) -> Viewer:
     """The viewer a link names; raises :class:`~sluicegate.links.LinkError` for a bad one."""
     if len(token) > _MAX_LINK:
         raise LinkError("this link is malformed")
-    claims = verify_link(st.secret_key, token, request_id)
+    claims = verify_link(st.keys.verifying, token, request_id)
     return Viewer(claims.reviewer, "link", claims.nonce, link_token=token)
+
+
+def session_viewer(request: Request, st: ServerState) -> Viewer | None:
+    """The viewer of a live session named by the request's cookie, else None.
+
+    Checked in the database each time, never cached: a session ends everywhere the moment
+    its reviewer signs out or its token is revoked.
+    """
+    cookie = request.cookies.get(SESSION_COOKIE)
+    secret = read_session(st.keys.verifying, cookie) if cookie else None
+    live = st.sessions.live(secret) if secret else None
+    if live is None:
+        return None
+    return Viewer(
+        live.principal, "session", live.id, logout_csrf=_logout_csrf(st.secret_key, live.id)
+    )
 
 
 def signed_in(request: Request, st: ServerState) -> Viewer | None:
     """The viewer known by session cookie, else by the trusted SSO header (if configured)."""
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
-        reviewer = read_session(st.secret_key, cookie)
-        if reviewer is not None:
-            return Viewer(reviewer, "session", cookie)
+    viewer = session_viewer(request, st)
+    if viewer is not None:
+        return viewer
     header = st.settings.sso_header
     if header:
         user = request.headers.get(header, "").strip()

@@ -17,15 +17,16 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Literal
 
+import anyio
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from sluicegate import audit
-from sluicegate.approvals import GateAnswer
+from sluicegate.approvals import CONFLICT, GateAnswer
 from sluicegate.exceptions import ForbiddenError
 from sluicegate.model import ApprovalRequest, Channel, Requester, Status, Verdict, uuid7
-from sluicegate.server.auth import Identity, require_any, require_request, require_review
+from sluicegate.server.auth import Identity, require_any, require_audit, require_request
 from sluicegate.server.errors import ApiError
 from sluicegate.server.state import ServerState, state_dependency
 from sluicegate.store.repository import request_key
@@ -128,12 +129,17 @@ _JSON = "application/json"
     responses={
         201: {"description": "a new request waits"},
         200: {"description": "allowed, denied, or an existing request"},
+        409: {"description": "the key is another principal's gate, or another action's"},
     },
 )
 async def open_gate(
     body: GateIn, st: State, who: Annotated[Identity, Depends(require_request)]
 ) -> Response:
-    """Open a gate: the policy allows, denies, or opens (or returns) a request."""
+    """Open a gate: the policy allows, denies, or opens (or returns) a request.
+
+    A key that already has a request returns it only to the principal that opened it, for
+    the same action: anything else is 409 ``conflict``, recorded in the audit log.
+    """
     requester = Requester(**body.requester.model_dump(), principal=who.principal)
     # What lineage says about the datasets is the server's to know, never the pipeline's.
     if st.lineage.stale:
@@ -147,6 +153,9 @@ async def open_gate(
         classifications=found.sources,
     )
     answer = await st.writer.run_together(st.approvals.commit_opens, plan)
+    if answer.status == CONFLICT:
+        st.metrics.gates.labels(CONFLICT).inc()
+        raise ApiError(409, "conflict", answer.detail)
     st.metrics.gates.labels(
         answer.status if answer.request is None or answer.created else "reattached"
     ).inc()
@@ -225,7 +234,7 @@ async def decide(
     """A reviewer approves or denies. 403 for self-approval or an ineligible reviewer."""
     channel = Channel.API if who.via == "token" else Channel.WEB
     if who.scope != "review":
-        reason = "a request-scoped token can never decide"
+        reason = f"a {who.scope}-scoped token can never decide"
         await st.writer.run(
             st.approvals.reject,
             request_id,
@@ -285,20 +294,9 @@ async def release(
     request_id: str, st: State, who: Annotated[Identity, Depends(require_request)]
 ) -> Response:
     """The gated step went ahead: recorded as ``gate.released`` (an approved request, or one
-    expired under a rule whose timeout allows)."""
-    req = await st.writer.get(request_id)
-    if req.requester.principal != who.principal:
-        raise ApiError(403, "forbidden", "only the principal that opened a request may release it")
-    passed = req.status is Status.APPROVED or (
-        req.status is Status.EXPIRED and req.on_timeout == "allow"
-    )
-    if not passed:
-        raise ApiError(
-            409,
-            "conflict",
-            f"request is {req.status.value}; only a gate that let its step go on is released",
-        )
-    await st.writer.run(st.approvals.release, req.id, principal=who.principal)
+    expired under a rule whose timeout allows). 403 for a principal that did not open it
+    (recorded as ``release.rejected``), 409 for a request that let nothing go on."""
+    req = await st.writer.run(st.approvals.release, request_id, principal=who.principal)
     return _json(request_out(st, req))
 
 
@@ -310,7 +308,7 @@ async def release(
 )
 def export_audit(
     st: State,
-    _: Annotated[Identity, Depends(require_review)],
+    _: Annotated[Identity, Depends(require_audit)],
     format: Literal["jsonl", "csv"] = "jsonl",
     since: datetime | None = None,
     until: datetime | None = None,
@@ -318,7 +316,11 @@ def export_audit(
     job: Annotated[str | None, Query(max_length=512, pattern=_NO_NUL)] = None,
     reviewer: Annotated[str | None, Query(max_length=256, pattern=_NO_NUL)] = None,
 ) -> StreamingResponse:
-    """Stream the audit log (JSON Lines or CSV), with hashes, filtered."""
+    """Stream the audit log (JSON Lines or CSV), with hashes, filtered (an audit token).
+
+    CSV cells that a spreadsheet would take for a formula start with ``'``
+    (:func:`sluicegate.audit.csv_cell`); JSON Lines carry every value as stored.
+    """
     for name, when in (("since", since), ("until", until)):
         if when is not None and when.tzinfo is None:
             raise ApiError(422, "invalid_request", f"{name}: give a time zone (e.g. Z or +00:00)")
@@ -380,8 +382,35 @@ def _stream_export(st: ServerState, fmt: str, flt: audit.ExportFilter) -> Iterat
         gone.set()
 
 
-@router.get("/audit/verify", tags=["audit"], response_model=VerifyOut)
-def verify_audit(st: State, _: Annotated[Identity, Depends(require_any)]) -> VerifyOut:
-    """Walk the audit chain; ``ok`` false names the first bad row."""
-    r = audit.verify(st.store.engine)
-    return VerifyOut(ok=r.ok, rows=r.rows, head=r.head, bad_seq=r.bad_seq, problem=r.problem)
+#: One verification at a time in this process: a walk of the whole chain is CPU and database
+#: work that the gates opened meanwhile would share (four at once slowed them fourfold).
+_VERIFYING = threading.Lock()
+#: What a second verifier is told to wait, in seconds (a million rows take about five).
+_VERIFY_RETRY_AFTER = 5
+
+
+@router.get(
+    "/audit/verify",
+    tags=["audit"],
+    response_model=VerifyOut,
+    responses={429: {"description": "another verification is running; retry later"}},
+)
+async def verify_audit(st: State, _: Annotated[Identity, Depends(require_audit)]) -> Response:
+    """Walk the audit chain (an audit token); ``ok`` false names the first bad row.
+
+    One verification runs at a time per server process: another one meanwhile is answered
+    429 with ``Retry-After`` at once, instead of queueing work behind it.
+    """
+    if not _VERIFYING.acquire(blocking=False):
+        raise ApiError(
+            429,
+            "too_many_requests",
+            "another audit verification is running on this server; retry later",
+            {"Retry-After": str(_VERIFY_RETRY_AFTER)},
+        )
+    try:
+        # Not abandoned on cancellation: the lock is held until the walk has really ended.
+        r = await anyio.to_thread.run_sync(audit.verify, st.store.engine)
+    finally:
+        _VERIFYING.release()
+    return _json(VerifyOut(ok=r.ok, rows=r.rows, head=r.head, bad_seq=r.bad_seq, problem=r.problem))

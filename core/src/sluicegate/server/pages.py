@@ -8,7 +8,9 @@
 
 Viewers are identified by a signed link, a session cookie or the trusted SSO header (see
 :mod:`sluicegate.server._pages_auth`); every rule about who may decide is the workflow's
-(:class:`sluicegate.approvals.Approvals`), as for every other channel.
+(:class:`sluicegate.approvals.Approvals`), as for every other channel. A GET never decides
+anything (link scanners open every link). A link that fails its check names no one: it is
+counted as ``link.rejected``, with no actor (:mod:`sluicegate.server._refused_links`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sluicegate.exceptions import (
     TransitionError,
 )
 from sluicegate.links import LinkError, claimed_reviewer, sign_link
-from sluicegate.model import ApprovalRequest, Channel, Status, Verdict, utcnow
+from sluicegate.model import ApprovalRequest, Status, Verdict, utcnow
 from sluicegate.server._pages_auth import (
     Viewer,
     csrf_ok,
@@ -49,7 +51,8 @@ _MAX_COMMENT = 4000
 
 
 def review_link(st: ServerState, request_id: str, reviewer: str) -> str:
-    """A signed, single-use review URL for ``reviewer`` (for chat notifications)."""
+    """A signed, single-use review URL for ``reviewer``: whoever holds it decides as them, so it
+    goes only where that reviewer alone reads it (a direct message), never to a channel."""
     token = sign_link(st.secret_key, request_id, reviewer, ttl=st.link_ttl)
     return f"{st.review_url(request_id)}?t={token}"
 
@@ -75,9 +78,14 @@ def _bad_link(
     err: LinkError,
     verdict: Verdict | None = None,
 ) -> Response:
-    """Refuse a link, with an audit row naming whoever it claims to be for."""
-    actor = claimed_reviewer(token)
-    st.approvals.reject(req, actor=actor, reason=str(err), verdict=verdict, channel=Channel.LINK)
+    """Refuse a link. It proves no identity, so it is counted as ``link.rejected`` with no actor
+    (rate-limited: :mod:`sluicegate.server._refused_links`), never as a reviewer's act."""
+    st.refused_links.note(
+        req,
+        claimed=claimed_reviewer(token),
+        reason=str(err),
+        verdict=verdict.value if verdict else None,
+    )
     st.metrics.rejected.inc()
     why = str(err)
     return message(
@@ -201,7 +209,7 @@ def decide_form(
             viewer = link_viewer(st, t, rid)
         except LinkError as err:
             return _bad_link(st, req, t, err, chosen)
-    if not csrf_ok(st.secret_key, rid, viewer, csrf):
+    if not csrf_ok(st.keys.verifying, rid, viewer, csrf):
         return message(
             "The form expired",
             "The form's security token is missing or wrong; nothing was recorded. "

@@ -111,10 +111,8 @@ def _payload(raw: bytes) -> dict[str, Any]:
 
 
 def _reviewer_of(st: ServerState, slack_user: str) -> str | None:
-    for r in st.policy.reviewers.values():
-        if r.slack_id and r.slack_id == slack_user:
-            return r.id
-    return None
+    reviewer = st.policy.resolve(slack_user, fields=("slack_id",))
+    return None if reviewer is None else reviewer.id
 
 
 async def _clicked(st: ServerState, payload: dict[str, Any]) -> None:

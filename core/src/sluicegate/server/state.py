@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,12 +17,15 @@ from sluicegate.lineage.index import LineageIndex
 from sluicegate.notify.dispatch import Dispatcher
 from sluicegate.notify.outbox import Channels, Planner
 from sluicegate.policy import Policy
+from sluicegate.server._refused_links import RefusedLinks
 from sluicegate.server.hub import StatusHub
+from sluicegate.server.keys import SigningKeys, signing_keys
 from sluicegate.server.writer import Writer
 from sluicegate.settings import Settings
 from sluicegate.store import Store
 from sluicegate.store.outbox import OutboxTable
 from sluicegate.store.repository import TokenInfo
+from sluicegate.store.sessions import SessionTable
 
 if TYPE_CHECKING:
     from sluicegate.server.metrics import Metrics
@@ -44,14 +46,18 @@ class TokenCache:
         self._seen: dict[str, tuple[float, TokenInfo | None]] = {}
 
     async def lookup(self, token: str) -> TokenInfo | None:
-        """The token's principal and scope, or None for an unknown or revoked token."""
+        """The token's principal and scope, or None for an unknown, revoked or expired token."""
         # Keyed by the token itself (hashing it was a measurable share of a status read): it
         # lives only in this process's memory, which holds it during the request anyway.
         key = token
         now = time.monotonic()
         hit = self._seen.get(key)
         if hit is not None and now - hit[0] < self.ttl:
-            return hit[1]
+            info = hit[1]
+            # An expiry is known in advance: it holds to the second, cached or not.
+            if info is not None and info.expires_at is not None and info.expired():
+                return None
+            return info
         info = await anyio.to_thread.run_sync(self.store.token_info, token)
         if len(self._seen) >= self.size:
             self._seen.clear()  # crude, but bounded: a flood of made-up tokens cannot grow it
@@ -68,25 +74,34 @@ class ServerState:
     policy: Policy
     approvals: Approvals
     hub: StatusHub
+    #: The key that signs links, sessions and CSRF tokens (``keys.current``).
     secret_key: bytes
+    #: That key and the previous ones, which still verify what they signed.
+    keys: SigningKeys
     link_ttl: timedelta
     metrics: Metrics
     tokens: TokenCache
+    #: Review-page sessions, checked in the database on every page request (never cached).
+    sessions: SessionTable
     writer: Writer
     lineage: LineageIndex
     outbox: OutboxTable
     dispatcher: Dispatcher
+    #: Review links refused, counted into rate-limited ``link.rejected`` audit rows.
+    refused_links: RefusedLinks
 
     @classmethod
-    def build(cls, settings: Settings, store: Store, policy: Policy) -> ServerState:
+    def build(
+        cls, settings: Settings, store: Store, policy: Policy, keys: SigningKeys | None = None
+    ) -> ServerState:
+        """Everything the routes share; ``keys`` default to :func:`signing_keys`."""
         from sluicegate.policy import parse_duration
         from sluicegate.server.metrics import Metrics
 
-        if settings.secret_key is not None:
-            key = settings.secret_key.get_secret_value().encode()
-        else:
-            # Generated once and kept in the database, so every replica signs alike.
-            key = store.server_value("secret_key", lambda: secrets.token_urlsafe(48)).encode()
+        # Never from the database (whoever reads it could sign in as anyone): the setting, or
+        # a key file beside a SQLite database; PostgreSQL without the setting is refused.
+        keys = keys or signing_keys(settings, store.engine.url)
+        key = keys.current
         hub = StatusHub()
         store.listeners.append(hub.publish)
         metrics = Metrics(store, hub)
@@ -117,13 +132,16 @@ class ServerState:
             approvals=Approvals(store, policy, lineage),
             hub=hub,
             secret_key=key,
+            keys=keys,
             link_ttl=parse_duration(settings.link_ttl),
             metrics=metrics,
             tokens=TokenCache(store),
+            sessions=SessionTable(store),
             writer=Writer(store, on_commit=metrics.count_batch),
             lineage=LineageIndex(store, policy),
             outbox=table,
             dispatcher=dispatcher,
+            refused_links=RefusedLinks(store),
         )
 
     def review_url(self, request_id: str) -> str:

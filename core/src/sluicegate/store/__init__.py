@@ -9,6 +9,7 @@ from sluicegate.store.db import make_engine, migrate
 from sluicegate.store.repository import (
     DecisionOutcome,
     GateOpen,
+    GateStored,
     Store,
     WriteBusy,
     request_event,
@@ -17,6 +18,7 @@ from sluicegate.store.repository import (
 __all__ = [
     "DecisionOutcome",
     "GateOpen",
+    "GateStored",
     "Store",
     "WriteBusy",
     "make_engine",

@@ -3,6 +3,11 @@
 The database is the truth every replica shares; each server keeps the graph in memory and
 follows these tables by id (:meth:`LineageTables.since`) to stay current. Edges and tags are
 keyed by a hash of their names, so an event reported twice, or by two replicas, adds nothing.
+
+Earlier versions stored the tags Sluicegate derived (its gates' own events, read back) as
+datasets' own (their reason is ``ingest.DERIVED_REASON``). Such rows stay, and the graph skips
+them (``LineageIndex.refresh``); a real tag for the same dataset and label takes their key, so
+that the first one to arrive is stored all the same.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from sluicegate.lineage.ingest import LineageRecord
+from sluicegate.lineage.ingest import DERIVED_REASON, LineageRecord
 from sluicegate.model import canonical_json, utcnow
 from sluicegate.store.repository import Store
 from sluicegate.store.schema import lineage_edges, lineage_events, lineage_tags
@@ -54,6 +59,18 @@ _TAGS_SINCE = (
     .order_by(lineage_tags.c.id)
     .limit(bindparam("limit"))
 )
+
+
+_DERIVED_HOLDING = select(lineage_tags.c.tag_key).where(
+    lineage_tags.c.tag_key.in_(bindparam("keys", expanding=True)),
+    lineage_tags.c.source == bindparam("reason"),
+)
+_RENAME = (
+    update(lineage_tags)
+    .where(lineage_tags.c.tag_key == bindparam("old"))
+    .values(tag_key=bindparam("new"))
+)
+_CHUNK = 500  # keys per SELECT ... IN, well under any database's limit on parameters
 
 
 def _key(*parts: str) -> str:
@@ -97,14 +114,15 @@ class LineageTables:
                     "body": canonical_json(dict(r.body)),
                 }
             )
-            if r.job is not None:
+            job = r.moved_by
+            if job is not None:
                 for src in r.inputs:
                     for dst in r.outputs:
-                        key = _key(*r.job, *src, *dst)
+                        key = _key(*job, *src, *dst)
                         edges[key] = {
                             "edge_key": key,
-                            "job_namespace": r.job[0],
-                            "job_name": r.job[1],
+                            "job_namespace": job[0],
+                            "job_name": job[1],
                             "src_namespace": src[0],
                             "src_name": src[1],
                             "dst_namespace": dst[0],
@@ -130,7 +148,23 @@ class LineageTables:
         if edges:
             conn.execute(self._insert_edges, [edges[k] for k in sorted(edges)])
         if tags:
-            conn.execute(self._insert_tags, [tags[k] for k in sorted(tags)])
+            keys = sorted(tags)
+            self._free_derived_keys(conn, keys)
+            conn.execute(self._insert_tags, [tags[k] for k in keys])
+
+    def _free_derived_keys(self, conn: Connection, keys: list[str]) -> None:
+        """Move the derived rows an earlier version stored under these keys to keys of their
+        own, so that the real tags being written are stored rather than kept out by them.
+
+        Renamed, not deleted: SQLite gives a new row the id of a deleted last row, and a
+        follower past that id would never see the new one.
+        """
+        for i in range(0, len(keys), _CHUNK):
+            held = conn.execute(
+                _DERIVED_HOLDING, {"keys": keys[i : i + _CHUNK], "reason": DERIVED_REASON}
+            ).scalars()
+            for key in list(held):
+                conn.execute(_RENAME, {"old": key, "new": _key("derived", key)})
 
     def since(
         self, edge_after: int, tag_after: int, limit: int = 50_000

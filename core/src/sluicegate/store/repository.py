@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, func, insert, select, text, update
@@ -58,7 +58,6 @@ from sluicegate.store.schema import (
     decisions,
     request_datasets,
     requests,
-    server_values,
     tokens,
     used_links,
 )
@@ -112,8 +111,16 @@ _CAS_STATUS = (
     .where(requests.c.id == bindparam("rid"), requests.c.status == Status.PENDING.value)
     .values(status=bindparam("new"), decided_at=bindparam("now"), version=requests.c.version + 1)
 )
-_TOKEN = select(tokens.c.principal, tokens.c.scope).where(
+_TOKEN = select(tokens.c.id, tokens.c.principal, tokens.c.scope, tokens.c.expires_at).where(
     tokens.c.token_hash == bindparam("h"), tokens.c.revoked_at.is_(None)
+)
+_TOKEN_COLUMNS = (
+    tokens.c.id,
+    tokens.c.principal,
+    tokens.c.scope,
+    tokens.c.created_at,
+    tokens.c.expires_at,
+    tokens.c.revoked_at,
 )
 _NOTIFY = text("SELECT pg_notify(:c, :id)")
 _HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1)
@@ -127,10 +134,13 @@ _ENDED_SINCE = (
 
 __all__ = [
     "STATUS_CHANNEL",
+    "TOKEN_SCOPES",
     "DecisionOutcome",
     "GateOpen",
+    "GateStored",
     "Store",
     "TokenInfo",
+    "TokenRecord",
     "WriteBusy",
     "hash_token",
     "request_event",
@@ -143,12 +153,36 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: What a token may do: ``request`` opens and cancels gates, ``review`` decides, ``audit``
+#: reads and verifies the audit log.
+TOKEN_SCOPES = ("request", "review", "audit")
+
+
 @dataclass(frozen=True)
 class TokenInfo:
-    """Who a bearer token belongs to."""
+    """Who a bearer token belongs to, and until when it holds."""
 
     principal: str
     scope: str
+    id: str = ""
+    #: None: until revoked.
+    expires_at: datetime | None = None
+
+    def expired(self, now: datetime | None = None) -> bool:
+        """True once the token's expiry has passed."""
+        return self.expires_at is not None and (now or utcnow()) >= self.expires_at
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A token as ``sluicegate token list`` shows it: never the token, nor its hash."""
+
+    id: str
+    principal: str
+    scope: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
 
 
 def request_event(
@@ -167,12 +201,84 @@ def request_event(
 
 @dataclass(frozen=True)
 class GateOpen:
-    """One gate for :meth:`Store.open_gates`: the arguments of :meth:`Store.open_gate`."""
+    """One gate for :meth:`Store.open_gates` and :meth:`Store.open_gate`.
+
+    ``request`` is the request to create when the policy requires approval (None when it
+    allowed or denied the action), ``events`` the audit rows that answer records. ``action``
+    and ``requester`` say what is asked and by whom; they default to ``request``'s. A request
+    that already holds ``key`` is given back only to the same principal asking for the same
+    action (fingerprint); anything else is a conflict.
+    """
 
     key: str
     request: ApprovalRequest | None
     events: Sequence[audit.AuditEvent]
     policy_digest: str | None = None
+    action: Action | None = None
+    requester: Requester | None = None
+    #: ``action``'s fingerprint, when the caller has it already (it is a hash of the action).
+    fingerprint: str | None = None
+
+    def claim(self) -> tuple[str | None, str | None]:
+        """``(principal, fingerprint)``: who asks, for what; None where nothing says."""
+        req = self.request
+        requester = self.requester or (req.requester if req is not None else None)
+        fingerprint = self.fingerprint or (req.fingerprint if req is not None else None)
+        if fingerprint is None and self.action is not None:
+            fingerprint = self.action.fingerprint()
+        return (requester.principal if requester is not None else None), fingerprint
+
+    def conflict_event(self, existing: ApprovalRequest, reason: str) -> audit.AuditEvent:
+        """The ``gate.conflict`` row: who reused ``key``, for which action, and why refused.
+
+        It names the request that holds the key (auditors need it) but records nothing of
+        that request's action: the row describes the caller's gate.
+        """
+        principal, fingerprint = self.claim()
+        req = self.request
+        action = self.action or (req.action if req is not None else None)
+        requester = self.requester or (req.requester if req is not None else None)
+        return audit.AuditEvent(
+            kind="gate.conflict",
+            request_id=str(existing.id),
+            actor=principal,
+            job=(requester.job or None) if requester is not None else None,
+            datasets=[str(a) for a in action.assets] if action is not None else (),
+            data={"idempotency_key": self.key, "reason": reason, "fingerprint": fingerprint},
+        )
+
+
+@dataclass(frozen=True)
+class GateStored:
+    """What opening one gate did (:meth:`Store.open_gates`)."""
+
+    #: The request the gate waits on: new, or the one ``key`` already held (also when that
+    #: was a conflict, for the caller to decide what to show); None when the policy answered.
+    request: ApprovalRequest | None
+    #: True when ``request`` was created by this call.
+    created: bool
+    #: Why ``key``'s request was not given back: ``principal`` (another principal's key) or
+    #: ``fingerprint`` (the same principal, another action); None when there was no conflict.
+    conflict: str | None = None
+
+
+def _check_keys(gates: Sequence[GateOpen]) -> None:
+    for gate in gates:
+        if gate.request is not None and gate.request.idempotency_key != gate.key:
+            raise ActionError("the request's idempotency key differs from the gate's")
+
+
+def _conflict(existing: ApprovalRequest, gate: GateOpen) -> str | None:
+    """Why ``gate`` may not reattach to ``existing``, the request its key holds, or None.
+
+    Fails closed: a gate that does not say who asks or for what never matches.
+    """
+    principal, fingerprint = gate.claim()
+    if principal is None or existing.requester.principal != principal:
+        return "principal"
+    if fingerprint is None or existing.fingerprint != fingerprint:
+        return "fingerprint"
+    return None
 
 
 @dataclass(frozen=True)
@@ -414,48 +520,56 @@ class Store:
             raise StoreError(f"idempotency key {idempotency_key!r} collided but has no request")
         return existing
 
-    def open_gate(
-        self,
-        idempotency_key: str,
-        req: ApprovalRequest | None,
-        events: Sequence[audit.AuditEvent],
-        *,
-        policy_digest: str | None = None,
-    ) -> tuple[ApprovalRequest | None, bool]:
-        """Open a gate in one transaction; returns (request, created).
+    def open_gate(self, gate: GateOpen) -> GateStored:
+        """Open one gate in one transaction (:meth:`open_gates` for a single gate).
 
-        The request already opened with ``idempotency_key`` comes back as it is, with nothing
-        recorded. Otherwise ``req`` is created with ``events``, or, when ``req`` is None (the
-        policy allowed or denied the action), only ``events`` are recorded: (None, False).
+        The request already opened with ``gate.key`` comes back as it is, with nothing
+        recorded, when the same principal asks for the same action (a retry). Any other
+        caller of that key is a conflict: a ``gate.conflict`` audit row, and the request is
+        not reattached. Otherwise ``gate.request`` is created with ``gate.events``, or, when
+        it is None (the policy allowed or denied the action), only the events are recorded.
         """
-        if req is not None and req.idempotency_key != idempotency_key:
-            raise ActionError("the request's idempotency key differs from the gate's")
+        _check_keys([gate])
         try:
             with self.write() as conn:
-                existing = self._by_key(conn, idempotency_key)
+                existing = self._by_key(conn, gate.key)
                 if existing is not None:
-                    return existing, False
-                if req is None:
-                    audit.append(conn, events)
-                    return None, False
-                self._insert_request(conn, req, policy_digest, events)
-                return req, True
-        except IntegrityError:
-            return self._existing(idempotency_key), False
+                    return self._reattach(conn, existing, gate)
+                if gate.request is None:
+                    audit.append(conn, gate.events)
+                    return GateStored(None, False)
+                self._insert_request(conn, gate.request, gate.policy_digest, gate.events)
+                return GateStored(gate.request, True)
+        except IntegrityError as err:
+            # Another writer inserted the key after our look-up: settle against its request.
+            with self.write() as conn:
+                existing = self._by_key(conn, gate.key)
+                if existing is None:
+                    raise StoreError(
+                        f"idempotency key {gate.key!r} collided but has no request"
+                    ) from err
+                return self._reattach(conn, existing, gate)
 
-    def open_gates(self, gates: Sequence[GateOpen]) -> list[tuple[ApprovalRequest | None, bool]]:
-        """:meth:`open_gate` for many gates at once, in order, as one write.
+    def _reattach(self, conn: Connection, existing: ApprovalRequest, gate: GateOpen) -> GateStored:
+        """``existing`` for a retry of its own gate; else the conflict, recorded on ``conn``."""
+        why = _conflict(existing, gate)
+        if why is not None:
+            audit.append(conn, [gate.conflict_event(existing, why)])
+        return GateStored(existing, False, why)
+
+    def open_gates(self, gates: Sequence[GateOpen]) -> list[GateStored]:
+        """Open many gates at once, in order, as one write; each answer as :meth:`open_gate`.
 
         One look-up of every key, then one multi-row insert each for the requests, their
         datasets and the audit rows: a few round trips for a whole batch where one gate at a
         time cost six, all of them under the audit head lock (what bounded gates opened per
-        second on PostgreSQL). A key that appears twice reattaches the second to the first.
-        Should another writer insert one of the keys in between, the batch falls back to one
-        :meth:`open_gate` per gate, which settles each key on its own.
+        second on PostgreSQL). A key that appears twice reattaches the second to the first
+        (or is a conflict, by the same rule). A conflict is an answer, not an error: the other
+        gates of the batch are opened all the same. Should another writer insert one of the
+        keys in between, the batch falls back to one :meth:`open_gate` per gate, which settles
+        each key on its own.
         """
-        for gate in gates:
-            if gate.request is not None and gate.request.idempotency_key != gate.key:
-                raise ActionError("the request's idempotency key differs from the gate's")
+        _check_keys(gates)
         keys = sorted({gate.key for gate in gates})
         try:
             with self.write() as conn:
@@ -467,39 +581,40 @@ class Store:
                     if keys
                     else {}
                 )
-                answers: list[tuple[ApprovalRequest | None, bool]] = []
+                answers: list[GateStored] = []
                 new_rows: list[dict[str, Any]] = []
                 datasets: list[dict[str, Any]] = []
                 audit_groups: list[tuple[Sequence[audit.AuditEvent], datetime | None]] = []
                 for gate in gates:
-                    if gate.key in known:
-                        answers.append((known[gate.key], False))
+                    existing = known.get(gate.key)
+                    if existing is not None:
+                        why = _conflict(existing, gate)
+                        if why is not None:
+                            audit_groups.append(([gate.conflict_event(existing, why)], None))
+                        answers.append(GateStored(existing, False, why))
                         continue
                     if gate.request is None:
                         audit_groups.append((gate.events, None))
-                        answers.append((None, False))
+                        answers.append(GateStored(None, False))
                         continue
                     req = gate.request
                     known[gate.key] = req
                     new_rows.append({**_row_of(req), "policy_digest": gate.policy_digest})
                     datasets += _dataset_rows(req)
                     audit_groups.append((gate.events, req.created_at))
-                    answers.append((req, True))
+                    answers.append(GateStored(req, True))
                 if new_rows:
                     conn.execute(_INSERT_REQUEST, new_rows)
                 if datasets:
                     conn.execute(_INSERT_DATASETS, datasets)
                 audit.append_groups(conn, audit_groups)
                 if self.on_change:
-                    for made, created in answers:
-                        if created and made is not None:
-                            self._changed(conn, "request.created", made)
+                    for answer in answers:
+                        if answer.created and answer.request is not None:
+                            self._changed(conn, "request.created", answer.request)
                 return answers
         except IntegrityError:
-            return [
-                self.open_gate(g.key, g.request, g.events, policy_digest=g.policy_digest)
-                for g in gates
-            ]
+            return [self.open_gate(g) for g in gates]
 
     def get(self, request_id: uuid.UUID | str) -> ApprovalRequest:
         """The request with its decisions; :class:`NotFoundError` if there is none."""
@@ -720,33 +835,96 @@ class Store:
 
     # ------------------------------------------------------------------ tokens, links, values
 
-    def create_token(self, principal: str, scope: str) -> str:
-        """A new bearer token for ``principal``; only its hash is stored. Returns the token."""
-        if scope not in ("request", "review"):
-            raise ActionError(f"scope {scope!r} is not one of request, review")
+    def create_token(self, principal: str, scope: str, *, ttl: timedelta | None = None) -> str:
+        """A new bearer token for ``principal``, valid until revoked or, with ``ttl``, until
+        ``ttl`` from now; only its hash is stored. Returns the token."""
+        if scope not in TOKEN_SCOPES:
+            raise ActionError(f"scope {scope!r} is not one of {', '.join(TOKEN_SCOPES)}")
         if not principal.strip() or len(principal) > 256 or "\x00" in principal:
             raise ActionError("a principal is 1 to 256 characters")
+        if ttl is not None and ttl <= timedelta(0):
+            raise ActionError(f"a token's lifetime must be positive, not {ttl}")
         token = f"sg{scope[:3]}_{secrets.token_urlsafe(32)}"
+        token_id = str(uuid.uuid4())
+        now = utcnow()
+        expires = None if ttl is None else now + ttl
         with self.write() as conn:
             conn.execute(
                 insert(tokens).values(
-                    id=str(uuid.uuid4()),
+                    id=token_id,
                     token_hash=hash_token(token),
                     principal=principal,
                     scope=scope,
-                    created_at=utcnow(),
+                    created_at=now,
+                    expires_at=expires,
                 )
             )
-            audit.append(
-                conn, [audit.AuditEvent("token.created", actor=principal, data={"scope": scope})]
-            )
+            data = {"scope": scope, "token_id": token_id}
+            if expires is not None:
+                data["expires_at"] = audit.format_ts(expires)
+            audit.append(conn, [audit.AuditEvent("token.created", actor=principal, data=data)])
         return token
 
     def token_info(self, token: str) -> TokenInfo | None:
-        """The principal and scope of ``token``, or None for an unknown or revoked one."""
+        """The principal and scope of ``token``, or None for an unknown, revoked or expired
+        one."""
         with self.read() as conn:
             row = conn.execute(_TOKEN, {"h": hash_token(token)}).one_or_none()
-        return None if row is None else TokenInfo(row.principal, row.scope)
+        if row is None:
+            return None
+        info = TokenInfo(row.principal, row.scope, row.id, row.expires_at)
+        return None if info.expired() else info
+
+    def list_tokens(self, principal: str | None = None) -> list[TokenRecord]:
+        """Every token (of ``principal``, if given), oldest first, revoked ones included."""
+        stmt = select(*_TOKEN_COLUMNS).order_by(tokens.c.created_at, tokens.c.id)
+        if principal is not None:
+            stmt = stmt.where(tokens.c.principal == principal)
+        with self.read() as conn:
+            return [TokenRecord(*row) for row in conn.execute(stmt)]
+
+    def revoke_tokens(
+        self, *, token_id: str | None = None, principal: str | None = None
+    ) -> list[TokenRecord]:
+        """Revoke the token ``token_id``, or every token of ``principal``, each with an audit
+        row ``token.revoked``. Returns those revoked by this call (not those revoked before);
+        :class:`NotFoundError` when no token has that id or principal.
+
+        The sessions signed in with a revoked token end with it (their every page request
+        checks the token), and the API refuses it within the token cache's few seconds.
+        """
+        if (token_id is None) == (principal is None):
+            raise ActionError("revoke one token by its id, or all of one principal's")
+        match = tokens.c.id == token_id if token_id is not None else tokens.c.principal == principal
+        now = utcnow()
+        with self.write() as conn:
+            found = [
+                TokenRecord(*row) for row in conn.execute(select(*_TOKEN_COLUMNS).where(match))
+            ]
+            if not found:
+                what = f"id {token_id}" if token_id is not None else f"principal {principal!r}"
+                raise NotFoundError(f"no token with {what}")
+            live = [t for t in found if t.revoked_at is None]
+            if live:
+                conn.execute(
+                    update(tokens)
+                    .where(tokens.c.id.in_([t.id for t in live]))
+                    .values(revoked_at=now)
+                )
+                audit.append(
+                    conn,
+                    [
+                        audit.AuditEvent(
+                            "token.revoked",
+                            actor=t.principal,
+                            data={"scope": t.scope, "token_id": t.id},
+                        )
+                        for t in live
+                    ],
+                )
+        return [
+            TokenRecord(t.id, t.principal, t.scope, t.created_at, t.expires_at, now) for t in live
+        ]
 
     def use_link(self, nonce: str, request_id: str, reviewer: str) -> bool:
         """Mark a signed link's nonce used; False if it was used before."""
@@ -764,26 +942,6 @@ class Store:
                 return True
         except IntegrityError:
             return False  # another replica used it at the same moment
-
-    def server_value(self, name: str, make: Callable[[], str]) -> str:
-        """The shared value ``name``, created with ``make()`` by whichever replica asks first."""
-        with self.read() as conn:
-            found = conn.execute(
-                select(server_values.c.value).where(server_values.c.name == name)
-            ).scalar()
-        if found is not None:
-            return str(found)
-        try:
-            with self.write() as conn:
-                conn.execute(insert(server_values).values(name=name, value=make()))
-        except IntegrityError:
-            pass  # another replica created it first: use theirs
-        with self.read() as conn:
-            return str(
-                conn.execute(
-                    select(server_values.c.value).where(server_values.c.name == name)
-                ).scalar_one()
-            )
 
     # ------------------------------------------------------------------ helpers
 

@@ -38,6 +38,7 @@ __all__ = [
     "request_datasets",
     "requests",
     "server_values",
+    "sessions",
     "tokens",
     "used_links",
 ]
@@ -162,9 +163,26 @@ tokens = Table(
     Column("id", String(36), primary_key=True),
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("principal", String(256), nullable=False),
-    Column("scope", String(16), nullable=False),  # request | review
+    Column("scope", String(16), nullable=False),  # request | review | audit
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+    Column("expires_at", UTCDateTime),  # none: until revoked
+)
+
+# Review-page sessions, each made by signing in with one review token. The cookie carries the
+# session's secret (signed); only its sha256 is kept here. A page request finds its session
+# live only while the session is not ended (sign-out) or past ``expires_at`` and its token is
+# neither revoked nor expired: revoking a token ends its sessions on every replica at once.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of the cookie's secret
+    Column("token_id", String(36), ForeignKey("tokens.id", ondelete="CASCADE"), nullable=False),
+    Column("principal", String(256), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+    Column("ended_at", UTCDateTime),
+    Index("ix_sessions_token_id", "token_id"),
 )
 
 # Nonces of signed review links already used: a link decides once.
@@ -177,7 +195,8 @@ used_links = Table(
     Column("used_at", UTCDateTime, nullable=False),
 )
 
-# Server-wide values every replica must share (the generated secret key).
+# Server-wide values every replica must share. (Before revision 0005 it held the generated
+# secret key; that key is never stored in the database any more, see server/keys.py.)
 server_values = Table(
     "server_values",
     metadata,
