@@ -2,8 +2,9 @@
 
 Starts ``sluicegate serve`` (SQLite) once per backend mode, with ``OPENLINEAGE_URL`` pointing
 at a local HTTP backend that answers as Marquez does (``healthy``: 201 at once), takes 5 s an
-event (``slow``), answers 500 (``failing``), or is not there (``dead``: a closed port, so
-openlineage-python's HTTP transport retries for about 9 s an event); ``off`` runs with no
+event (``slow``), answers 500 (``failing``), or is not there (``dead``: a closed port, where
+openlineage-python's HTTP transport retries for about 9 s; the emitter then rests the backend,
+one attempt per backoff period, while the events wait in its queue); ``off`` runs with no
 OpenLineage configuration at all, the reference. In each mode a pipeline makes, one after
 another over one keep-alive connection:
 
@@ -12,7 +13,8 @@ another over one keep-alive connection:
   timing the pipeline's own calls (open, release).
 
 It prints the latency of each call and how much each mode adds to ``off``, then what the
-server counted (``sluicegate_lineage_events_emitted_total`` by outcome). Figures, no asserts.
+server counted (``sluicegate_lineage_events_emitted_total`` by outcome, and
+``sluicegate_lineage_events_dropped_total`` by reason). Figures, no asserts.
 
     python bench/bench_lineage_emit.py [--gates 400] [--cycles 60]
 """
@@ -180,6 +182,9 @@ def measure(mode: str, gates: int, cycles: int, workdir: str) -> dict[str, Any]:
         o: metric_value(metrics, f'sluicegate_lineage_events_emitted_total{{outcome="{o}"}}')
         for o in ("sent", "failed", "dropped")
     }
+    for reason in ("queue_full", "shutdown"):
+        name = f'sluicegate_lineage_events_dropped_total{{reason="{reason}"}}'
+        counts[f"dropped ({reason})"] = metric_value(metrics, name)
     return {"times": times, "counts": counts, "received": got}
 
 

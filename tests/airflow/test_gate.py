@@ -333,6 +333,61 @@ def test_an_allowed_gate_asks_the_server_once_per_run(env: Env) -> None:
     assert env.audit("routine_read.approve_export", run.run_id) == ["policy.allowed"]
 
 
+def test_an_allowed_gates_facet_in_airflows_events_names_the_task_that_asked(env: Env) -> None:
+    # A gate the policy allowed opens no request; the approval facet on Airflow's own COMPLETE
+    # event of the gate task still names who asked (it named {"orchestrator": "api"} before).
+    seen = len(_events(env.task_events)) if env.task_events.exists() else 0
+    run = _dag("routine_read").test()
+    assert states(run)["approve_export"] == "success"
+    deadline = time.monotonic() + 10
+    while True:
+        done = [
+            e
+            for e in _events(env.task_events)[seen:]
+            if e["job"]["name"] == "routine_read.approve_export" and e["eventType"] == "COMPLETE"
+        ]
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    (event,) = done
+    facet = event["run"]["facets"]["sluicegate_approval"]
+    assert (facet["status"], facet["rule"]) == ("allowed", "routine-reads")
+    assert facet["requester"] == {
+        "orchestrator": "airflow",
+        "job": "routine_read.approve_export",
+        "runId": run.run_id,
+        "owner": "carol",
+        "triggeredBy": "dag_test",
+        "principal": "airflow-prod",
+    }
+
+
+def test_a_templated_kind_and_datasets_reach_the_policy_rendered(env: Env) -> None:
+    # kind="{{ params.kind }}", inputs=["postgres://prod:5432/crm/public/{{ params.table }}"],
+    # outputs named "exports/{{ ds }}/customers.csv": the policy and the reviewers see them
+    # rendered, and named after rendering (the input is then the PII table: a request).
+    from datetime import datetime, timezone
+
+    thread = reviewer(env, [("alice", "deny", "not this week")])
+    run = _dag("templated_export").test(logical_date=datetime(2026, 3, 1, tzinfo=timezone.utc))
+    thread.join(5)
+    assert states(run)["approve_export"] == "failed"
+    (req,) = [
+        r
+        for r in env.requests(job="templated_export.approve_export")
+        if r["requester"]["run_id"] == run.run_id
+    ]
+    assert (req["status"], req["rule"]) == ("denied", "pii-export")
+    action = req["action"]
+    assert action["kind"] == "export"
+    assert [(a["namespace"], a["name"]) for a in action["inputs"]] == [
+        ("postgres://prod:5432", "crm.public.customers")
+    ]
+    assert [(a["namespace"], a["name"]) for a in action["outputs"]] == [
+        ("s3://partner-share", "exports/2026-03-01/customers.csv")
+    ]
+
+
 def test_a_resumed_gate_does_not_ask_the_server_again(env: Env) -> None:
     before = env.reattached()
     thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])

@@ -89,3 +89,19 @@ def test_imports_no_other_adapter() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_core_and_airflow_are_pinned_to_the_lines_tested_here() -> None:
+    # An adapter built against one core and one Airflow line must not install beside a next
+    # one nobody tested: a compatible range of each, holding the versions installed here.
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    required = {
+        r.name: r.specifier for r in map(Requirement, importlib.metadata.requires(DIST) or [])
+    }
+    for name in ("sluicegate", "apache-airflow"):
+        here = Version(importlib.metadata.version(name))
+        assert here in required[name], (name, str(required[name]), here)
+        nxt = Version(f"{here.major}.{here.minor + 1}")
+        assert nxt not in required[name], f"{DIST} allows {name} {nxt}: {required[name]}"

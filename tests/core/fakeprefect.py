@@ -3,8 +3,9 @@
 Only ``POST /api/flow_runs/{id}/resume`` is served, answering an orchestration result the way
 Prefect's server does (``{"status": "ACCEPT", ...}``); ``script`` holds answers to give first,
 one per call, as ``(http status, body)``; status 0 closes the connection without an answer
-(what a keep-alive connection closed by the server looks like). The end-to-end tests use the
-real Prefect.
+(what a keep-alive connection closed by the server looks like). ``busy_every = n`` answers
+every n-th call after the script with the 503 Prefect gives while its SQLite database is
+locked. The end-to-end tests use the real Prefect.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 __all__ = ["FakePrefect", "Resume"]
 
 ACCEPT: tuple[int, dict[str, Any]] = (201, {"status": "ACCEPT", "details": {}, "state": None})
+#: What Prefect's server answers when its database is busy.
+BUSY: tuple[int, dict[str, Any]] = (503, {"exception_message": "Service Unavailable"})
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Resume:
     body: Any
     headers: dict[str, str]
     answered: int
+    #: ``time.monotonic()`` when it arrived.
+    at: float = 0.0
 
 
 class FakePrefect:
@@ -37,6 +42,8 @@ class FakePrefect:
     def __init__(self) -> None:
         self.calls: list[Resume] = []
         self.script: list[tuple[int, dict[str, Any]]] = []
+        self.busy_every = 0
+        self._unscripted = 0
         self._lock = threading.Condition()
         fake = self
 
@@ -47,10 +54,11 @@ class FakePrefect:
                 if len(parts) != 4 or parts[:2] != ["api", "flow_runs"] or parts[3] != "resume":
                     self._answer(404, {"detail": "Not Found"})
                     return
+                at = time.monotonic()
                 with fake._lock:
-                    status, body = fake.script.pop(0) if fake.script else ACCEPT
+                    status, body = fake._next_answer()
                     fake.calls.append(
-                        Resume(parts[2], json.loads(raw or b"null"), dict(self.headers), status)
+                        Resume(parts[2], json.loads(raw or b"null"), dict(self.headers), status, at)
                     )
                     fake._lock.notify_all()
                 if status == 0:
@@ -80,6 +88,13 @@ class FakePrefect:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def _next_answer(self) -> tuple[int, dict[str, Any]]:
+        if self.script:
+            return self.script.pop(0)
+        self._unscripted += 1
+        busy = self.busy_every and self._unscripted % self.busy_every == 0
+        return BUSY if busy else ACCEPT
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Resume]:
         """The first ``count`` calls, waiting for them up to ``timeout`` seconds."""

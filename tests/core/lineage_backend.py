@@ -1,5 +1,6 @@
 """A lineage backend for tests: a real HTTP server on a free port that records every POST
-(path, headers, JSON body) and answers as Marquez does (201), or fails (500), or hangs."""
+(path, headers, JSON body) and answers as Marquez does (201), or fails (500), or refuses the
+event (400), or hangs (until released)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class LineageBackend(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(self, mode: str) -> None:
-        self.mode = mode  # "ok": 201, "fail": 500, "hang": waits (5 s at most) for release
+        self.mode = mode  # "ok": 201, "fail": 500, "refuse": 400, "hang": waits (5 s at most)
         self.received: list[tuple[str, dict[str, str], dict[str, Any]]] = []
         self.arrived = threading.Event()
         self.release = threading.Event()
@@ -40,7 +41,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.arrived.set()
         if self.server.mode == "hang":
             self.server.release.wait(5)
-        self.send_response(500 if self.server.mode == "fail" else 201)
+        self.send_response({"fail": 500, "refuse": 400}.get(self.server.mode, 201))
         self.send_header("Content-Length", "0")
         self.end_headers()
 

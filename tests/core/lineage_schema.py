@@ -279,9 +279,11 @@ def locations_of(schema_file: str) -> frozenset[str]:
 
 
 def schema_file_for(schema_url: str) -> Path:
-    """The repository file a Sluicegate ``_schemaURL`` names (its ``$id`` is the URL)."""
-    prefix = "https://raw.githubusercontent.com/sluicegate/sluicegate/main/"
+    """The repository file a Sluicegate ``_schemaURL`` names (its ``$id`` is the URL), at
+    whichever tag (or, for 1-0-0, branch) the URL pins."""
+    prefix = "https://raw.githubusercontent.com/sluicegate/sluicegate/"
     base = schema_url.split("#", 1)[0]
-    if not base.startswith(prefix):
+    ref, _, path = base.removeprefix(prefix).partition("/")
+    if not base.startswith(prefix) or not ref or not path:
         raise SchemaError(f"{schema_url!r} is not a Sluicegate schema URL")
-    return REPO / base.removeprefix(prefix)
+    return REPO / path

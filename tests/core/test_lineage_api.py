@@ -1,10 +1,11 @@
 """The lineage receiver and classification through lineage, as pipelines and reviewers see it.
 
-``POST /api/v1/lineage`` answers as Marquez's ingest does (201 and no body; 400 for a body that
-is not JSON; 422 naming what is wrong), and what it stores changes what the policy sees: a
-dataset derived from a ``pii`` dataset is ``pii``, through any number of jobs, unless a
+``POST /api/v1/lineage`` answers as Marquez's ingest does (201 and no body; 400 for a body or a
+value it cannot read, a run id that is not a UUID included; 422 for a required field that is
+missing, naming it), never 500 whatever the body, and what it stores changes what the policy
+sees: a dataset derived from a ``pii`` dataset is ``pii``, through any number of jobs, unless a
 masking job declassifies its output. In process (ASGI) on both databases, and against the real
-server with openlineage-python's own HTTP transport.
+server with openlineage-python's own HTTP transport (more of that in test_lineage_interop.py).
 """
 
 from __future__ import annotations
@@ -124,59 +125,145 @@ def test_the_specs_example_events_are_accepted(api1: Harness) -> None:
         assert r.status_code == 201, (path.name, r.text)
 
 
-@pytest.mark.parametrize(
-    ("change", "status", "names"),
-    [
-        (lambda e: e["run"].pop("runId"), 422, "run.runId"),
-        (lambda e: e["run"].update(runId="not-a-uuid"), 422, "run.runId"),
-        (lambda e: e.pop("eventTime"), 422, "eventTime"),
-        (lambda e: e.update(eventTime="yesterday"), 422, "eventTime"),
-        (lambda e: e.update(eventType="PAUSED"), 422, "eventType"),
-        (lambda e: e.pop("producer"), 422, "producer"),
-        (lambda e: e["job"].pop("name"), 422, "job.name"),
-        (lambda e: e["inputs"][0].pop("namespace"), 422, "inputs[0].namespace"),
-        (lambda e: e.update(outputs={"not": "a list"}), 422, "outputs"),
-        (
-            # Marquez refuses a jobType facet without jobType.
-            lambda e: e["job"].update(
-                facets={
-                    "jobType": {
-                        "_producer": PRODUCER,
-                        "_schemaURL": "https://openlineage.io/spec/facets/2-0-3/JobTypeJobFacet.json",
-                        "processingType": "BATCH",
-                        "integration": "AIRFLOW",
-                    }
-                }
-            ),
-            422,
-            "job.facets.jobType.jobType",
-        ),
-        (
-            lambda e: e["run"].update(facets={"parent": {"_schemaURL": SCHEMA_URL}}),
-            422,
-            "run.facets.parent._producer",
-        ),
-    ],
-)
-def test_an_event_marquez_would_refuse_is_422_naming_the_field(
-    api1: Harness, change: Any, status: int, names: str
-) -> None:
-    event = run_event("j", [CUSTOMERS], [(PG, "x")])
-    change(event)
-    body = assert_error(post(api1, event), status, "invalid_event")
+JOB_TYPE_WITHOUT_JOB_TYPE = {
+    "jobType": {
+        "_producer": PRODUCER,
+        "_schemaURL": "https://openlineage.io/spec/facets/2-0-3/JobTypeJobFacet.json",
+        "processingType": "BATCH",
+        "integration": "AIRFLOW",
+    }
+}
+
+
+def _refused_with_nothing_stored(h: Harness, event: Any, status: int, names: str) -> None:
+    body = assert_error(post(h, event), status, "invalid_event")
     assert body["detail"].startswith(names), body
     # Nothing of a refused event reaches the graph.
-    up = api1.c.get(
-        "/api/v1/lineage/upstream", params={"namespace": PG, "name": "x"}, headers=api1.auth()
+    up = h.c.get(
+        "/api/v1/lineage/upstream", params={"namespace": PG, "name": "x"}, headers=h.auth()
     )
     assert up.json()["edges"] == []
 
 
+@pytest.mark.parametrize(
+    ("change", "status", "names"),
+    [
+        # 422: a required field is missing (Marquez's bean validation).
+        (lambda e: e["run"].pop("runId"), 422, "run.runId"),
+        (lambda e: e.pop("eventTime"), 422, "eventTime"),
+        (lambda e: e.pop("producer"), 422, "producer"),
+        (lambda e: e.pop("job"), 422, "job"),
+        (lambda e: e["job"].pop("name"), 422, "job.name"),
+        (lambda e: e["inputs"][0].pop("namespace"), 422, "inputs[0].namespace"),
+        # 400: a value of the wrong type or form (Marquez cannot read it).
+        (lambda e: e["run"].update(runId="not-a-uuid"), 400, "run.runId"),
+        (lambda e: e["run"].update(runId="{" + str(uuid.uuid4()) + "}"), 400, "run.runId"),
+        (lambda e: e["run"].update(runId="urn:uuid:" + str(uuid.uuid4())), 400, "run.runId"),
+        (lambda e: e.update(eventTime="yesterday"), 400, "eventTime"),
+        (lambda e: e.update(producer=42), 400, "producer"),
+        (lambda e: e.update(outputs={"not": "a list"}), 400, "outputs"),
+        (lambda e: e["job"].update(name="j" * 1025), 400, "job.name"),
+        (lambda e: e["outputs"][0].update(namespace="n" * 1025), 400, "outputs[0].namespace"),
+        # The facets Sluicegate reads must be readable: a gate's job type, a dataset's tags.
+        (lambda e: e["job"].update(facets={"jobType": "BATCH"}), 400, "job.facets.jobType"),
+        (
+            lambda e: e["outputs"][0].update(facets={"tags": {"tags": "pii"}}),
+            400,
+            "outputs[0].facets.tags.tags",
+        ),
+    ],
+)
+def test_an_event_marquez_would_refuse_is_refused_with_marquezs_code_naming_the_field(
+    api1: Harness, change: Any, status: int, names: str
+) -> None:
+    event = run_event("j", [CUSTOMERS], [(PG, "x")])
+    change(event)
+    _refused_with_nothing_stored(api1, event, status, names)
+
+
+#: What Marquez stores and the OpenLineage spec does not allow: taken by default, refused by
+#: ``lineage.strict``.
+LENIENT_ONLY = [
+    (lambda e: e.pop("schemaURL"), 422, "schemaURL"),
+    (lambda e: e.update(producer="my-etl-script"), 400, "producer"),
+    (lambda e: e.update(eventType="PAUSED"), 400, "eventType"),
+    (
+        lambda e: e["job"].update(facets=JOB_TYPE_WITHOUT_JOB_TYPE),
+        422,
+        "job.facets.jobType.jobType",
+    ),
+    (
+        lambda e: e["run"].update(facets={"parent": {"_schemaURL": SCHEMA_URL}}),
+        422,
+        "run.facets.parent._producer",
+    ),
+    (
+        lambda e: e["run"].update(facets={"mine": {"_producer": PRODUCER, "answer": 42}}),
+        422,
+        "run.facets.mine._schemaURL",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "status", "names"), LENIENT_ONLY)
+def test_what_marquez_stores_is_stored_by_default(
+    api1: Harness, change: Any, status: int, names: str
+) -> None:
+    event = run_event("j", [CUSTOMERS], [(PG, "x")])
+    change(event)
+    assert post(api1, event).status_code == 201
+
+
+@pytest.mark.parametrize(("change", "status", "names"), LENIENT_ONLY)
+def test_lineage_strict_refuses_what_the_spec_does_not_allow(
+    sqlite_url: str, make_api: Any, change: Any, status: int, names: str
+) -> None:
+    strict: Harness = make_api(sqlite_url, lineage={"strict": True})
+    event = run_event("j", [CUSTOMERS], [(PG, "y")])
+    assert post(strict, event).status_code == 201  # the unbroken event
+    event = run_event("j", [CUSTOMERS], [(PG, "x")])
+    change(event)
+    _refused_with_nothing_stored(strict, event, status, names)
+
+
 def test_a_body_that_is_not_json_is_400_and_no_token_is_401(api1: Harness) -> None:
     assert_error(post(api1, None, raw=b"{not json"), 400, "malformed_json")
-    assert_error(post(api1, None, raw=b"[1, 2]"), 422, "invalid_event")
+    assert_error(post(api1, None, raw=b"\xff\xfe{}"), 400, "malformed_json")
+    assert_error(post(api1, None, raw=b"[1, 2]"), 400, "invalid_event")
     r = api1.c.post("/api/v1/lineage", json=run_event("j", [CUSTOMERS], [(PG, "x")]))
     assert_error(r, 401)
+
+
+def test_deep_nesting_lone_surrogates_and_oversized_names_are_400_never_500(api: Harness) -> None:
+    # Python's decoder raised RecursionError on the first, the store's UTF-8 the second.
+    deep = b'{"eventTime": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert_error(post(api, None, raw=deep), 400, "too_deep")
+    event = run_event("j", [CUSTOMERS], [(PG, "x")])
+    event["run"]["facets"] = {"mine": {"nested": json.loads("[" * 300 + "]" * 300)}}
+    assert_error(post(api, event), 400, "too_deep")
+
+    event = run_event("j", [CUSTOMERS], [(PG, "x")])
+    event["run"]["facets"] = {"mine": {"_producer": PRODUCER, "note": "\ud800"}}
+    body = assert_error(post(api, event), 400, "invalid_text")
+    assert "surrogate" in body["detail"]
+    event["outputs"][0]["name"] = "x\udfff"
+    assert_error(post(api, event), 400, "invalid_text")
+    # What PostgreSQL's columns cannot hold (varchar(1024) names, varchar(36) run ids).
+    event = run_event("j", [CUSTOMERS], [(PG, "x" * 1025)])
+    assert_error(post(api, event), 400, "invalid_event")
+    event = run_event("j", [CUSTOMERS], [(PG, "x")])
+    event["run"]["runId"] = f"urn:uuid:{uuid.uuid4()}"
+    assert_error(post(api, event), 400, "invalid_event")
+    # A surrogate pair is one character: stored.
+    event = run_event("j", [CUSTOMERS], [(PG, "x")])
+    event["job"]["name"] = "buggy_task\U0001f577"
+    assert json.dumps(event).count("\\ud83d\\udd77") == 1
+    assert post(api, event).status_code == 201
+    # The receiver still works, and nothing refused reached the graph.
+    up = api.c.get(
+        "/api/v1/lineage/upstream", params={"namespace": PG, "name": "x"}, headers=api.auth()
+    ).json()
+    assert [e["job"]["name"] for e in up["edges"]] == ["buggy_task\U0001f577"]
 
 
 def test_data_derived_from_pii_is_pii_through_a_chain_of_jobs(api: Harness) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -33,8 +34,10 @@ from lineage_schema import (
     validate_facets,
 )
 from openlineage.client import OpenLineageClient
+from openlineage.client.serde import Serde
 from openlineage.client.transport.http import HttpConfig, HttpTransport
 
+from sluicegate import __version__
 from sluicegate.exceptions import ConfigError
 from sluicegate.lineage.emitter import LineageEmitter
 from sluicegate.lineage.events import (
@@ -45,7 +48,7 @@ from sluicegate.lineage.events import (
     facts_for_request,
     gate_event,
 )
-from sluicegate.lineage.facet import FACET_NAME, PRODUCER, SCHEMA_URL
+from sluicegate.lineage.facet import FACET_NAME, PRODUCER, SCHEMA_URL, facet_of_answer
 from sluicegate.model import (
     Action,
     ApprovalRequest,
@@ -303,9 +306,80 @@ def test_facet_schema_url_names_the_published_file() -> None:
     assert schema["$id"] == SCHEMA_URL
     assert url == schema["$id"] + "#/$defs/SluicegateApprovalRunFacet"
     assert "SluicegateApprovalRunFacet" in schema["$defs"]
-    assert path.parent.name == "1-0-0" and (path.parents[1] / "README.md").is_file()
+    assert path.parent.name == "1-0-1" and (path.parents[1] / "README.md").is_file()
     assert _approval(start)["_producer"] == PRODUCER
     assert PRODUCER.startswith("https://github.com/sluicegate/sluicegate/tree/v")
+
+
+def test_facet_schema_url_is_pinned_to_a_release_tag_not_a_branch() -> None:
+    """A consumer caches the schema by its URL: the URL must name one file forever, so it
+    names the release tag that shipped the version folder (spec/facets/README.md), a release
+    no later than this one, never a branch such as ``main``."""
+    (start,) = _events(facts_for_request(_request(), review_url=REVIEW_URL), opened=False)
+    url = _approval(start)["_schemaURL"]
+    pinned = re.fullmatch(
+        r"https://raw\.githubusercontent\.com/sluicegate/sluicegate/v(\d+)\.(\d+)\.(\d+)/"
+        r"spec/facets/\d+-\d+-\d+/SluicegateApprovalRunFacet\.json"
+        r"#/\$defs/SluicegateApprovalRunFacet",
+        url,
+    )
+    assert pinned, f"{url} does not name a release tag"
+    release = tuple(int(part) for part in __version__.split(".")[:3])
+    assert tuple(int(part) for part in pinned.groups()) <= release, (url, __version__)
+
+
+def test_an_allowed_gates_facet_names_who_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an adapter hands its orchestrator's OpenLineage integration for a gate the policy
+    allowed (no request): the facet built from the server's answer names the requester the
+    server received, never the default ``{"orchestrator": "api", "job": ""}``."""
+    from fastapi.testclient import TestClient
+    from serverproc import POLICY, ROUTINE_READ
+
+    from sluicegate.server import create_app
+    from sluicegate.settings import load_settings
+    from sluicegate.wire import RequestOut
+
+    for name in list(os.environ):
+        if name.startswith(("SLUICEGATE_", "OPENLINEAGE")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    app = create_app(load_settings(db_url=f"sqlite:///{tmp_path}/sg.db", policy=str(POLICY)))
+    asked = REQUESTER.model_dump(mode="json", exclude={"principal"})
+    try:
+        with TestClient(app) as client:
+            token = app.state.sluicegate.store.create_token("airflow-prod", "request")
+            r = client.post(
+                "/api/v1/requests",
+                json={"idempotency_key": "k-read", "action": ROUTINE_READ, "requester": asked},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+    finally:
+        app.state.sluicegate.store.close()
+    answer = RequestOut.model_validate(r.json())
+    assert answer.status == "allowed", r.text
+    facet = Serde.to_dict(facet_of_answer(answer))
+    assert facet["requester"] == {
+        "orchestrator": "airflow",
+        "job": "crm_export.export_customers",
+        "runId": "scheduled__2026-01-01",
+        "owner": "data-eng",
+        "triggeredBy": "bob",
+        "principal": "airflow-prod",
+    }
+
+
+def test_a_facet_of_an_answer_without_a_requester_names_the_one_the_adapter_sent() -> None:
+    from sluicegate.wire import RequestOut
+
+    answer = RequestOut(id=str(uuid.uuid4()), status="allowed", rule="routine-reads")
+    asked = REQUESTER.model_dump(mode="json", exclude={"principal"})
+    facet = Serde.to_dict(facet_of_answer(answer, requester=asked))
+    assert (facet["requester"]["orchestrator"], facet["requester"]["job"]) == (
+        "airflow",
+        "crm_export.export_customers",
+    )
 
 
 # -- the validator is a real one --------------------------------------------------------------
@@ -355,7 +429,7 @@ def _broken(change: str) -> dict[str, Any]:
         event["eventTime"] = "yesterday"
     elif change == "unpublished schema version":
         facet = event["run"]["facets"][FACET_NAME]
-        facet["_schemaURL"] = facet["_schemaURL"].replace("1-0-0", "9-9-9")
+        facet["_schemaURL"] = re.sub(r"/\d+-\d+-\d+/", "/9-9-9/", facet["_schemaURL"])
     return event
 
 
@@ -536,7 +610,10 @@ def test_credentials_are_masked_in_failure_text() -> None:
 def test_failures_are_reported_once_per_interval(
     backend: LineageBackend, caplog: pytest.LogCaptureFixture
 ) -> None:
-    emitter = LineageEmitter(_client(backend.url, timeout=2, retry={"total": 0}))
+    # A short rest between attempts: each failure makes the backend rest (the backoff).
+    emitter = LineageEmitter(
+        _client(backend.url, timeout=2, retry={"total": 0}), backoff=(0.05, 0.1)
+    )
     caplog.set_level(logging.WARNING, logger="sluicegate.lineage")
     for _ in range(3):
         emitter.emit(_event())

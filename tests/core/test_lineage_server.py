@@ -9,6 +9,7 @@ backend that is down, hangs or fails must leave the gate's answers and timing un
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 import uuid
@@ -18,6 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -33,6 +36,8 @@ from serverproc import (
 )
 
 from sluicegate.client import GateRefused, SluicegateClient
+from sluicegate.server import create_app
+from sluicegate.settings import load_settings
 from sluicegate.store import Store
 
 PARENT = {
@@ -236,3 +241,57 @@ def test_a_backend_that_hangs_fails_or_is_down_never_holds_a_gate(
         finally:
             s.close()
             server.stop()
+
+
+@pytest.fixture
+def dead_backend_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    """``OPENLINEAGE_URL`` at a closed port, and nothing else of OpenLineage's configured.
+
+    The client copies the URL into ``OPENLINEAGE__TRANSPORT__*`` variables of this process:
+    those go afterwards too."""
+    for key in list(os.environ):
+        if key.startswith(("OPENLINEAGE", "SLUICEGATE_")):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("OPENLINEAGE_URL", url)
+    yield url
+    for key in list(os.environ):
+        if key.startswith("OPENLINEAGE"):
+            del os.environ[key]
+
+
+def _samples(text: bytes, family: str) -> dict[str, float]:
+    """One metric's ``_total`` samples by their label value, read by Prometheus' parser."""
+    found: dict[str, float] = {}
+    for metric in text_string_to_metric_families(text.decode()):
+        if metric.name == family:
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    found[next(iter(sample.labels.values()))] = sample.value
+    return found
+
+
+def test_a_dead_backend_holds_no_gate_and_every_event_is_counted(
+    dead_backend_env: str, sqlite_url: str
+) -> None:
+    app = create_app(load_settings(db_url=sqlite_url, policy=str(POLICY)))
+    st = app.state.sluicegate
+    with TestClient(app) as c:
+        token = st.store.create_token("airflow-prod", "request")
+        started = time.monotonic()
+        for i in range(20):
+            body = {"idempotency_key": f"k-{i}", "action": ROUTINE_READ, "requester": REQUESTER}
+            r = c.post("/api/v1/requests", json=body, headers={"Authorization": f"Bearer {token}"})
+            assert r.json()["status"] == "allowed", r.text
+        assert time.monotonic() - started < 3.0  # a behavioural bound, not a benchmark
+        # 40 events (START, COMPLETE): the first one still in its transport's own retries
+        # (about 9 s against a closed port), the others waiting behind it, none sent twice.
+        assert st.approvals.lineage.emitter.queued == {"http": 39}
+        emitted = _samples(c.get("/metrics").content, "sluicegate_lineage_events_emitted")
+        assert emitted.get("sent", 0) == emitted.get("failed", 0) == 0
+    # Shut down: the server gives the backend 2 s, then counts what it never took.
+    assert _samples(st.metrics.render(), "sluicegate_lineage_events_dropped") == {"shutdown": 40}
+    assert _samples(st.metrics.render(), "sluicegate_lineage_events_emitted") == {"dropped": 40}

@@ -21,7 +21,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from fakeprefect import FakePrefect
+from fakeprefect import BUSY, FakePrefect
 from serverproc import PII_EXPORT, POLICY, ROUTINE_READ, ServerProcess, running
 
 from sluicegate.exceptions import ConfigError
@@ -141,7 +141,8 @@ def test_requests_of_other_orchestrators_and_policy_answers_resume_nothing(env: 
 
 def test_a_failing_prefect_api_is_retried_and_a_run_that_is_not_paused_is_not(env: Env) -> None:
     env.prefect.script = [
-        (503, {"detail": "unavailable"}),
+        BUSY,
+        BUSY,  # the quick second try fails too: the row's backoff follows
         (
             200,
             {
@@ -153,13 +154,30 @@ def test_a_failing_prefect_api_is_retried_and_a_run_that_is_not_paused_is_not(en
     run_id = str(uuid.uuid4())
     rid = env.open(PII_EXPORT, prefect_requester(run_id))["id"]
     env.decide(rid, "bob", "deny", "no")
-    first, second = env.prefect.wait_for(2, timeout=20)  # the retry comes after a backoff
-    assert (first.answered, second.answered) == (503, 200)
+    first, quick, later = env.prefect.wait_for(3, timeout=20)
+    assert (first.answered, quick.answered, later.answered) == (503, 503, 200)
+    assert later.at - quick.at >= 1.9  # the row's first backoff (2 s) came between
     ended = [r for r in env.settled(rid) if r["kind"] == "request.denied"]
     assert [(r["status"], r["attempts"]) for r in ended] == [("failed", 2)]
     assert "not paused" in ended[0]["last_error"]
-    assert len(env.prefect.calls) == 2  # given up: an ABORT is final
+    assert len(env.prefect.calls) == 3  # given up: an ABORT is final
     assert API_KEY not in env.server.stderr()
+
+
+def test_one_busy_answer_is_tried_again_at_once_not_after_the_backoff(env: Env) -> None:
+    # Prefect's SQLite was locked for a moment: 503 once, then the resume is accepted. The
+    # gate waits for the server's resume for 2 s (RESUME_GRACE), as long as the row's first
+    # backoff: waiting out the backoff would make the flow run wait out the whole grace.
+    env.prefect.script = [BUSY]
+    run_id = str(uuid.uuid4())
+    rid = env.open(PII_EXPORT, prefect_requester(run_id))["id"]
+    env.decide(rid, "bob", "deny", "no")
+    busy, accepted = env.prefect.wait_for(2)
+    assert (busy.answered, accepted.answered) == (503, 201)
+    assert accepted.flow_run_id == run_id
+    assert accepted.at - busy.at < 1.0  # well under the 2 s backoff
+    (row,) = env.settled(rid)
+    assert (row["status"], row["attempts"]) == ("sent", 1)  # one attempt: no backoff waited
 
 
 def test_a_connection_dropped_without_an_answer_is_tried_again_at_once(env: Env) -> None:

@@ -218,6 +218,26 @@ def test_a_failing_slack_is_retried_and_the_message_still_goes_once(
     assert [c.status for c in calls] == [500, 200]
 
 
+def test_a_resent_webhook_delivery_carries_the_same_delivery_id(
+    api1: Harness, chat: FakeChat
+) -> None:
+    # The receiver stored the first delivery but its answer was lost (a 502 from its proxy):
+    # the resend must say it is the same notification, and a different one must not.
+    chat.fail_next("/hook/", times=1, status=502)
+    rid = api1.pending(requester=REQUESTER)["id"]
+    first, again = chat.wait_for("/hook/", 2, timeout=15)  # the resend, after a 2 s backoff
+    assert (first.status, again.status) == (502, 200)
+    for hook in (first, again):  # rebuilt for the resend: the same event, a later time
+        assert (hook.body["event"], hook.body["request"]["id"]) == ("request.created", rid)
+    delivery = first.header("X-Sluicegate-Delivery")
+    assert delivery is not None and str(uuid.UUID(delivery)) == delivery
+    assert again.header("X-Sluicegate-Delivery") == delivery
+    verify_webhook(WEBHOOK_SECRET, again.headers, again.raw)
+    api1.decide(rid, "alice", "deny", "not with this partner")
+    hooks = chat.wait_for("/hook/", 4, timeout=10)  # + the decision, the end
+    assert len({h.header("X-Sluicegate-Delivery") for h in hooks}) == 3
+
+
 def _dispatchers(url: str, chat: FakeChat, n: int) -> tuple[Store, list[Dispatcher]]:
     settings = load_settings(db_url=url, policy=str(POLICY), **chat_settings(chat))
     store = Store(url)

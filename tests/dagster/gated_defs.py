@@ -145,6 +145,16 @@ def ops_decorated() -> None:
     ship_decorated(extract())
 
 
+ORDERS = {"namespace": "postgres://prod:5432", "name": "sales.public.orders"}
+read_gate = approval_gate_op("check_orders", kind="read", inputs=[ORDERS])
+
+
+@job(executor_def=in_process_executor)
+def ops_read() -> None:
+    """An op job whose gate the policy allows (a routine read)."""
+    ship(approved=read_gate(extract()))
+
+
 late_gate = approval_gate_op(
     "approve_late_export", kind="export", inputs=[CUSTOMERS], wait="sensor"
 )
@@ -171,7 +181,7 @@ nightly_sensor = approval_sensor([nightly_export], minimum_interval_seconds=5)
 
 defs = Definitions(
     assets=[customers, customers_export, export_receipt, nightly_export, orders_summary],
-    jobs=[export_job, ops_export, ops_export_late, ops_decorated],
+    jobs=[export_job, ops_export, ops_export_late, ops_decorated, ops_read],
     sensors=[nightly_sensor, late_sensor],
     resources={"sluicegate": resource()},
 )

@@ -480,28 +480,98 @@ def test_a_run_naming_another_steps_request_is_refused(env: Env) -> None:
 # --------------------------------------------------------------------------- lineage
 
 
-def test_the_gates_events_name_the_dagster_run_and_step_as_parent(env: Env) -> None:
+def dagster_openlineage_run(job: str, run_id: str) -> dict[str, Any]:
+    """The ``{namespace, name}`` and ``runId`` of the OpenLineage run dagster-openlineage emits
+    for an asset's (or a run's) job, as a ``parent`` facet names it: reproduced from
+    dagster-openlineage 0.2.1 (dagster-io/community-integrations, libraries/dagster-openlineage,
+    not installed here). adapter.py: an asset's job is ``AssetKey.to_user_string()``
+    (``asset_materialization``), a run's the Dagster job's name (``_emit_pipeline_event``),
+    both with the Dagster run id as ``runId``, in ``OPENLINEAGE_NAMESPACE`` else
+    openlineage-python's ``DEFAULT_NAMESPACE_NAME`` (``_DEFAULT_NAMESPACE_NAME``; a run's
+    repository name first, which ``materialize``/``execute_in_process`` runs have none of)."""
+    from openlineage.client.constants import DEFAULT_NAMESPACE_NAME
+
+    namespace = os.environ.get("OPENLINEAGE_NAMESPACE", DEFAULT_NAMESPACE_NAME)
+    return {"run": {"runId": run_id}, "job": {"namespace": namespace, "name": job}}
+
+
+def parent_of(event: dict[str, Any]) -> dict[str, Any]:
+    """The run and job a gate event's ``parent`` facet names (their ids only)."""
+    parent = event["run"]["facets"]["parent"]
+    return {
+        "run": {"runId": parent["run"]["runId"]},
+        "job": {"namespace": parent["job"]["namespace"], "name": parent["job"]["name"]},
+    }
+
+
+def gate_events(env: Env, run_id: str, count: int) -> list[dict[str, Any]]:
+    """The server's events of the gates whose parent is Dagster run ``run_id``, validated."""
     from lineage_schema import validate_event
 
+    deadline = time.monotonic() + 10
+    while True:
+        lines = env.gate_events.read_text().splitlines() if env.gate_events.exists() else []
+        events = [json.loads(x) for x in lines if run_id in x]
+        if len(events) >= count or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for event in events:
+        validate_event(event)
+    return events
+
+
+def test_an_approved_assets_gate_is_a_child_of_the_assets_openlineage_run(env: Env) -> None:
     g = defs()
     thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
     result = materialize([g.customers, g.customers_export])
     thread.join(5)
     req = only_request(env, result.run_id)
-    deadline = time.monotonic() + 10
-    while True:
-        lines = env.gate_events.read_text().splitlines() if env.gate_events.exists() else []
-        gate = [json.loads(x) for x in lines if req["lineage_run_id"] in x]
-        if len(gate) >= 4 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    assert req["requester"]["job"] == "customers_export"  # the asset key, not __ASSET_JOB
+    gate = [e for e in gate_events(env, result.run_id, 4) if req["lineage_run_id"] in str(e)]
     assert [e["eventType"] for e in gate] == ["START", "OTHER", "OTHER", "COMPLETE"]
-    parent = gate[0]["run"]["facets"]["parent"]
-    assert parent["run"]["runId"] == result.run_id
-    assert parent["job"]["namespace"] == "dagster"
-    assert parent["job"]["name"] == f"{result.dagster_run.job_name}.customers_export"
-    for event in gate:
-        validate_event(event)
+    assert gate[0]["job"]["name"] == "customers_export.approval_gate"
+    assert parent_of(gate[0]) == dagster_openlineage_run("customers_export", result.run_id)
+
+
+def test_an_allowed_asset_names_itself_in_its_approval_facet_and_its_gate_events(
+    env: Env,
+) -> None:
+    g = defs()
+    result = materialize([g.orders_summary])
+    assert result.success
+    facet = materialized(result)["orders_summary"]["sluicegate/approval"]
+    assert facet["status"] == "allowed"
+    assert facet["requester"] == {
+        "orchestrator": "dagster",
+        "job": "orders_summary",
+        "runId": result.run_id,
+        "principal": "dagster-prod",
+    }
+    gate = gate_events(env, result.run_id, 2)
+    assert [e["eventType"] for e in gate] == ["START", "COMPLETE"]
+    assert gate[0]["run"]["facets"]["sluicegate_approval"]["requester"]["job"] == "orders_summary"
+    assert parent_of(gate[0]) == dagster_openlineage_run("orders_summary", result.run_id)
+
+
+def test_an_op_gate_names_its_step_and_is_a_child_of_the_dagster_runs_openlineage_run(
+    env: Env,
+) -> None:
+    from dagster import DagsterInstance
+
+    g = defs()
+    result = g.ops_read.execute_in_process(
+        instance=DagsterInstance.ephemeral(), resources={"sluicegate": g.resource()}
+    )
+    assert result.success
+    (out,) = [
+        e for e in result.all_events
+        if e.step_key == "check_orders" and e.event_type_value == "STEP_OUTPUT"
+    ]  # fmt: skip
+    facet = out.event_specific_data.metadata["sluicegate/approval"].value
+    assert facet["requester"]["job"] == "ops_read.check_orders"
+    gate = gate_events(env, result.run_id, 2)
+    assert [e["eventType"] for e in gate] == ["START", "COMPLETE"]
+    assert parent_of(gate[0]) == dagster_openlineage_run("ops_read", result.run_id)
 
 
 # --------------------------------------------------------------------------- definitions

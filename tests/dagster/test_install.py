@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,46 @@ def test_imports_no_other_adapter() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_core_and_dagster_are_pinned_to_the_lines_tested_here() -> None:
+    # An integration built against one core and one Dagster line must not install beside a
+    # next one nobody tested: a compatible range of each, holding the versions installed here.
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    required = {
+        r.name: r.specifier for r in map(Requirement, importlib.metadata.requires(DIST) or [])
+    }
+    for name in ("sluicegate", "dagster"):
+        here = Version(importlib.metadata.version(name))
+        assert here in required[name], (name, str(required[name]), here)
+        nxt = Version(f"{here.major}.{here.minor + 1}")
+        assert nxt not in required[name], f"{DIST} allows {name} {nxt}: {required[name]}"
+
+
+def _python_blocks(markdown: Path) -> list[str]:
+    """The ```python blocks of ``markdown`` that build a SluicegateResource."""
+    blocks = re.findall(r"```python\n(.*?)```", markdown.read_text(encoding="utf-8"), re.S)
+    return [b for b in blocks if "SluicegateResource(" in b]
+
+
+def test_the_documented_definitions_type_check(tmp_path: Path) -> None:
+    # mypy, strict as the project configures it, on what a user copies: the READMEs'
+    # SluicegateResource(...) calls and examples/dagster/definitions.py. (The READMEs elide
+    # bodies as `...`, which strict mypy calls an empty body: that code alone is let through.)
+    root = Path(__file__).resolve().parents[2]
+    files = [root / "examples" / "dagster" / "definitions.py"]
+    for n, readme in enumerate([root / "README.md", root / "dagster_integration" / "README.md"]):
+        blocks = _python_blocks(readme)
+        assert blocks, f"{readme} shows no SluicegateResource(...) call"
+        for m, block in enumerate(blocks):
+            files.append(tmp_path / f"readme_{n}_{m}.py")
+            files[-1].write_text(block, encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(root / "pyproject.toml"),
+         "--cache-dir", str(root / ".mypy_cache" / "dagster-docs"),
+         "--disable-error-code", "empty-body", *map(str, files)],
+        capture_output=True, text=True, cwd=root, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -7,6 +7,8 @@ person would, once the request is pending and Prefect shows the run Paused.
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import time
 import uuid
@@ -34,6 +36,7 @@ from sluicegate.store.outbox import OutboxTable
 from sluicegate.store.schema import audit_events
 
 CUSTOMERS = {"namespace": "postgres://prod:5432", "name": "crm.public.customers"}
+ORDERS = {"namespace": "postgres://prod:5432", "name": "sales.public.orders"}
 BUCKET = "s3://partner-share/exports/customers.csv"
 
 
@@ -210,6 +213,20 @@ def crm_publish(block: str) -> str:
     return gated_publish(block)
 
 
+@task
+def gated_read(block: str) -> dict[str, Any]:
+    """A routine read gated inside a task (the policy allows it: no pause)."""
+    answer = approval_gate("read", summary="Read the orders", inputs=[ORDERS], config=block)
+    return answer.requester or {}
+
+
+@flow(name="orders-report")
+def orders_report(block: str) -> dict[str, Any]:
+    """One allowed gate directly in the flow, one inside a task."""
+    in_flow = approval_gate("read", inputs=[ORDERS], config=block, step="flow-read")
+    return {"flow": in_flow.requester or {}, "task": gated_read(block)}
+
+
 RERUNS: dict[str, list[int]] = {}  # flow run id -> Prefect's run_count at each gate passed
 
 
@@ -268,6 +285,27 @@ def marks(run_id: str) -> list[str]:
     return [step for rid, step in MARKS if rid == run_id]
 
 
+def openlineage_prefect_run(name: str, started: Any) -> dict[str, str]:
+    """The job and run id openlineage-prefect gives a flow or task run, as a ``parent`` names
+    them: reproduced from openlineage-prefect 0.0.1b22 (not installed here),
+    ``prefect_adapter/listener.py``: the namespace ``os.environ.get("OPENLINEAGE_NAMESPACE",
+    "default")``; ``build_run_id(start_time, name, namespace)`` is openlineage-python's
+    ``generate_static_uuid(instant=start_time, data=f"{namespace}.{name}".encode())``, called
+    here; a flow's name is the flow's (``FLOW_NAME_TYPE`` "flow"), a task's is
+    ``get_base_name``: the task run's name less ``-[a-f0-9]+$``; the start time is the run's
+    (a flow run's as Prefect's API has it, a task run's from the task run's events)."""
+    from openlineage.client.uuid import generate_static_uuid
+
+    namespace = os.environ.get("OPENLINEAGE_NAMESPACE", "default")
+    run_id = generate_static_uuid(instant=started, data=f"{namespace}.{name}".encode())
+    return {"namespace": namespace, "name": name, "run_id": str(run_id)}
+
+
+def flow_run_started(run_id: str) -> Any:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(uuid.UUID(run_id)).start_time
+
+
 # ---- tests
 
 
@@ -296,7 +334,8 @@ def test_an_approved_export_pauses_the_flow_and_goes_on_when_the_decision_lands(
     assert len(sg.audit("gate.released", request["id"])) == 1
     requester = request["requester"]
     assert (requester["orchestrator"], requester["job"]) == ("prefect", "crm-export")
-    assert requester["parent"] == {"namespace": "prefect", "name": "crm-export", "run_id": run_id}
+    # the gate runs in the flow: its parent is the flow run as openlineage-prefect names it
+    assert requester["parent"] == openlineage_prefect_run("crm-export", flow_run_started(run_id))
 
 
 def test_the_gates_lineage_events_name_the_flow_run_as_parent(sg: Sluicegate) -> None:
@@ -305,8 +344,17 @@ def test_the_gates_lineage_events_name_the_flow_run_as_parent(sg: Sluicegate) ->
     for who in ("alice", "bob"):
         sg.decide(request["id"], who, "approve")
     assert future.result(timeout=60).is_completed()
-    run_id = request["requester"]["run_id"]
-    events_file = sg.server.workdir / "sluicegate-gates.jsonl"
+    expected = openlineage_prefect_run(
+        "crm-export", flow_run_started(request["requester"]["run_id"])
+    )
+    ours = gate_events(sg, expected["run_id"], {"START", "COMPLETE"})
+    parent = ours[0]["run"]["facets"]["parent"]
+    assert (parent["job"]["namespace"], parent["job"]["name"]) == ("default", "crm-export")
+
+
+def gate_events(sg: Sluicegate, parent_run_id: str, types: set[str]) -> list[dict[str, Any]]:
+    """The server's gate events whose parent is run ``parent_run_id`` (waits for ``types``)."""
+    events_file = sg.server.workdir / f"{sg.block}-gates.jsonl"
     deadline = time.monotonic() + 20
     while True:  # the server emits from a background thread
         lines = events_file.read_text().splitlines() if events_file.exists() else []
@@ -314,14 +362,45 @@ def test_the_gates_lineage_events_name_the_flow_run_as_parent(sg: Sluicegate) ->
         ours = [
             e
             for e in events
-            if e["run"]["facets"].get("parent", {}).get("run", {}).get("runId") == run_id
+            if e["run"]["facets"].get("parent", {}).get("run", {}).get("runId") == parent_run_id
         ]
-        if {e["eventType"] for e in ours} >= {"START", "COMPLETE"} or time.monotonic() > deadline:
+        if {e["eventType"] for e in ours} >= types or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert {e["eventType"] for e in ours} >= {"START", "COMPLETE"}, events
-    parent = ours[0]["run"]["facets"]["parent"]
-    assert (parent["job"]["namespace"], parent["job"]["name"]) == ("prefect", "crm-export")
+    assert {e["eventType"] for e in ours} >= types, events
+    return ours
+
+
+def test_gates_in_a_flow_and_in_a_task_hang_under_openlineage_prefects_runs(
+    sg: Sluicegate,
+) -> None:
+    state = orders_report(block=sg.block, return_state=True)
+    assert state.is_completed(), state
+    asked = state.result()
+    flow_run_id = str(state.state_details.flow_run_id)
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        (task_run,) = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)]))
+        )
+    in_flow = openlineage_prefect_run("orders-report", flow_run_started(flow_run_id))
+    in_task = openlineage_prefect_run(
+        re.sub(r"-[a-f0-9]+$", "", task_run.name), task_run.start_time
+    )
+    assert in_task["name"] == "gated_read"
+    # what the allowed gates' answers say, and what their lineage events (START, COMPLETE) say
+    assert (asked["flow"].get("parent"), asked["task"].get("parent")) == (in_flow, in_task)
+    assert (asked["flow"].get("job"), asked["task"].get("job")) == (
+        "orders-report",
+        "orders-report.gated_read",
+    )
+    for expected in (in_flow, in_task):
+        event = gate_events(sg, expected["run_id"], {"START", "COMPLETE"})[0]
+        job = event["run"]["facets"]["parent"]["job"]
+        assert (job["namespace"], job["name"]) == (expected["namespace"], expected["name"])
+        requester = event["run"]["facets"]["sluicegate_approval"]["requester"]
+        assert requester["orchestrator"] == "prefect" and requester["runId"] == flow_run_id
 
 
 def test_a_denied_export_fails_the_flow_with_the_reviewer_and_comment(sg: Sluicegate) -> None:

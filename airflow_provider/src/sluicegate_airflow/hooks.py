@@ -7,6 +7,10 @@ token (``sluicegate token create --principal airflow-prod --scope request``). Fo
     AIRFLOW_CONN_SLUICEGATE_DEFAULT='{"conn_type": "sluicegate",
                                       "host": "https://sluicegate.example.com",
                                       "password": "sgreq_..."}'
+
+``airflow connections test sluicegate_default`` (and the UI's Test button, both behind
+Airflow's ``[core] test_connection = Enabled``) checks the URL and the token with
+:meth:`SluicegateHook.test_connection`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from sluicegate.client import AsyncSluicegateClient, SluicegateClient
+from sluicegate.exceptions import ClientError, UnreachableError
 
 __all__ = ["SluicegateHook"]
 
@@ -61,3 +66,28 @@ class SluicegateHook(BaseHook):
         """A non-blocking client, for triggers."""
         url, token = self.server()
         return AsyncSluicegateClient(url, token)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """``(True, message)`` when the server answers an authenticated read with the
+        connection's token, else ``(False, why)``: what ``airflow connections test`` shows.
+
+        One ``GET /api/v1/requests?limit=1``: it needs the server up, its database answering
+        and the token valid, and changes nothing. The message names the server, never the
+        token.
+        """
+        try:
+            url, token = self.server()
+        except ValueError as err:
+            return False, str(err)
+        try:
+            with SluicegateClient(url, token) as client:
+                client.list(limit=1)
+        except UnreachableError as err:
+            return False, f"cannot reach the Sluicegate server: {err.detail}"
+        except ClientError as err:
+            if err.status == 401:
+                return False, f"the Sluicegate server at {url} refused the token: {err.detail}"
+            return False, f"the Sluicegate server at {url} answered HTTP {err.status}: {err.detail}"
+        except (ValueError, OSError) as err:  # a URL the client cannot use (scheme, TLS files)
+            return False, f"cannot use {url!r} as the Sluicegate server: {err}"
+        return True, f"the Sluicegate server at {url} accepts the connection's token"

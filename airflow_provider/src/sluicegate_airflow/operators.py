@@ -16,7 +16,10 @@ own work in between (sending the rendered fields, the listeners, ``pre_execute``
 trip overlaps that work instead of adding to it. Nothing the gate guards runs before the
 answer, and the answer is used only for the action ``execute`` would ask about.
 
-The action's datasets are the gate's ``inputs``/``outputs``, or else the task's inlets and
+Every part of the action is templated (``kind``, ``summary``, ``inputs``, ``outputs``,
+``context_data``, ``destination``, ``environment``), as one template field: ``inputs`` of
+``s3://bucket/exports/{{ ds }}/customers.csv`` reach the policy rendered. The action's
+datasets are the gate's rendered ``inputs``/``outputs``, or else the task's inlets and
 outlets, named as Airflow's OpenLineage provider names them (see
 :mod:`sluicegate_airflow.datasets`); one that cannot be named fails the task without retrying.
 
@@ -42,7 +45,7 @@ from airflow.sdk import BaseOperator, BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from sluicegate.client import GateRefused, SluicegateClient
-from sluicegate.exceptions import ClientError, UnreachableError
+from sluicegate.exceptions import ClientError
 from sluicegate.idempotency import action_digest
 from sluicegate.wire import RequestOut
 from sluicegate_airflow.datasets import assets_of
@@ -145,15 +148,13 @@ class _ActionGate(_Gate):
     #: The template field that holds the action's templated parts.
     TEMPLATED = "sluicegate_action"
 
-    kind: str
-    #: ``summary``, ``context``, ``destination`` and ``environment``: one template field for
-    #: all four, since Airflow 3 pays for every template field of a task on every run (its
-    #: task runner validates each rendered value through a new pydantic TypeAdapter: 0.4-0.8
-    #: ms a field by bench/bench_airflow_gate.py, so three more would cost about what the rest
-    #: of an allowed gate does).
+    #: ``kind``, ``summary``, ``inputs``, ``outputs``, ``context``, ``destination`` and
+    #: ``environment``: one template field for all, since Airflow 3 pays for every template
+    #: field of a task on every run (its task runner validates each rendered value through a
+    #: new pydantic TypeAdapter: 0.4-0.8 ms a field by bench/bench_airflow_gate.py, so six
+    #: fields would cost more than the rest of an allowed gate does). ``inputs``/``outputs``
+    #: are None when the task's inlets/outlets name the datasets.
     sluicegate_action: dict[str, Any]
-    gate_inputs: list[Any] | None
-    gate_outputs: list[Any] | None
     poll_seconds: float
     # from BaseOperator
     dag_id: str
@@ -178,22 +179,54 @@ class _ActionGate(_Gate):
         fail_on_deny: bool = True,
         poll_seconds: float = 60.0,
     ) -> None:
-        self.kind = kind
         self.sluicegate_action = {
+            "kind": kind,
             "summary": summary,
+            "inputs": list(inputs) if inputs is not None else None,
+            "outputs": list(outputs) if outputs is not None else None,
             "context": dict(context_data or {}),
             "destination": destination,
             "environment": environment,
         }
-        self.gate_inputs = list(inputs) if inputs is not None else None
-        self.gate_outputs = list(outputs) if outputs is not None else None
         self.sluicegate_conn_id = sluicegate_conn_id
         self.fail_on_deny = fail_on_deny
         self.poll_seconds = poll_seconds
 
+    # The action's parts by name, read from (and written to) the one template field, so that
+    # they are what was rendered, and what a pre_execute changed after rendering.
+
+    @property
+    def kind(self) -> str:
+        """The action's kind (``export``, ...), as rendered."""
+        return str(self.sluicegate_action["kind"])
+
+    @kind.setter
+    def kind(self, value: str) -> None:
+        self.sluicegate_action["kind"] = value
+
+    @property
+    def gate_inputs(self) -> list[Any] | None:
+        """The gate's own ``inputs`` as rendered, or None: the task's inlets."""
+        found: list[Any] | None = self.sluicegate_action["inputs"]
+        return found
+
+    @gate_inputs.setter
+    def gate_inputs(self, value: Sequence[Any] | None) -> None:
+        self.sluicegate_action["inputs"] = list(value) if value is not None else None
+
+    @property
+    def gate_outputs(self) -> list[Any] | None:
+        """The gate's own ``outputs`` as rendered, or None: the task's outlets."""
+        found: list[Any] | None = self.sluicegate_action["outputs"]
+        return found
+
+    @gate_outputs.setter
+    def gate_outputs(self, value: Sequence[Any] | None) -> None:
+        self.sluicegate_action["outputs"] = list(value) if value is not None else None
+
     def datasets(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """``(inputs, outputs)`` as the API's assets: the gate's own, else the task's inlets
-        and outlets. Raises AirflowFailException for one that cannot be named."""
+        """``(inputs, outputs)`` as the API's assets: the gate's own (as rendered), else the
+        task's inlets and outlets. Raises AirflowFailException for one that cannot be named."""
         if self.gate_inputs is not None:
             inputs = assets_of(self.gate_inputs, where="inputs")
         else:
@@ -275,7 +308,9 @@ class _ActionGate(_Gate):
 
     def _asked(self, context: Context) -> tuple[str, dict[str, Any], dict[str, Any]]:
         action = self.action()
-        return idempotency_key(context, action), action, self.requester(context)
+        # Kept for the lineage facet of an older server's policy answer, which names no one.
+        self._sluicegate_requester: dict[str, Any] | None = self.requester(context)
+        return idempotency_key(context, action), action, self._sluicegate_requester
 
     def _open_or_defer(self, context: Context) -> RequestOut:
         """The answer if the step may go on now; raises if refused; defers if it waits."""
@@ -290,14 +325,12 @@ class _ActionGate(_Gate):
                 with SluicegateHook(self.sluicegate_conn_id).get_conn() as client:
                     answer = client.open_gate(*asked)
         except ClientError as err:
-            if isinstance(err, UnreachableError) or err.status >= 500:
+            if err.transient:
                 raise  # may pass: Airflow's retries apply, and a retry reattaches
             # Refused as asked (a key that is another gate's, an action the server cannot
             # take): asking again would be refused again.
             raise AirflowFailException(f"Sluicegate: could not open the gate: {err}") from err
-        self.log.info(
-            "Sluicegate: %s (rule %s) %s", answer.status, answer.rule, answer.review_url or ""
-        )
+        self.log.info("Sluicegate: %s %s", answer.outcome, answer.review_url or "")
         if answer.terminal:
             return self._settled(answer)
         expires = answer.expires_at
@@ -353,7 +386,10 @@ class _ActionGate(_Gate):
             inputs, outputs = self.datasets()
         except AirflowFailException:  # the gate fails on it; its events name no dataset
             inputs, outputs = [], []
-        run_facets = {} if answer is None else {FACET_NAME: facet_of_answer(answer)}
+        run_facets: dict[str, Any] = {}
+        if answer is not None:
+            asked = getattr(self, "_sluicegate_requester", None)
+            run_facets[FACET_NAME] = facet_of_answer(answer, requester=asked)
         return OperatorLineage(
             inputs=[InputDataset(namespace=a["namespace"], name=a["name"]) for a in inputs],
             outputs=[OutputDataset(namespace=a["namespace"], name=a["name"]) for a in outputs],
@@ -372,9 +408,11 @@ class ApprovalGateOperator(_ActionGate, BaseOperator):
         ``AssetAlias``, an ``Asset`` without a URI) fails the task.
     :param context_data: facts for the reviewer (row counts, the query); shown escaped.
 
-    ``summary``, ``context_data``, ``destination`` and ``environment`` are templated (Airflow
-    shows them rendered as the one field ``sluicegate_action``).
     :param fail_on_deny: False to skip downstream instead of failing when denied.
+
+    ``kind``, ``summary``, ``inputs``, ``outputs``, ``context_data``, ``destination`` and
+    ``environment`` are templated (Airflow shows them rendered as the one field
+    ``sluicegate_action``); datasets are named after rendering.
 
     Returns (as its XCom) ``{"request_id", "status", "approvers"}``.
     """

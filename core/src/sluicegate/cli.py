@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from sluicegate.exceptions import ActionError, SluicegateError
+from sluicegate.exceptions import ActionError, ConfigError, SluicegateError
 from sluicegate.settings import Settings, load_settings
 
 __all__ = ["cli", "main"]
@@ -69,6 +69,8 @@ def _read_json(path: str, what: str) -> Any:
         raise ActionError(f"{what} file {path}: cannot read: {err}") from err
     except json.JSONDecodeError as err:
         raise ActionError(f"{what} file {path}:{err.lineno}: invalid JSON: {err.msg}") from err
+    except RecursionError:
+        raise ActionError(f"{what} file {path}: nested too deeply to read") from None
 
 
 @policy.command("validate")
@@ -118,26 +120,27 @@ def policy_check(
     fmt: str,
 ) -> None:
     """Say what POLICY decides for an action, which rule decides it and why."""
-    from sluicegate.model import Requester, parse_action
+    from sluicegate.model import parse_action, parse_requester
     from sluicegate.policy import load_policy
 
     p = load_policy(policy_file)
     raw = _read_json(action_file, "action")
     # The opening-a-gate body ({"action": ..., "requester": ...}) is accepted as is too.
+    req_raw: Any = {}
+    req_source = f"action file {action_file}: requester"
     if isinstance(raw, dict) and "action" in raw and "kind" not in raw:
-        req_raw = raw.get("requester", {})
+        req_raw = raw.get("requester")
         raw = raw["action"]
-    else:
-        req_raw = {}
     action = parse_action(raw, source=f"action file {action_file}")
     if requester_file:
         req_raw = _read_json(requester_file, "requester")
+        req_source = f"requester file {requester_file}"
     overrides = {"owner": owner, "triggered_by": triggered_by, "principal": principal, "job": job}
-    req_raw = {**(req_raw or {}), **{k: v for k, v in overrides.items() if v is not None}}
-    try:
-        requester = Requester.model_validate(req_raw)
-    except ValueError as err:
-        raise ActionError(f"requester: {str(err).splitlines()[-1].strip()}") from err
+    if req_raw is None:  # "requester": null, as good as none
+        req_raw = {}
+    if isinstance(req_raw, dict):
+        req_raw = {**req_raw, **{k: v for k, v in overrides.items() if v is not None}}
+    requester = parse_requester(req_raw, source=req_source)
     ev = p.evaluate(action, requester, explain=True)
     if fmt == "json":
         click.echo(json.dumps(ev.as_dict(), indent=2))
@@ -329,18 +332,33 @@ def serve(
     log_level: str,
 ) -> None:
     """Run the approval server (HTTP API, review pages, metrics)."""
-    try:
-        from sluicegate.server import create_app
-    except ImportError as err:
-        raise _Fail(
-            "sluicegate: error: the server needs its extra: "
-            f"pip install 'sluicegate[server]' ({err})",
-            2,
-        ) from err
+    from sluicegate._listen import listen
+    from sluicegate.policy import load_policy
+
     settings = _settings(
         ctx, db_url=db_url, policy=policy_file, host=host, port=port, workers=workers
     )
-    app = create_app(settings)  # also the check, in this process, that everything loads
+    # What the user can get wrong is checked before the server's imports (a second or two).
+    if settings.policy is None:
+        raise ConfigError("no policy file: pass --policy FILE or set SLUICEGATE_POLICY")
+    policy = load_policy(settings.policy)
+    # Then the port: "serving on" is said only once the server can listen there.
+    sockets = listen(settings.host, settings.port, settings.workers)
+    try:
+        try:
+            from sluicegate.server import create_app
+            from sluicegate.server.app import run_server, run_workers
+        except ImportError as err:
+            raise _Fail(
+                "sluicegate: error: the server needs its extra: "
+                f"pip install 'sluicegate[server]' ({err})",
+                2,
+            ) from err
+        app = create_app(settings, policy=policy)  # also the check that everything loads
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     _log_setup(log_level)
     click.echo(
         f"sluicegate: serving on http://{settings.host}:{settings.port} "
@@ -348,13 +366,13 @@ def serve(
         f"{f', {settings.workers} workers' if settings.workers > 1 else ''})",
         err=True,
     )
-    from sluicegate.server.app import run_server, run_workers
-
     if settings.workers > 1:
         app.state.sluicegate.store.close()
-        run_workers(settings, log_level=log_level)
+        run_workers(settings, log_level=log_level, sockets=sockets)
     else:
-        run_server(app, host=settings.host, port=settings.port, log_level=log_level)
+        run_server(
+            app, host=settings.host, port=settings.port, log_level=log_level, sockets=sockets
+        )
 
 
 def _log_setup(level: str) -> None:
@@ -519,7 +537,10 @@ def _client(ctx: click.Context, server: str | None, token_value: str | None) -> 
         token_value = settings.token.get_secret_value()
     if not token_value:
         raise click.UsageError("no token: pass --token or set SLUICEGATE_TOKEN")
-    return SluicegateClient(settings.server_url, token_value)
+    try:
+        return SluicegateClient(settings.server_url, token_value)
+    except ValueError as err:  # a server URL the client cannot use: the user's to fix
+        raise ConfigError(str(err)) from err
 
 
 _server_option = click.option("--server", help="Server URL (default: SLUICEGATE_SERVER_URL).")

@@ -2,8 +2,11 @@
 
 :class:`SluicegateClient` and :class:`AsyncSluicegateClient` speak API v1; :meth:`gate`
 opens a gate and waits (by long poll) until it may proceed or is refused. The gate fails
-closed: a server that cannot be reached is retried with backoff until the caller's deadline,
-and nothing but an ``allowed`` or ``approved`` answer lets the step run.
+closed: a server that cannot be reached, or answers 503 (its database) or a proxy's 5xx, is
+retried with backoff until the caller's deadline, and nothing but an ``allowed`` or
+``approved`` answer lets the step run. What asking again cannot change is raised at once: a
+gate the server would refuse (checked before it is sent: :class:`ActionError`), a 4xx, and
+the server's own 500 (an unexpected fault, or a misconfigured server).
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+from pydantic import ValidationError
 
 from sluicegate.direct import DirectConnection, Reply
-from sluicegate.exceptions import ClientError, UnreachableError
-from sluicegate.model import Action, Verdict
+from sluicegate.exceptions import ActionError, ClientError, UnreachableError
+from sluicegate.model import Action, Verdict, parse_action, validation_message
 from sluicegate.settings import load_settings
 from sluicegate.wire import GateIn, RequesterIn, RequestOut, RequestPage, VerifyOut
 
@@ -112,7 +117,23 @@ def _settings_defaults(server_url: str | None, token: str | None) -> tuple[str, 
         server_url = server_url or s.server_url
         if token is None and s.token is not None:
             token = s.token.get_secret_value()
-    return server_url.rstrip("/"), token
+    return _checked_url(server_url), token
+
+
+def _checked_url(server_url: str) -> str:
+    """``server_url`` without its trailing slash, once it is sure to be an ``http(s)`` URL with
+    a host and a port that exists: ``ValueError`` naming it otherwise, when the client is made,
+    rather than an error of the standard library at its first call."""
+    parts = urlsplit(server_url)
+    # Shown without what comes before an "@": a URL may carry credentials.
+    shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as err:
+        raise ValueError(f"server URL {shown!r}: {err}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"server URL {shown!r} is not an http:// or https:// URL with a host")
+    return server_url.rstrip("/")
 
 
 def _raise_for(response: httpx.Response | Reply) -> None:
@@ -131,13 +152,18 @@ def _gate_body(
     action: Action | Mapping[str, Any],
     requester: RequesterIn | Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    body = GateIn(
-        idempotency_key=idempotency_key,
-        action=action if isinstance(action, Action) else Action.model_validate(action),
-        requester=requester
-        if isinstance(requester, RequesterIn)
-        else RequesterIn.model_validate(requester or {}),
-    )
+    """The body of a gate's request, checked here: what the server would refuse (422) is
+    refused before it is sent, as :class:`ActionError` in one line."""
+    try:
+        body = GateIn(
+            idempotency_key=idempotency_key,
+            action=action if isinstance(action, Action) else parse_action(action),
+            requester=requester
+            if isinstance(requester, RequesterIn)
+            else RequesterIn.model_validate(requester or {}),
+        )
+    except ValidationError as err:
+        raise ActionError(validation_message(err, "gate")) from err
     return body.model_dump(mode="json")
 
 
@@ -152,11 +178,10 @@ def _backoff(attempt: int) -> float:
 def _retry_delay(err: ClientError, attempt: int, deadline: float | None) -> float:
     """How long to sleep before retrying after ``err``; re-raises it when retrying is wrong.
 
-    Only an unreachable server or a 5xx is retried, and never past the deadline: the gate
-    fails closed, it does not wait forever on a caller's behalf.
+    Only what may change is retried (:attr:`ClientError.transient`), and never past the
+    deadline: the gate fails closed, it does not wait forever on a caller's behalf.
     """
-    retryable = isinstance(err, UnreachableError) or err.status >= 500
-    if not retryable:
+    if not err.transient:
         raise err
     if deadline is None:
         return _backoff(attempt)

@@ -132,6 +132,17 @@ class ClientError(SluicegateError):
         self.error = error
         self.detail = detail
 
+    @property
+    def transient(self) -> bool:
+        """Whether asking again may get another answer: an unreachable server, or a 5xx that is
+        not one of Sluicegate's lasting faults (``internal``: a bug, logged by the server;
+        ``misconfigured``). ``unavailable`` (503: the database) and a 5xx from anything in front
+        of the server may pass. A 4xx never does: the same request is refused the same way.
+        The client and every adapter retry by this rule alone."""
+        if isinstance(self, UnreachableError):
+            return True
+        return self.status >= 500 and self.error not in ("internal", "misconfigured")
+
 
 class UnreachableError(ClientError):
     """The server could not be reached (connection refused, timeout, DNS)."""

@@ -27,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -36,6 +37,7 @@ from sluicegate.identity import identities_in
 
 __all__ = [
     "MAX_CONTEXT_BYTES",
+    "MAX_CONTEXT_DEPTH",
     "TERMINAL",
     "Action",
     "ApprovalRequest",
@@ -52,16 +54,31 @@ __all__ = [
     "check_transition",
     "no_nul",
     "parse_action",
+    "parse_requester",
     "utcnow",
     "uuid7",
+    "validation_message",
 ]
 
 #: Context is untrusted text shown to reviewers; past this size it is refused, not truncated,
 #: so that a reviewer never approves an action whose context they could not see in full.
 MAX_CONTEXT_BYTES = 64 * 1024
 
+#: How deep objects and arrays may nest in context (the context object itself is level 1).
+#: Deeper values are refused as bad input: past 255 levels pydantic cannot serialize them, so
+#: the gate would fail in the store instead, and no reviewer reads 32 levels of nesting.
+MAX_CONTEXT_DEPTH = 32
+
 _CLASSIFICATION = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 _KIND = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+
+# What Asset.classifications takes, for the OpenAPI document: one label or a list, each
+# trimmed and lower-cased before it is checked.
+_LABEL_SCHEMA = {"type": "string", "pattern": r"^\s*[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\s*$"}
+_CLASSIFICATIONS_SCHEMA: dict[str, Any] = {
+    "anyOf": [_LABEL_SCHEMA, {"type": "array", "items": _LABEL_SCHEMA}],
+    "description": "a classification or a list of them (case-insensitive)",
+}
 
 
 def utcnow() -> datetime:
@@ -164,7 +181,7 @@ class Asset(_Frozen):
 
     namespace: Annotated[str, Field(min_length=1, max_length=1024)]
     name: Annotated[str, Field(min_length=1, max_length=1024)]
-    classifications: tuple[str, ...] = ()
+    classifications: Annotated[tuple[str, ...], WithJsonSchema(_CLASSIFICATIONS_SCHEMA)] = ()
 
     @field_validator("classifications", mode="before")
     @classmethod
@@ -194,32 +211,53 @@ class Asset(_Frozen):
         return f"{self.namespace}::{self.name}"
 
 
-def _check_json_value(value: Any, path: str) -> None:
-    # Context must survive a JSON round trip unchanged, or its fingerprint would drift.
-    if value is None or isinstance(value, (str, bool, int)):
+def _check_json_value(value: Any, path: str, depth: int = 1) -> None:
+    # Context must survive a JSON round trip unchanged, or its fingerprint would drift; and it
+    # must be storable, on both databases, or the gate fails in the store (a 5xx) instead of
+    # here (a 422).
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, str):
+        _check_text(value, path)
         return
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError(f"context{path} is not a finite number")
         return
+    if isinstance(value, (list, dict)) and depth > MAX_CONTEXT_DEPTH:
+        # The path is left out: 32 keys of any length would make the message unbounded.
+        raise ValueError(
+            f"context nests objects and arrays more than {MAX_CONTEXT_DEPTH} levels deep; "
+            f"the limit is {MAX_CONTEXT_DEPTH}"
+        )
     if isinstance(value, list):
         for i, item in enumerate(value):
-            _check_json_value(item, f"{path}[{i}]")
+            _check_json_value(item, f"{path}[{i}]", depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"context{path} has a non-string key {key!r}")
-            _check_json_value(item, f"{path}.{key}")
+            _check_text(key, f"{path} (a key)")
+            _check_json_value(item, f"{path}.{key}", depth + 1)
         return
     raise ValueError(f"context{path} holds a {type(value).__name__}, not a JSON value")
+
+
+def _check_text(value: str, path: str) -> None:
+    # A lone surrogate ("\ud800" in JSON) is no Unicode text: neither database can store it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"context{path} holds a lone surrogate, which is not text") from None
 
 
 class Action(_Frozen):
     """What a pipeline step is about to do.
 
     ``context`` is untrusted (it may carry query text written by whoever wrote the pipeline):
-    it is escaped wherever it is shown, and capped at :data:`MAX_CONTEXT_BYTES`.
+    it is escaped wherever it is shown, capped at :data:`MAX_CONTEXT_BYTES`, and nested at
+    most :data:`MAX_CONTEXT_DEPTH` levels deep.
     """
 
     kind: Annotated[str, Field(min_length=1, max_length=64)]
@@ -296,8 +334,8 @@ class ParentRun(_Frozen):
     """The orchestrator's run a gate belongs to: the gate's OpenLineage ``parent`` facet.
 
     The adapters fill it with the identity their orchestrator's own OpenLineage integration
-    gives the step (Airflow's task run, Dagster's step, Prefect's flow run), so that Marquez
-    shows the gate as a child of that run.
+    gives the step (Airflow's task run, dagster-openlineage's asset or Dagster run,
+    openlineage-prefect's task or flow run), so that Marquez shows the gate as a child of it.
     """
 
     namespace: Annotated[str, Field(min_length=1, max_length=512)]
@@ -454,12 +492,43 @@ class ApprovalRequest(_Frozen):
         return (now or utcnow()) >= self.expires_at
 
 
+def validation_message(err: ValidationError, source: str) -> str:
+    """pydantic's first error in one line, ``SOURCE: FIELD: problem`` (never its help URL)."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(root)"
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
 def parse_action(data: Any, *, source: str = "action") -> Action:
     """Validate ``data`` as an :class:`Action`, raising :class:`ActionError` in one line."""
     try:
         return Action.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(root)"
-        more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-        raise ActionError(f"{source}: {loc}: {first['msg']}{more}") from err
+        raise ActionError(validation_message(err, source)) from err
+
+
+def parse_requester(data: Any, *, source: str = "requester") -> Requester:
+    """Validate ``data`` as a :class:`Requester`, raising :class:`ActionError` in one line."""
+    if not isinstance(data, dict):
+        raise ActionError(f"{source}: expected a JSON object, got {_json_type(data)}")
+    try:
+        return Requester.model_validate(data)
+    except ValidationError as err:
+        raise ActionError(validation_message(err, source)) from err
+
+
+def _json_type(value: Any) -> str:
+    """What a JSON value is, in words (for "expected an object, got ...")."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__

@@ -43,6 +43,8 @@ from sluicegate.exceptions import ConfigError
 __all__ = [
     "DEFAULT_CONFIG_FILE",
     "DEFAULT_DB_URL",
+    "LineageSettings",
+    "NotifySettings",
     "PrefectSettings",
     "Settings",
     "SlackSettings",
@@ -105,6 +107,20 @@ class WebhookSettings(_Section):
     secret: SecretStr | None = None
 
 
+class NotifySettings(_Section):
+    """How the dispatcher sends notifications (every channel, Prefect's resume included).
+
+    ``timeout`` bounds each step of one HTTP call (connecting, sending, each wait for the
+    answer), in seconds. ``lease`` is how long a claimed outbox row stays the dispatcher's
+    without a renewal: the dispatcher renews it every third of that while it sends, so it
+    lapses only when that server stops (a crash) or cannot write to the database; then another
+    replica sends the row. Shorter means a quicker takeover after a crash, more renewals.
+    """
+
+    timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+    lease: Annotated[float, Field(ge=0.3, le=3600)] = 60.0
+
+
 class PrefectSettings(_Section):
     """Prefect's API: the server resumes a paused flow run the moment its gate is decided.
 
@@ -139,6 +155,17 @@ class PrefectSettings(_Section):
         if self.auth_string is not None and ":" not in self.auth_string.get_secret_value():
             raise ValueError("auth_string must be user:password")
         return self
+
+
+class LineageSettings(_Section):
+    """The lineage receiver (``POST /api/v1/lineage``).
+
+    By default it stores what Marquez stores and checks what the graph needs; ``strict`` also
+    refuses what the OpenLineage spec requires and Marquez lets through (no ``schemaURL``, a
+    ``producer`` or facet ``_schemaURL`` that is not a URI, a facet without ``_producer``).
+    """
+
+    strict: bool = False
 
 
 class Settings(BaseSettings):
@@ -186,7 +213,9 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     teams: TeamsSettings = Field(default_factory=TeamsSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+    lineage: LineageSettings = Field(default_factory=LineageSettings)
 
     @field_validator("db_url")
     @classmethod

@@ -18,6 +18,7 @@ __all__ = [
     "CancelIn",
     "DecisionIn",
     "DecisionOut",
+    "ErrorOut",
     "GateIn",
     "RequestOut",
     "RequestPage",
@@ -43,8 +44,9 @@ class RequesterIn(_In):
     job: str = Field("", max_length=512)
     run_id: str = Field("", max_length=512)
     step: str = Field("", max_length=512)
-    try_number: int = Field(0, ge=0)
-    map_index: int = -1
+    # Strict: an integer, as the document says, never a boolean or a string of digits.
+    try_number: int = Field(0, ge=0, strict=True)
+    map_index: int = Field(-1, strict=True)
     owner: str | None = Field(None, max_length=512)
     triggered_by: str | None = Field(None, max_length=512)
     #: The orchestrator run the gate belongs to (its OpenLineage parent); adapters fill it.
@@ -137,12 +139,34 @@ class RequestOut(BaseModel):
         (approved, or expired under ``on_timeout: allow``); a policy answer has no request."""
         return self.may_proceed and self.status != "allowed"
 
+    @property
+    def outcome(self) -> str:
+        """The answer in words, for the adapters' log line: ``allowed by the policy's
+        default``, ``denied by rule 'no-secrets'``, ``pending under rule 'pii-export'``."""
+        by = "by" if self.status in ("allowed", "denied") else "under"
+        what = f"rule {self.rule!r}" if self.rule else "the policy's default"
+        return f"{self.status} {by} {what}"
+
 
 class RequestPage(BaseModel):
     """A page of the inbox."""
 
     items: list[RequestOut]
     next: str | None = Field(None, description="pass as `before` for the next page")
+
+
+class ErrorOut(BaseModel):
+    """Every error answer of the API: a stable code to branch on and one sentence for people
+    (``{"error": "not_found", "detail": "no request 0197..."}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: str = Field(
+        description="the kind of error, stable across versions: bad_request, malformed_json, "
+        "unauthorized, forbidden, not_found, conflict, too_large, invalid_request, "
+        "too_many_requests, unavailable, ..."
+    )
+    detail: str = Field(description="one sentence that says what was wrong")
 
 
 class VerifyOut(BaseModel):

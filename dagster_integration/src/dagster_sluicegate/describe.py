@@ -29,7 +29,13 @@ nothing but a tag:
   Dagster allows only short plain tag values);
 - facts for the reviewer: description, owners, kinds, group, partition, scalar metadata;
 - the requester: the run and step, the asset's owners (so no owner can approve it) and the
-  user who launched the run where Dagster records one (``dagster/user``).
+  user who launched the run where Dagster records one (``dagster/user``). Its ``job`` names
+  the step the way dagster-openlineage names the step's OpenLineage job, so a policy's
+  ``requester.job`` can single one step out: the asset key (``crm/customers_export``) for a
+  step that materializes one asset, ``{job}.{step}`` (``nightly.export_op``,
+  ``__ASSET_JOB.orders_and_returns``) for a plain op or a multi-asset step;
+- the lineage parent: the OpenLineage run dagster-openlineage (0.2) emits for what the step
+  is part of, so a lineage backend shows the gate under it (see :func:`lineage_parent`).
 
 The idempotency key, ``dagster:{root run id}:{step key}[:{partition}]:{digest}``, the digest
 that of the whole action as sent (:func:`sluicegate.idempotency.action_digest`), stays the same
@@ -40,6 +46,7 @@ changed opens a new request and is asked about again.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,8 +61,10 @@ from sluicegate.idempotency import action_digest
 __all__ = [
     "ACTION_TAG",
     "CLASSIFICATIONS_METADATA",
+    "DEFAULT_LINEAGE_NAMESPACE",
     "NAMESPACE_METADATA",
     "StepFacts",
+    "lineage_parent",
     "op_context",
 ]
 
@@ -72,6 +81,9 @@ RELATION_METADATA = "dagster/relation_identifier"
 URI_METADATA = "dagster/uri"
 #: Run tag Dagster+ (and some launchers) set to the user who launched a run.
 USER_RUN_TAG = "dagster/user"
+#: dagster-openlineage's namespace when neither ``OPENLINEAGE_NAMESPACE`` nor a repository
+#: names one: openlineage-python's ``DEFAULT_NAMESPACE_NAME``, which its adapter falls back to.
+DEFAULT_LINEAGE_NAMESPACE = "default"
 
 
 def op_context(context: Any) -> OpExecutionContext:
@@ -107,7 +119,7 @@ class StepFacts:
         context: Any,
         *,
         asset_namespace: str,
-        lineage_namespace: str,
+        lineage_namespace: str | None,
         kind: str | None = None,
         summary: str | None = None,
         inputs: Sequence[Any] | None = None,
@@ -167,17 +179,15 @@ class StepFacts:
         root = run.root_run_id or run.run_id
         requester = {
             "orchestrator": "dagster",
-            "job": ctx.job_name,
+            # One asset: its key, as dagster-openlineage names the asset's job; anything else:
+            # the step in its job (the job alone is __ASSET_JOB for every asset step).
+            "job": specs[0].key.to_user_string() if len(specs) == 1 else f"{ctx.job_name}.{step}",
             "run_id": run.run_id,
             "step": step,
             "try_number": ctx.retry_number,
             "owner": ",".join(owners) or None,
             "triggered_by": run.tags.get(USER_RUN_TAG),
-            "parent": {
-                "namespace": lineage_namespace,
-                "name": f"{ctx.job_name}.{step}",
-                "run_id": str(uuid.UUID(run.run_id)),
-            },
+            "parent": lineage_parent(ctx, specs, lineage_namespace),
         }
         key = f"dagster:{root}:{step}" + (f":{partition}" if partition is not None else "")
         key += f":{action_digest(action)}"
@@ -188,6 +198,53 @@ class StepFacts:
             assets=tuple(spec.key.to_user_string() for spec in specs),
             partition=partition,
         )
+
+
+def lineage_parent(
+    context: Any, specs: Sequence[AssetSpec], namespace: str | None = None
+) -> dict[str, str]:
+    """The OpenLineage run dagster-openlineage emits for what this step is part of, as the
+    gate's ``parent``: ``{namespace, name, run_id}``.
+
+    Read from dagster-openlineage 0.2.1 (dagster-io/community-integrations,
+    ``libraries/dagster-openlineage``): ``adapter.py`` names an asset's job by its key
+    (``AssetKey.to_user_string()``) and a run's job by the Dagster job's name, both with the
+    Dagster run id as their ``runId``; a step's own job (``{job}.{step}``) gets a fresh
+    random run id (``utils.make_step_run_id``) that no other process can know, so the parent
+    is never the step itself. Hence:
+
+    - a step that materializes one asset: the asset's run (``crm/customers_export``), emitted
+      by the event log storage wrapper and by ``openlineage_sensor(include_asset_events=True)``;
+    - a plain op, or a multi-asset step: the Dagster run (job name), emitted by the sensor.
+
+    ``namespace`` None means dagster-openlineage's own: ``OPENLINEAGE_NAMESPACE``, else
+    ``default``; for a run's job, the sensor uses the run's repository name first when the run
+    has one (``utils.get_repository_name``), and so does this.
+    """
+    ctx = op_context(context)
+    run = ctx.run
+    run_id = str(uuid.UUID(run.run_id))
+    default = os.environ.get("OPENLINEAGE_NAMESPACE") or DEFAULT_LINEAGE_NAMESPACE
+    if len(specs) == 1:
+        return {
+            "namespace": namespace or default,
+            "name": specs[0].key.to_user_string(),
+            "run_id": run_id,
+        }
+    return {
+        "namespace": namespace or _repository_name(run) or default,
+        "name": ctx.job_name,
+        "run_id": run_id,
+    }
+
+
+def _repository_name(run: Any) -> str | None:
+    """The repository a run was launched from (none for ``materialize()``), looked up as
+    dagster-openlineage's ``utils.get_repository_name`` does."""
+    origin = getattr(run, "remote_job_origin", None)
+    repository = getattr(origin, "repository_origin", None)
+    name = getattr(repository, "repository_name", None)
+    return name if isinstance(name, str) and name else None
 
 
 def _specs(ctx: OpExecutionContext) -> list[AssetSpec]:

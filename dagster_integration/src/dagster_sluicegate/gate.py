@@ -32,7 +32,7 @@ from dagster import Failure, MetadataValue
 from dagster_sluicegate.describe import StepFacts, op_context
 from dagster_sluicegate.resource import SluicegateResource
 from sluicegate.client import GateRefused, SluicegateClient
-from sluicegate.exceptions import ClientError, UnreachableError
+from sluicegate.exceptions import ClientError
 from sluicegate.model import Action
 from sluicegate.wire import RequestOut
 
@@ -112,8 +112,7 @@ def _refused(answer: RequestOut) -> Failure:
 def _unreachable(err: ClientError, what: str) -> Failure:
     # Fail closed. An unreachable server or a 5xx may pass: retryable, and a retry reattaches.
     # A 4xx (a key that is another gate's, a bad action) will be refused again: no retry.
-    passing = isinstance(err, UnreachableError) or err.status >= 500
-    return Failure(description=f"Sluicegate: {what}: {err}", allow_retries=passing)
+    return Failure(description=f"Sluicegate: {what}: {err}", allow_retries=err.transient)
 
 
 def _open(client: SluicegateClient, facts: StepFacts, deadline: float) -> RequestOut:
@@ -174,8 +173,10 @@ def request_approval(
             answer = _launched_for(client, facts, carried)
         else:
             answer = _open(client, facts, deadline)
+        if answer.requester is None:  # an older server's policy answer: who asked is known here
+            answer = answer.model_copy(update={"requester": facts.requester})
         ctx.log.info(
-            f"Sluicegate: {answer.status} (rule {answer.rule})"
+            f"Sluicegate: {answer.outcome}"
             + (f"; review at {answer.review_url}" if answer.review_url else "")
         )
         if not answer.terminal and wait == "sensor":

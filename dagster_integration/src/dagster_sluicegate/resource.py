@@ -27,6 +27,10 @@ __all__ = ["SluicegateResource"]
 class SluicegateResource(ConfigurableResource):  # type: ignore[type-arg]
     """Where gates are opened, with which token, and how long a step may wait in place."""
 
+    # Defaults are given as `default=`: Dagster declares its config classes a PEP 681
+    # dataclass_transform, and a type checker reads a field specifier's default only from
+    # that keyword; a positional default made mypy call every such field required.
+
     server_url: str = Field(
         description="The Sluicegate server, e.g. https://sluicegate.example.com"
     )
@@ -35,20 +39,23 @@ class SluicegateResource(ConfigurableResource):  # type: ignore[type-arg]
         "pass EnvVar('SLUICEGATE_TOKEN') so it stays out of code and run config"
     )
     max_wait_seconds: float = Field(
-        600.0,
+        default=600.0,
         gt=0,
         description="How long a step waiting in place (wait='step') long-polls before it "
         "fails (retryable: a retry reattaches to the same request)",
     )
-    lineage_namespace: str = Field(
-        "dagster",
-        description="OpenLineage namespace of the Dagster runs the gates name as their parent",
+    lineage_namespace: str | None = Field(
+        default=None,
+        description="OpenLineage namespace of the Dagster runs the gates name as their parent; "
+        "unset: dagster-openlineage's (OPENLINEAGE_NAMESPACE, else 'default'; for an op "
+        "job's run, the run's repository name first). Set it to the 'namespace' of "
+        "dagster-openlineage's event log storage when instance.yaml sets one",
     )
     asset_namespace: str = Field(
-        "dagster",
+        default="dagster",
         description="Dataset namespace of assets that do not set 'sluicegate/namespace' metadata",
     )
-    timeout_seconds: float = Field(10.0, gt=0, description="Timeout of each HTTP call")
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each HTTP call")
 
     def get_client(self) -> SluicegateClient:
         """A blocking client of the server (close it, or use it as a context manager)."""

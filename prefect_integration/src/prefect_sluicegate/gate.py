@@ -50,7 +50,7 @@ from prefect_sluicegate.blocks import SluicegateConfig
 from prefect_sluicegate.decision import GateDecision
 from prefect_sluicegate.identity import assets, gate_identity, idempotency_key
 from sluicegate.client import AsyncSluicegateClient, GateRefused
-from sluicegate.exceptions import ClientError, UnreachableError
+from sluicegate.exceptions import ClientError
 from sluicegate.wire import RequestOut
 
 __all__ = ["ApprovalRefused", "approval_gate", "approval_gate_async", "pause_timeout"]
@@ -199,9 +199,7 @@ async def approval_gate_async(
     key = idempotency_key(str(flow_run.id), step, action)
     async with await _client(config, server_url, token) as client:
         answer = await _open(client, key, action, requester, open_timeout)
-        logger.info(
-            "Sluicegate: %s (rule %s) %s", answer.status, answer.rule, answer.review_url or ""
-        )
+        logger.info("Sluicegate: %s %s", answer.outcome, answer.review_url or "")
         if not answer.terminal:
             wait = _Wait(client, answer, flow_run.id, logger, timeout_margin)
             # A pause key of its own per request and flow run attempt: Prefect skips a pause
@@ -369,8 +367,7 @@ class _Wait:
             try:
                 return await self.client.get(self.answer.id)
             except ClientError as err:
-                retryable = isinstance(err, UnreachableError) or err.status >= 500
-                if not retryable or time.monotonic() + delay > self.deadline:
+                if not err.transient or time.monotonic() + delay > self.deadline:
                     raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)

@@ -21,12 +21,19 @@ apart.
 Datasets are Prefect ``Asset`` objects (named by their key), URIs, dicts and OpenLineage
 datasets, named the OpenLineage way by :mod:`sluicegate.datasets`; one that cannot be named
 raises :class:`~sluicegate.exceptions.DatasetError` before anything is sent.
+
+The lineage parent is the run openlineage-prefect emits for the task (or, directly in a flow,
+the flow) the gate runs in: see :func:`lineage_parent`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from prefect.assets import Asset
@@ -35,10 +42,19 @@ from prefect.context import FlowRunContext, TaskRunContext
 from sluicegate.datasets import to_assets
 from sluicegate.idempotency import action_digest
 
-__all__ = ["assets", "gate_identity", "idempotency_key", "requester_of"]
+__all__ = [
+    "assets",
+    "gate_identity",
+    "idempotency_key",
+    "lineage_parent",
+    "requester_of",
+    "static_uuid",
+]
 
-#: OpenLineage's namespace for the parent run, unless OPENLINEAGE_NAMESPACE says another.
-DEFAULT_NAMESPACE = "prefect"
+#: The parent's namespace unless OPENLINEAGE_NAMESPACE says another: openlineage-prefect's.
+DEFAULT_NAMESPACE = "default"
+#: What openlineage-prefect strips from a task run's name to name the task's job (``-a1b``).
+_RUN_SUFFIX = re.compile(r"-[a-f0-9]+$")
 
 
 def idempotency_key(flow_run_id: str, step: str, action: Mapping[str, Any]) -> str:
@@ -49,6 +65,61 @@ def idempotency_key(flow_run_id: str, step: str, action: Mapping[str, Any]) -> s
     return f"prefect:{flow_run_id}:{step}:{action_digest(action)}"
 
 
+def lineage_parent(flow_ctx: FlowRunContext, task_ctx: TaskRunContext | None) -> dict[str, str]:
+    """The OpenLineage run openlineage-prefect emits for the task the gate runs in (directly in
+    a flow: for the flow run), as the gate's ``parent``: ``{namespace, name, run_id}``.
+
+    Its naming, read from openlineage-prefect 0.0.1b22 (``prefect_adapter/listener.py``):
+    the namespace is ``OPENLINEAGE_NAMESPACE`` (a deployment sets it in its job variables'
+    ``env``, which is the flow run's environment too), else ``default``; a flow's job is the
+    flow's name (the flow run's name with ``FLOW_NAME_TYPE=flow-run``); a task's job is the
+    task run's name less its generated suffix (the whole name with ``TASK_NAME_TYPE=full``
+    and ``JOB_NAME_TYPE=full``); a run id is ``generate_static_uuid(start time,
+    "{namespace}.{job}")``, the start time being the run's own, which Prefect keeps in the
+    run's context. A run not yet started has no such id: its Prefect id stands in.
+    """
+    namespace = os.environ.get("OPENLINEAGE_NAMESPACE") or DEFAULT_NAMESPACE
+    if task_ctx is not None:
+        run: Any = task_ctx.task_run
+        name = run.name
+        # As the listener decides: its "base" default wins unless both variables say "full".
+        if "base" in (
+            os.environ.get("JOB_NAME_TYPE", "base"),
+            os.environ.get("TASK_NAME_TYPE", "base"),
+        ):
+            name = _RUN_SUFFIX.sub("", name)
+    else:
+        run = flow_ctx.flow_run
+        assert run is not None  # checked by the gate
+        by_run = os.environ.get("FLOW_NAME_TYPE", "flow") == "flow-run"
+        name = run.name if by_run or flow_ctx.flow is None else flow_ctx.flow.name
+    started = getattr(run, "start_time", None)
+    run_id = (
+        static_uuid(started, f"{namespace}.{name}".encode())
+        if started is not None
+        else uuid.UUID(str(run.id))
+    )
+    return {"namespace": namespace, "name": name, "run_id": str(run_id)}
+
+
+def static_uuid(instant: datetime, data: bytes) -> uuid.UUID:
+    """openlineage-python's ``generate_static_uuid(instant, data)``: a UUIDv7 of the instant's
+    millisecond whose last 76 bits are the SHA-1 of the instant's UTC ISO form plus ``data``.
+
+    Computed here because importing ``openlineage.client.uuid`` loads all of
+    ``openlineage.client`` (half a second) into every flow run that reaches a gate; a test
+    holds it equal to openlineage-python's own.
+    """
+    utc = instant.astimezone(timezone.utc)
+    millis = int(utc.timestamp() * 1000) & ((1 << 48) - 1)
+    digest = hashlib.sha1(utc.isoformat().encode() + data, usedforsecurity=False).digest()
+    node = int.from_bytes(digest, "big") >> 84  # the first 76 bits
+    value = (millis << 80) | (node & ((1 << 80) - 1))
+    value = (value & ~(0xF000 << 64)) | (7 << 76)  # version 7
+    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)  # the RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
 def requester_of(
     flow_ctx: FlowRunContext,
     task_ctx: TaskRunContext | None,
@@ -56,7 +127,7 @@ def requester_of(
     owner: str | None = None,
 ) -> dict[str, Any]:
     """The requester: the flow (and task), its run, and who triggered it, with the lineage
-    parent pointing at the flow run."""
+    parent pointing at the task's (else the flow's) OpenLineage run."""
     flow_run = flow_ctx.flow_run
     assert flow_run is not None  # checked by the gate
     flow_name = flow_ctx.flow.name if flow_ctx.flow is not None else flow_run.name
@@ -71,11 +142,7 @@ def requester_of(
         "try_number": max(int(tries or 0), 0),
         "owner": owner,
         "triggered_by": getattr(created_by, "display_value", None) or None,
-        "parent": {
-            "namespace": os.environ.get("OPENLINEAGE_NAMESPACE") or DEFAULT_NAMESPACE,
-            "name": flow_name,
-            "run_id": str(flow_run.id),
-        },
+        "parent": lineage_parent(flow_ctx, task_ctx),
     }
 
 

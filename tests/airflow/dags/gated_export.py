@@ -142,3 +142,25 @@ _inline("inline_pii_export", "export", [CUSTOMERS])
 _inline("inline_routine_read", "read", [ORDERS])
 # its connection names a port where no server listens (the test sets it)
 _inline("inline_server_down", "read", [ORDERS], sluicegate_conn_id="sluicegate_down")
+
+
+@dag(
+    dag_id="templated_export",
+    start_date=datetime(2026, 1, 1),
+    schedule=None,
+    catchup=False,
+    params={"kind": "export", "table": "customers"},
+    default_args={"owner": "carol", "retries": 0},
+)
+def templated_export() -> None:
+    """A gate whose kind and datasets are templates: the policy must see them rendered."""
+    ApprovalGateOperator(
+        task_id="approve_export",
+        kind="{{ params.kind }}",
+        inputs=["postgres://prod:5432/crm/public/{{ params.table }}"],
+        outputs=[{"namespace": "s3://partner-share", "name": "exports/{{ ds }}/customers.csv"}],
+        poll_seconds=5.0,
+    )
+
+
+templated_export()

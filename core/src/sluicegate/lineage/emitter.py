@@ -1,10 +1,27 @@
-"""Send OpenLineage events without ever holding the caller: a bounded queue and one thread.
+"""Send OpenLineage events without ever holding the caller: bounded queues, one thread each.
 
 openlineage-python's ``emit()`` is synchronous and raises: its HTTP transport retries with
 backoff (about 9 s against a dead backend) and then raises. :class:`LineageEmitter` puts each
-event on a bounded queue and returns at once; one daemon thread sends them. A full queue drops
-the event. Every event handed to an enabled emitter ends as exactly one of ``sent``,
-``failed`` or ``dropped`` (see :attr:`LineageEmitter.counts` and ``on_result``).
+event on a queue and returns at once; a daemon thread per backend sends them.
+
+**Each backend on its own.** A composite transport (Marquez beside Sluicegate's own receiver,
+say) is split into its children, each with its own queue and thread, so that one backend that
+is down costs the others nothing. (Only the composite that sends every event everywhere, its
+default; a composite told to stop at the first success or failure stays one backend.)
+
+**A backend that fails is probed, not hammered.** After a failed send (no answer, a timeout, a
+5xx) its next send waits :data:`BACKOFF_INITIAL` seconds, doubling per failure up to
+:data:`BACKOFF_MAX`; meanwhile its events wait in its queue, and the first send that succeeds
+lets them all go. So a dead backend costs one attempt per backoff period, not one per event,
+and an outage shorter than its queue loses only the events tried during it. A backend that
+answers 4xx is up and refusing that one event: no backoff.
+
+**The newest events are kept.** A backend's queue holds ``max_queue`` events; when it is full
+the oldest waiting event makes room for the new one (``dropped``, reason ``queue_full``).
+
+Every event handed to an enabled emitter ends, for each backend, as exactly one of ``sent``,
+``failed`` or ``dropped`` (see :attr:`LineageEmitter.counts`, ``on_result`` and ``on_drop``),
+except one a client's own ``filters`` leave out on purpose, which counts as nothing.
 
 Configuration is OpenLineage's own (:meth:`LineageEmitter.from_environment`): the client's
 resolution of ``OPENLINEAGE_DISABLED``, ``openlineage.yml`` (``OPENLINEAGE_CONFIG``, ``./``,
@@ -15,17 +32,18 @@ configured, the emitter is disabled instead of printing every event to the conso
 A failed send is logged once per :data:`REPORT_INTERVAL` on logger ``sluicegate.lineage``,
 with how many failed since, and with every credential the transport holds (API key, token,
 URL password, custom header values) masked. urllib3's own warning at each retry is dropped
-for the emitter's thread only, so a dead backend does not write five lines per event.
+for the emitter's threads only, so a dead backend does not write five lines per event.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -36,22 +54,38 @@ if TYPE_CHECKING:
     from openlineage.client.client import Event
     from openlineage.client.transport import Transport
 
-__all__ = ["DEFAULT_MAX_QUEUE", "OUTCOMES", "REPORT_INTERVAL", "LineageEmitter"]
+__all__ = [
+    "BACKOFF_INITIAL",
+    "BACKOFF_MAX",
+    "DEFAULT_MAX_QUEUE",
+    "DROP_REASONS",
+    "OUTCOMES",
+    "REPORT_INTERVAL",
+    "LineageEmitter",
+]
 
 log = logging.getLogger("sluicegate.lineage")
 
-#: Events waiting to be sent, at most; past that, new events are dropped.
+#: Events waiting per backend, at most; past that, the oldest waiting one is dropped.
 DEFAULT_MAX_QUEUE = 10_000
 
-#: What can become of an event: ``on_result`` gets one of these per event.
+#: What can become of an event: ``on_result`` gets one of these per event and backend.
 OUTCOMES = ("sent", "failed", "dropped")
+
+#: Why an event was dropped: ``on_drop`` gets one of these per dropped event and backend.
+DROP_REASONS = ("queue_full", "shutdown")
+
+#: Seconds a backend rests after its first failed send; doubled per failure, up to the max.
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 30.0
 
 #: At most one warning about failed sends per this many seconds.
 REPORT_INTERVAL = 10.0
 
-_STOP = object()
 _FALLBACK_WARNING = "Couldn't find any OpenLineage transport configuration"
 _MAX_ERROR_TEXT = 300
+# 4xx answers that say "later", not "never": the backend is not refusing the event itself.
+_TRANSIENT_4XX = frozenset({408, 425, 429})
 _USERINFO = re.compile(r"(?<=://)[^/\s@]+@")
 _SECRET_PAIR = re.compile(
     r"(?i)\b(authorization|bearer|api[_-]?key|apikey|token|password|secret)\b"
@@ -62,14 +96,18 @@ _SECRET_PAIR = re.compile(
 class LineageEmitter:
     """A non-blocking OpenLineage sender.
 
-    :param target: an ``OpenLineageClient`` (events go through ``client.emit``, with its
-        facets, tags and filters), a bare transport (events go to ``transport.emit`` as they
-        are), or ``None`` for a disabled emitter. A client or transport of kind ``noop`` also
-        gives a disabled emitter.
-    :param max_queue: events waiting at most; a full queue drops new ones.
-    :param on_result: called with ``"sent"``, ``"failed"`` or ``"dropped"`` for every event,
-        from the sending thread (``dropped``: from the caller's); its errors are ignored.
+    :param target: an ``OpenLineageClient`` (events go through its ``emit``, with its facets,
+        tags and filters, then to its transport), a bare transport (events go to
+        ``transport.emit`` as they are), or ``None`` for a disabled emitter. A client or
+        transport of kind ``noop`` also gives a disabled emitter.
+    :param max_queue: events waiting per backend at most; when full, the oldest is dropped.
+    :param on_result: called with ``"sent"``, ``"failed"`` or ``"dropped"`` per event and
+        backend, from a sending thread (``dropped``: from the caller's or closer's); its
+        errors are ignored.
+    :param on_drop: called with the reason (:data:`DROP_REASONS`) per dropped event and
+        backend, beside ``on_result``; its errors are ignored.
     :param disabled_reason: why a ``None`` target is disabled, for :attr:`disabled_reason`.
+    :param backoff: the first and the longest rest, in seconds, of a backend that failed.
 
     ``emit()`` hands the event over: the sending thread may add facets to it (a client does).
     """
@@ -80,24 +118,30 @@ class LineageEmitter:
         *,
         max_queue: int = DEFAULT_MAX_QUEUE,
         on_result: Callable[[str], None] | None = None,
+        on_drop: Callable[[str], None] | None = None,
         disabled_reason: str | None = None,
+        backoff: tuple[float, float] = (BACKOFF_INITIAL, BACKOFF_MAX),
     ) -> None:
         if max_queue < 1:
             raise ValueError(f"max_queue must be at least 1, not {max_queue}")
+        if not 0 < backoff[0] <= backoff[1]:
+            raise ValueError(
+                f"backoff must be (first, longest) with 0 < first <= longest: {backoff}"
+            )
         self._target = target
+        self._max_queue = max_queue
         self._on_result = on_result
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._on_drop = on_drop
+        self._backoff = backoff
+        # One lock for the queues and the counts; each backend waits on its own condition.
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._counts = dict.fromkeys(OUTCOMES, 0)
         self._closed = False
-        # Accounting by totals, under `_lock`: every accepted event ends counted exactly once,
-        # by the thread (sent/failed) or by close() (queued or still in flight: dropped).
-        self._accepted = 0
-        self._drained = 0
-        self._abandoned = 0
+        self._stopping = False
+        self._close_deadline: float | None = None
         self._last_report: float | None = None
         self._unreported = 0
-        self._close_deadline: float | None = None
         kind = _transport_of(target).kind if target is not None else None
         self._kind = kind
         if target is None:
@@ -106,12 +150,17 @@ class LineageEmitter:
             self._disabled_reason = "the OpenLineage transport is noop (OPENLINEAGE_DISABLED?)"
         else:
             self._disabled_reason = None
-        self._thread: threading.Thread | None = None
-        if self._disabled_reason is None:
-            self._thread = threading.Thread(
-                target=self._run, name="sluicegate-lineage", daemon=True
-            )
-            self._thread.start()
+        self._backends: list[_Backend] = []
+        self._prepare: Callable[[Event], Event | None] = _as_is
+        if target is not None and self._disabled_reason is None:
+            transport = _transport_of(target)
+            if transport is not target:  # a client: its processing, then our backends
+                self._prepare = _ClientProcessing(target)  # type: ignore[arg-type]
+            split = _backends_of(transport)
+            for child in split:
+                self._backends.append(_Backend(self, child, named=len(split) > 1))
+            for backend in self._backends:
+                backend.thread.start()
 
     @classmethod
     def from_environment(cls, **kwargs: Any) -> LineageEmitter:
@@ -158,72 +207,85 @@ class LineageEmitter:
 
     @property
     def counts(self) -> dict[str, int]:
-        """How many events were ``sent``, ``failed`` and ``dropped`` so far (a copy)."""
+        """How many (event, backend) pairs were ``sent``, ``failed`` and ``dropped`` so far."""
         with self._lock:
             return dict(self._counts)
 
+    @property
+    def queued(self) -> dict[str, int]:
+        """Events waiting, by backend (its name in a composite, else its kind)."""
+        with self._lock:
+            return {b.name: len(b.queue) for b in self._backends}
+
     def emit(self, event: Event | Callable[[], Event]) -> None:
-        """Queue ``event`` for sending and return at once; never raises, never blocks.
+        """Queue ``event`` for every backend and return at once; never raises, never blocks.
 
-        ``event`` may be a function that builds it: it then runs in the sending thread, so a
-        caller pays only for queueing (a failure to build counts as ``failed``).
+        ``event`` may be a function that builds it: it then runs in a sending thread (once,
+        whatever the number of backends), so a caller pays only for queueing (a failure to
+        build counts as ``failed``).
 
-        A disabled emitter ignores the event and counts nothing; a full queue, or a closed
-        emitter, drops it (counted).
+        A disabled emitter ignores the event and counts nothing; a full queue drops its oldest
+        event to make room, a closed emitter drops this one (counted).
         """
         if self._disabled_reason is not None:
             return
+        item = _Item(event)
         with self._lock:
-            accepted = False
-            if not self._closed:
-                try:
-                    self._queue.put_nowait(event)
-                    accepted = True
-                    self._accepted += 1
-                except queue.Full:
-                    pass
-            if not accepted:
-                self._counts["dropped"] += 1
-        if not accepted:
-            self._notify("dropped")
+            if self._closed:
+                dropped, reason = len(self._backends), "shutdown"
+            else:
+                dropped, reason = 0, "queue_full"
+                for backend in self._backends:
+                    if len(backend.queue) >= self._max_queue:
+                        backend.queue.popleft()  # the newest say more than the oldest
+                        dropped += 1
+                    backend.queue.append(item)
+                    backend.ready.notify()
+            self._counts["dropped"] += dropped
+        if dropped:
+            self._dropped(dropped, reason)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued event is sent or failed, at most ``timeout`` seconds.
 
-        Returns True when nothing is left, False at the deadline.
+        Returns True when nothing is left, False at the deadline (a backend resting after a
+        failure keeps its events until its next attempt).
         """
-        return self._wait_empty(time.monotonic() + max(timeout, 0.0))
+        return self._wait_idle(time.monotonic() + max(timeout, 0.0))
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Flush for at most ``timeout`` seconds, then stop the sending thread.
+        """Flush for at most ``timeout`` seconds, then stop the sending threads.
 
-        Returns within the deadline even when the backend hangs: what is still queued then,
-        and the event being sent, are counted as dropped (the thread is a daemon and never
-        counts the abandoned one again). Returns True when everything was sent or failed.
-        Later calls return True at once; :meth:`emit` after close drops.
+        Returns within the deadline even when a backend hangs: what is still queued then, and
+        the events being sent, are counted as dropped (reason ``shutdown``; a thread still
+        sending is a daemon and never counts its event again). Returns True when everything
+        was sent or failed. Later calls return True at once; :meth:`emit` after close drops.
         """
         deadline = time.monotonic() + max(timeout, 0.0)
         with self._lock:
             if self._closed:
                 return True
             self._closed = True
-        if self._thread is None:
+        if not self._backends:
             return True
-        flushed = self._wait_empty(deadline)
-        drained = sum(1 for _ in self._drain())
+        flushed = self._wait_idle(deadline)
         with self._lock:
-            self._drained += drained
-            done = self._counts["sent"] + self._counts["failed"] + self._drained
-            # What is neither done nor drained is the one event the thread is still sending.
-            self._abandoned = self._accepted - done
-            dropped = drained + self._abandoned
+            dropped = 0
+            for backend in self._backends:
+                dropped += len(backend.queue)
+                backend.queue.clear()
+                if backend.in_flight:  # counted here; the thread will not count it again
+                    backend.abandoned = True
+                    dropped += 1
             self._counts["dropped"] += dropped
             self._close_deadline = deadline
-        for _ in range(dropped):
-            self._notify("dropped")
-        # The queue was emptied after `_closed` was set, so this never meets a full queue.
-        self._queue.put_nowait(_STOP)
-        self._thread.join(max(deadline - time.monotonic(), 0.0))
+            self._stopping = True
+            for backend in self._backends:
+                backend.ready.notify_all()
+        if dropped:
+            self._dropped(dropped, "shutdown")
+        for backend in self._backends:
+            backend.thread.join(max(deadline - time.monotonic(), 0.0))
         if dropped:
             log.warning(
                 "OpenLineage: %d event(s) not sent: the %s transport did not finish within "
@@ -244,68 +306,86 @@ class LineageEmitter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the sending thread ---------------------------------------------------------------
+    # -- the sending threads --------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, backend: _Backend) -> None:
         _QUIET_RETRIES.add(threading.get_ident())
         try:
-            self._serve()
+            self._serve(backend)
         finally:
             _QUIET_RETRIES.discard(threading.get_ident())
 
-    def _serve(self) -> None:
+    def _serve(self, backend: _Backend) -> None:
         while True:
-            item = self._queue.get()
-            try:
-                if item is _STOP:
-                    self._close_target()
-                    return
-                error: Exception | None = None
-                try:
-                    self._send(item)
-                except Exception as err:  # any transport failure is counted, never raised
-                    error = err
-                outcome = "sent" if error is None else "failed"
-                with self._lock:
-                    if self._abandoned:
-                        self._abandoned -= 1
-                        continue  # close() counted it as dropped already
+            with self._lock:
+                while not self._stopping:
+                    if backend.queue:
+                        rest = backend.next_attempt - time.monotonic()
+                        if rest <= 0:
+                            break
+                        backend.ready.wait(rest)  # resting after a failure: events wait
+                    else:
+                        backend.ready.wait()
+                if self._stopping:
+                    break
+                item = backend.queue.popleft()
+                backend.in_flight = True
+            outcome, error = self._deliver(backend, item)
+            with self._lock:
+                backend.in_flight = False
+                counted = outcome is not None and not backend.abandoned
+                backend.abandoned = False
+                if counted and outcome is not None:
                     self._counts[outcome] += 1
+                self._idle.notify_all()
+            if counted and outcome is not None:
                 self._notify(outcome)
                 if error is not None:
-                    self._report(error)
-            finally:
-                self._queue.task_done()
+                    self._report(backend, error)
+        self._close_transport(backend)
 
-    def _send(self, event: Event | Callable[[], Event]) -> None:
-        if callable(event):  # an event to build here, off the caller's path
-            event = event()
-        # A client applies its own config (tags, filters, facets) before its transport sends.
-        if self._target is not None:
-            self._target.emit(event)
+    def _deliver(self, backend: _Backend, item: _Item) -> tuple[str | None, Exception | None]:
+        """Send one event to one backend: its outcome (None: a client filter left it out)."""
+        event, error = item.get(self._prepare)
+        if error is not None:
+            return "failed", error  # ours, not the backend's: no rest
+        if event is None:
+            return None, None
+        try:
+            backend.transport.emit(event)
+        except Exception as err:  # any transport failure is counted, never raised
+            if _refused(err):
+                backend.healthy()
+            else:
+                backend.failed(self._backoff)
+            return "failed", err
+        backend.healthy()
+        return "sent", None
 
-    def _close_target(self) -> None:
+    def _close_transport(self, backend: _Backend) -> None:
         deadline = self._close_deadline
         remaining = max(deadline - time.monotonic(), 0.0) if deadline is not None else 0.0
         try:
-            if self._target is not None:
-                self._target.close(remaining)
+            backend.transport.close(remaining)
         except Exception as err:  # closing is best effort; the process goes on
             log.debug("OpenLineage: closing the transport failed: %s", self._describe(err))
 
-    def _report(self, error: Exception) -> None:
+    def _report(self, backend: _Backend, error: Exception) -> None:
         now = time.monotonic()
         with self._lock:
             if self._last_report is not None and now - self._last_report < REPORT_INTERVAL:
                 self._unreported += 1
                 return
             since, self._unreported, self._last_report = self._unreported, 0, now
+            rest = backend.rest
         more = f" ({since} more failed since the last report)" if since else ""
+        later = f"; its next attempt in {rest:g} s, its events wait" if rest else ""
         log.warning(
-            "OpenLineage: could not send an event through the %s transport: %s%s",
-            self._kind,
+            "OpenLineage: could not send an event through the %s transport: %s%s%s",
+            backend.label,
             self._describe(error),
             more,
+            later,
         )
 
     # -- helpers --------------------------------------------------------------------------
@@ -318,28 +398,147 @@ class LineageEmitter:
         except Exception as err:  # a metrics callback must not break sending
             log.debug("OpenLineage: on_result(%r) failed: %s", outcome, err)
 
-    def _wait_empty(self, deadline: float) -> bool:
-        if self._thread is None:
-            return True
-        with self._queue.all_tasks_done:
-            while self._queue.unfinished_tasks:
+    def _dropped(self, count: int, reason: str) -> None:
+        for _ in range(count):
+            self._notify("dropped")
+            if self._on_drop is not None:
+                try:
+                    self._on_drop(reason)
+                except Exception as err:  # a metrics callback must not break sending
+                    log.debug("OpenLineage: on_drop(%r) failed: %s", reason, err)
+
+    def _wait_idle(self, deadline: float) -> bool:
+        with self._idle:
+            while any(b.queue or b.in_flight for b in self._backends):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._queue.all_tasks_done.wait(remaining)
+                self._idle.wait(remaining)
         return True
-
-    def _drain(self) -> Iterator[Any]:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            self._queue.task_done()
-            yield item
 
     def _describe(self, error: BaseException) -> str:
         return _redact(f"{type(error).__name__}: {error}", _secrets_of(self._target))
+
+
+class _Backend:
+    """One transport's queue, thread and rest after failures (guarded by the emitter's lock,
+    but for ``rest`` and ``next_attempt``, which only its own thread writes)."""
+
+    def __init__(self, emitter: LineageEmitter, transport: Transport, *, named: bool) -> None:
+        self.transport = transport
+        kind = str(transport.kind)
+        #: Its name in the composite (or its kind), and how the log names it.
+        self.name: str = (transport.name if named else None) or kind
+        self.label = f"{kind} ({transport.name})" if named and transport.name else kind
+        self.queue: deque[_Item] = deque()
+        self.ready = threading.Condition(emitter._lock)
+        self.in_flight = False
+        self.abandoned = False
+        self.rest = 0.0
+        self.next_attempt = 0.0
+        suffix = f"-{self.name}" if named else ""
+        self.thread = threading.Thread(
+            target=emitter._run, args=(self,), name=f"sluicegate-lineage{suffix}", daemon=True
+        )
+
+    def failed(self, backoff: tuple[float, float]) -> None:
+        first, longest = backoff
+        self.rest = min(self.rest * 2, longest) if self.rest else first
+        self.next_attempt = time.monotonic() + self.rest
+
+    def healthy(self) -> None:
+        self.rest = 0.0
+        self.next_attempt = 0.0
+
+
+class _Item:
+    """An event as queued for every backend, built (and processed by a client) only once."""
+
+    __slots__ = ("_done", "_error", "_event", "_lock", "_source")
+
+    def __init__(self, source: Event | Callable[[], Event]) -> None:
+        self._source: Event | Callable[[], Event] | None = source
+        self._lock = threading.Lock()
+        self._done = False
+        self._event: Event | None = None
+        self._error: Exception | None = None
+
+    def get(
+        self, prepare: Callable[[Event], Event | None]
+    ) -> tuple[Event | None, Exception | None]:
+        with self._lock:
+            if not self._done:
+                source, self._source = self._source, None
+                try:
+                    event = source() if callable(source) else source
+                    self._event = prepare(event) if event is not None else None
+                except Exception as err:  # a build or client failure is counted, never raised
+                    self._error = err
+                self._done = True
+        return self._event, self._error
+
+
+def _as_is(event: Event) -> Event | None:
+    return event
+
+
+class _ClientProcessing:
+    """A client's own processing of an event (environment and tag facets, dataset reduction,
+    filters), with the send left to the emitter's backends.
+
+    It runs the client's ``emit`` on a shallow copy whose transport only catches the processed
+    event, so the client's behaviour is its own, whatever its version does in ``emit``.
+    """
+
+    def __init__(self, client: OpenLineageClient) -> None:
+        self._caught = threading.local()
+        self._client = copy.copy(client)
+        self._client.transport = _Catch(self._caught)  # type: ignore[assignment]  # duck-typed
+
+    def __call__(self, event: Event) -> Event | None:
+        self._caught.event = None
+        self._client.emit(event)
+        caught: Event | None = self._caught.event
+        self._caught.event = None
+        return caught
+
+
+class _Catch:
+    """A transport that keeps the event it is given, in the calling thread."""
+
+    kind = "sluicegate-catch"
+    name = None
+    priority = 0
+
+    def __init__(self, caught: threading.local) -> None:
+        self._caught = caught
+
+    def emit(self, event: Event) -> None:
+        self._caught.event = event
+
+    def close(self, timeout: float = -1) -> bool:
+        return True
+
+
+def _backends_of(transport: Transport) -> list[Transport]:
+    """The transports sent to independently: a composite that sends every event everywhere
+    (its default) is its children, recursively; any other transport is itself."""
+    config = getattr(transport, "config", None)
+    children = getattr(transport, "transports", None) if transport.kind == "composite" else None
+    if (
+        children
+        and getattr(config, "continue_on_failure", False)
+        and getattr(config, "continue_on_success", False)
+    ):
+        return [leaf for child in children for leaf in _backends_of(child)]
+    return [transport]
+
+
+def _refused(error: Exception) -> bool:
+    """Whether the backend answered and refused this one event (a 4xx but "try later")."""
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in _TRANSIENT_4XX
 
 
 def _transport_of(target: OpenLineageClient | Transport) -> Transport:

@@ -6,9 +6,11 @@ the rule wants, who decided what, and where each dataset's classifications came 
 
 Its JSON Schema is published in the repository, versioned, under
 ``spec/facets/<version>/SluicegateApprovalRunFacet.json``; a published version never changes,
-and :data:`SCHEMA_URL` names the one this code writes. Keys are camelCase, as OpenLineage's own
-facets are. Fields that are ``None`` are left out of the JSON (openlineage-python's ``Serde``
-drops nulls), so a consumer reads a missing ``requestId`` as "no request".
+and :data:`SCHEMA_URL` names the one this code writes, at the release tag that first shipped
+it (never a branch: a consumer that caches or pins the URL must always find the same file).
+Keys are camelCase, as OpenLineage's own facets are. Fields that are ``None`` are left out of
+the JSON (openlineage-python's ``Serde`` drops nulls), so a consumer reads a missing
+``requestId`` as "no request".
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ FACET_NAME = "sluicegate_approval"
 #: The ``producer`` of Sluicegate's events and the ``_producer`` of its facets.
 PRODUCER = f"https://github.com/sluicegate/sluicegate/tree/v{__version__}/core"
 
-#: The published, versioned schema file this code writes (its ``$id``).
+#: The published, versioned schema file this code writes (its ``$id``). Pinned to the tag of
+#: the first release that ships the version folder (spec/facets/README.md): a tag is never
+#: moved, so the URL names one file forever, where a branch (1-0-0's ``main``) moves.
 SCHEMA_URL = (
-    "https://raw.githubusercontent.com/sluicegate/sluicegate/main/"
-    "spec/facets/1-0-0/SluicegateApprovalRunFacet.json"
+    "https://raw.githubusercontent.com/sluicegate/sluicegate/v0.1.0/"
+    "spec/facets/1-0-1/SluicegateApprovalRunFacet.json"
 )
 
 #: Where a gate is. ``allowed`` and ``denied`` without a request are the policy's own answers;
@@ -177,15 +181,26 @@ class SluicegateApprovalRunFacet(RunFacet):
         return f"{SCHEMA_URL}#/$defs/SluicegateApprovalRunFacet"
 
 
-def facet_of_answer(answer: Any, *, status: str | None = None) -> SluicegateApprovalRunFacet:
+def facet_of_answer(
+    answer: Any,
+    *,
+    status: str | None = None,
+    requester: Mapping[str, Any] | None = None,
+) -> SluicegateApprovalRunFacet:
     """The facet of a gate as the API answered it (a :class:`sluicegate.wire.RequestOut`):
-    what an adapter hands to its orchestrator's own OpenLineage integration."""
+    what an adapter hands to its orchestrator's own OpenLineage integration.
+
+    :param requester: the requester the adapter sent, for an answer that carries none (an
+        older server leaves it out of a policy's allow or deny); the answer's own, which also
+        names the principal, wins.
+    """
     is_request = answer.status not in ("allowed", "denied") or bool(answer.decisions)
+    asked = answer.requester or requester or {}
     return SluicegateApprovalRunFacet(
         status=status or answer.status,
         requiredApprovals=answer.required_approvals,
         approvals=answer.approvals,
-        requester=ApprovalRequester.of(Requester.model_validate(answer.requester or {})),
+        requester=ApprovalRequester.of(Requester.model_validate(asked)),
         requestId=answer.id if is_request else None,
         rule=answer.rule,
         decisions=[ApprovalDecision.of(d) for d in answer.decisions],

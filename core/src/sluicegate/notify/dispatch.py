@@ -23,6 +23,14 @@ signs in; Slack's buttons stay in channels because Slack signs who clicked. The 
 webhook carries no signed link either: it goes to a machine that passes it on to a pager or a
 ticket, where many people read it; its receiver gets ``review_url``, the plain page.
 
+Each row is held under a lease while it is sent, so that no other replica sends it meanwhile.
+The dispatcher claims one row at a time, and a second thread renews that row's lease every
+third of ``notify.lease`` for as long as its send lasts, however slow the channel: a lease
+lapses only when its holder stops renewing it (the process died, or cannot write to the
+database for two thirds of a lease), and then another replica takes the row. Every HTTP send
+carries ``X-Sluicegate-Delivery``, an id planned with the row and the same on every resend, for
+a receiver to drop the copy a crash can still cause (see :mod:`sluicegate.notify.signing`).
+
 A channel that answers 429 is retried after its ``Retry-After``; one that is down or answers
 5xx after a backoff (2, 4, 8 ... s, at most 5 minutes); one that refuses for good (a bad token,
 an unknown channel, 4xx) is not retried. Prefect answering that the run is not paused (its
@@ -36,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -57,7 +66,7 @@ from sluicegate.notify.messages import (
 )
 from sluicegate.notify.outbox import Planner, plan_followups
 from sluicegate.notify.prefect import resume_flow_run
-from sluicegate.notify.signing import sign_webhook
+from sluicegate.notify.signing import WEBHOOK_DELIVERY_HEADER, sign_webhook
 from sluicegate.settings import Settings
 from sluicegate.store import Store
 from sluicegate.store.outbox import OutboxRow, OutboxTable
@@ -101,17 +110,24 @@ class Dispatcher:
         self.poll = poll
         self.followup_every = followup_every
         self.worker = f"{uuid.uuid4().hex[:12]}"
+        self.lease = timedelta(seconds=settings.notify.lease)
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._http = httpx.Client(timeout=10.0)
+        #: The row being sent, whose lease the keeper renews; None between sends.
+        self._sending: OutboxRow | None = None
+        self._keeper: threading.Thread | None = None
+        self._keeper_lock = threading.Lock()
+        self._http = httpx.Client(timeout=settings.notify.timeout)
         self._slack: Any = None
         bot = settings.slack.bot_token
         if bot is not None:
             from slack_sdk import WebClient
 
             self._slack = WebClient(
-                token=bot.get_secret_value(), base_url=settings.slack.api_url, timeout=10
+                token=bot.get_secret_value(),
+                base_url=settings.slack.api_url,
+                timeout=math.ceil(settings.notify.timeout),  # whole seconds, as it is typed
             )
 
     @property
@@ -132,6 +148,9 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._keeper is not None:
+            self._keeper.join(timeout)
+            self._keeper = None
         self._http.close()
 
     def _run(self) -> None:
@@ -149,39 +168,85 @@ class Dispatcher:
             self.wake.clear()
 
     def run_once(self, limit: int = 20) -> int:
-        """Claim and send one round of due rows; returns how many were claimed."""
-        rows = self.table.claim(self.worker, limit=limit)
-        for row in rows:
-            self.deliver(row)
-        return len(rows)
+        """Send up to ``limit`` due rows, each claimed on its own just before its send (see
+        the module's docstring); returns how many were claimed."""
+        self._keep_leases()
+        done = 0
+        while done < limit and not self._stop.is_set():
+            rows = self.table.claim(self.worker, limit=1, lease=self.lease)
+            if not rows:
+                break
+            self.deliver(rows[0])
+            done += 1
+        return done
+
+    # ---- leases
+
+    def _keep_leases(self) -> None:
+        """Start the lease keeper once (also for callers of :meth:`run_once` alone)."""
+        with self._keeper_lock:
+            if self._keeper is None and not self._stop.is_set():
+                self._keeper = threading.Thread(
+                    target=self._renew_leases, name="sluicegate-notify-lease", daemon=True
+                )
+                self._keeper.start()
+
+    def _renew_leases(self) -> None:
+        # Its own thread, because the send it outlasts blocks the dispatcher's. A row claimed
+        # at any moment is renewed within a third of its lease, and every third after that.
+        every = self.lease.total_seconds() / 3
+        while not self._stop.wait(every):
+            row = self._sending
+            if row is None:
+                continue
+            try:
+                if not self.table.renew(row, self.worker, self.lease) and row is self._sending:
+                    log.warning(
+                        "notification %d (%s, %s): its lease was lost while it was sent",
+                        row.id,
+                        row.kind,
+                        row.target,
+                    )
+            except Exception:  # a boundary: the next tick tries again
+                log.exception("renewing the lease of notification %d failed", row.id)
 
     # ---- one row
 
     def deliver(self, row: OutboxRow) -> None:
+        """Send ``row`` (claimed by this dispatcher) and settle it: sent, retried or given up."""
+        self._keep_leases()
+        self._sending = row  # the keeper renews its lease for as long as the send lasts
+        outcome: dict[str, Any] | SendError
         try:
-            request = self.store.get(row.request_id)
-            result = self._send(row, request)
+            outcome = self._send(row, self.store.get(row.request_id))
         except SendError as err:
-            retry = err.retry_after
-            if retry == BACKOFF:
-                retry = _backoff(row.attempts)
-            if retry is not None and row.attempts < MAX_ATTEMPTS:
-                retry_at: datetime | None = utcnow() + timedelta(seconds=max(retry, 0.0))
-            else:
-                retry_at = None
-            self.table.failed(row, self.worker, str(err), retry_at=retry_at)
-            self._count(row, "retried" if retry_at else "failed")
-            log.warning(
-                "notification %d (%s, %s) failed: %s%s",
-                row.id,
-                row.kind,
-                row.target,
-                err,
-                f"; retrying in {retry:.0f} s" if retry_at else "; giving up",
-            )
-            return
-        if self.table.sent(row, self.worker, result=result):
-            self._count(row, "skipped" if result == _SKIP else "sent")
+            outcome = err
+        finally:
+            # Settled next, within the two thirds of a lease that are always left.
+            self._sending = None
+        if isinstance(outcome, SendError):
+            self._failed(row, outcome)
+        elif self.table.sent(row, self.worker, result=outcome):
+            self._count(row, "skipped" if outcome == _SKIP else "sent")
+
+    def _failed(self, row: OutboxRow, err: SendError) -> None:
+        retry = err.retry_after
+        if retry == BACKOFF:
+            retry = _backoff(row.attempts)
+        if retry is not None and row.attempts < MAX_ATTEMPTS:
+            retry_at: datetime | None = utcnow() + timedelta(seconds=max(retry, 0.0))
+        else:
+            retry_at = None
+        self.table.failed(row, self.worker, str(err), retry_at=retry_at)
+        self._count(row, "retried" if retry_at else "failed")
+        log.warning(
+            "notification %d (%s, %s) failed: %s%s",
+            row.id,
+            row.kind,
+            row.target,
+            err,
+            f"; retrying in {retry:.0f} s" if retry_at else "; giving up",
+        )
 
     def _count(self, row: OutboxRow, outcome: str) -> None:
         if self.on_result is not None:
@@ -206,7 +271,7 @@ class Dispatcher:
             return resume_flow_run(self._http, self.settings.prefect, rest, request)
         view = self._view(request)
         if scheme == "webhook":
-            return self._webhook(view, row.kind)
+            return self._webhook(view, row)
         if scheme == "teams":
             return self._teams(view, row)
         if scheme == "slack-dm":
@@ -303,7 +368,7 @@ class Dispatcher:
             body = slack_message(view, buttons=False)  # a channel: the page link only
         else:
             body = {"text": followup_text(view, event=row.kind)}
-        self._post("Slack webhook", url.get_secret_value(), body)
+        self._post("Slack webhook", url.get_secret_value(), body, row)
         return {}
 
     def _teams(self, view: MessageView, row: OutboxRow) -> dict[str, Any]:
@@ -312,26 +377,33 @@ class Dispatcher:
             raise SendError("no Teams webhook URL", None)
         if row.kind == "decision.recorded":
             return _SKIP
-        self._post("Teams webhook", url.get_secret_value(), teams_card(view))  # a channel
+        self._post("Teams webhook", url.get_secret_value(), teams_card(view), row)  # a channel
         return {}
 
-    def _webhook(self, view: MessageView, kind: str) -> dict[str, Any]:
+    def _webhook(self, view: MessageView, row: OutboxRow) -> dict[str, Any]:
         url = self.settings.webhook.url
         if url is None:
             raise SendError("no webhook URL", None)
-        body = json.dumps(webhook_body(view, event=kind), sort_keys=True).encode()
+        body = json.dumps(webhook_body(view, event=row.kind), sort_keys=True).encode()
         headers = {"Content-Type": "application/json"}
         secret = self.settings.webhook.secret
         if secret is not None:
             headers.update(
                 sign_webhook(secret.get_secret_value(), body, timestamp=int(time.time()))
             )
-        self._post("webhook", url.get_secret_value(), body, headers=headers)
+        self._post("webhook", url.get_secret_value(), body, row, headers=headers)
         return {}
 
     def _post(
-        self, what: str, url: str, body: Any, *, headers: dict[str, str] | None = None
+        self,
+        what: str,
+        url: str,
+        body: Any,
+        row: OutboxRow,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> None:
+        headers = {**(headers or {}), WEBHOOK_DELIVERY_HEADER: row.delivery_id}
         try:
             if isinstance(body, bytes):
                 response = self._http.post(url, content=body, headers=headers)

@@ -84,7 +84,9 @@ def prefect_target(request: ApprovalRequest) -> str | None:
 
 def _row(rid: str, kind: str, target: str, extra: str = "") -> tuple[str, str, str, dict[str, str]]:
     key = f"{rid}:{kind}:{extra + ':' if extra else ''}{target}"
-    return key, target, kind, {}
+    # Planned once with the row (a second planning of the same key inserts nothing), so every
+    # resend carries the same id: see OutboxRow.delivery_id.
+    return key, target, kind, {"delivery_id": str(uuid.uuid4())}
 
 
 class Planner:

@@ -15,6 +15,7 @@ with ``PREFECT_SERVER_API_AUTH_STRING``). Neither credential appears in an error
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import httpx
@@ -29,6 +30,10 @@ __all__ = ["auth_headers", "resume_flow_run", "run_input"]
 _WAIT_DEFAULT = 1.0
 #: Errors of a connection that was dead before the request got an answer.
 _STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.ConnectError)
+#: Seconds before the one quick retry of a 5xx. Prefect answers 503 while its database is
+#: busy (SQLite locked), which passes in moments; the row's backoff (2 s) would instead wait
+#: out the gate's whole grace (``RESUME_GRACE``, also 2 s) while the flow run stays paused.
+_RETRY_5XX_AFTER = 0.2
 
 
 def run_input(request: ApprovalRequest) -> dict[str, str]:
@@ -51,9 +56,10 @@ def resume_flow_run(
 ) -> dict[str, Any]:
     """Resume ``flow_run_id`` with the outcome of ``request``; what Prefect answered.
 
-    Raises :class:`SendError`: retried after a backoff when Prefect is down or answers 5xx
-    (or after its delay for WAIT); final for a refusal (4xx, or a run that is not paused, or
-    run input Prefect does not accept), which no retry can change.
+    A 5xx is tried again once, after a moment. Raises :class:`SendError`: retried after a
+    backoff when Prefect is down or answers 5xx twice (or after its delay for WAIT); final for
+    a refusal (4xx, or a run that is not paused, or run input Prefect does not accept), which
+    no retry can change.
     """
     if settings.api_url is None:
         raise SendError("no Prefect API URL (prefect.api_url)", None)
@@ -62,16 +68,12 @@ def resume_flow_run(
     url = f"{settings.api_url}/flow_runs/{flow_run_id}/resume"
     body = {"run_input": run_input(request)}
     headers = auth_headers(settings)
-    try:
-        try:
-            response = http.post(url, json=body, headers=headers)
-        except _STALE:
-            # Most often a pooled keep-alive connection that Prefect's server closed while it
-            # sat idle (uvicorn drops them after 5 s): one more try on a fresh connection,
-            # rather than the row's backoff (2 s) while the flow run waits.
-            response = http.post(url, json=body, headers=headers)
-    except httpx.HTTPError as err:
-        raise SendError(f"Prefect API: {type(err).__name__}", BACKOFF) from None
+    response = _post(http, url, body, headers)
+    if response.status_code >= 500:
+        # One more try, soon (see _RETRY_5XX_AFTER); a second 5xx takes the row's backoff. A
+        # repeated resume is harmless: a run no longer paused answers ABORT, which is final.
+        time.sleep(_RETRY_5XX_AFTER)
+        response = _post(http, url, body, headers)
     if response.status_code == 429:
         retry = float(response.headers.get("Retry-After", "1") or 1)
         raise SendError("Prefect API: rate limited", retry)
@@ -93,3 +95,19 @@ def resume_flow_run(
         retry = float(delay) if isinstance(delay, int | float) and delay >= 0 else _WAIT_DEFAULT
         raise SendError(f"Prefect asked to wait before resuming flow run {flow_run_id}", retry)
     raise SendError(f"Prefect did not resume flow run {flow_run_id}: {status} {reason}", None)
+
+
+def _post(
+    http: httpx.Client, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> httpx.Response:
+    """One resume call: Prefect's answer, whatever its status; SendError without one."""
+    try:
+        try:
+            return http.post(url, json=body, headers=headers)
+        except _STALE:
+            # Most often a pooled keep-alive connection that Prefect's server closed while it
+            # sat idle (uvicorn drops them after 5 s): one more try on a fresh connection,
+            # rather than the row's backoff (2 s) while the flow run waits.
+            return http.post(url, json=body, headers=headers)
+    except httpx.HTTPError as err:
+        raise SendError(f"Prefect API: {type(err).__name__}", BACKOFF) from None

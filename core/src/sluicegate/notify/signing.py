@@ -31,6 +31,15 @@ For example, in Python::
         return any(hmac.compare_digest(f"v1={mac}".encode(), s.encode()) for s in given)
 
 :func:`verify_webhook` is that check (it is what our tests use).
+
+Every delivery also carries ``X-Sluicegate-Delivery: <uuid>``, the same on each resend of one
+notification (a random id planned with it). A notification is sent again only after a crash,
+or a server cut off from its database, between the receiver's answer and the moment the
+server records it as sent; a receiver that must not act twice keeps the ids it has seen (a
+day's worth is plenty: resends come within minutes) and drops a repeat. The header is not
+signed: check the signature first; an id is random, so a forged header can only repeat one
+its forger has already seen. Slack's and Teams' webhooks get the header too, but neither lets
+anyone read it.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from sluicegate.exceptions import ConfigError, SluicegateError
 __all__ = [
     "SLACK_SIGNATURE_HEADER",
     "SLACK_TIMESTAMP_HEADER",
+    "WEBHOOK_DELIVERY_HEADER",
     "WEBHOOK_SIGNATURE_HEADER",
     "WEBHOOK_TIMESTAMP_HEADER",
     "SignatureError",
@@ -61,6 +71,8 @@ SLACK_TIMESTAMP_HEADER = "X-Slack-Request-Timestamp"
 SLACK_SIGNATURE_HEADER = "X-Slack-Signature"
 WEBHOOK_TIMESTAMP_HEADER = "X-Sluicegate-Timestamp"
 WEBHOOK_SIGNATURE_HEADER = "X-Sluicegate-Signature"
+#: The id of one notification, the same on every resend of it (see the module docstring).
+WEBHOOK_DELIVERY_HEADER = "X-Sluicegate-Delivery"
 
 _DIGITS = re.compile(r"[0-9]{1,12}")
 

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 import anyio
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
 from sluicegate import audit
 from sluicegate.approvals import CONFLICT, GateAnswer
@@ -100,11 +100,21 @@ def classifications_of(st: ServerState, req: ApprovalRequest) -> dict[str, list[
     return {str(a): sorted(st.policy.classifications_of(a)) for a in req.action.assets}
 
 
-def _gate_out(st: ServerState, answer: GateAnswer, answer_id: str) -> RequestOut:
+def _gate_out(
+    st: ServerState, answer: GateAnswer, answer_id: str, requester: Requester
+) -> RequestOut:
     if answer.request is not None:
         return request_out(st, answer.request)
     ev = answer.evaluation
-    return RequestOut(id=answer_id, status=answer.status, rule=ev.rule, reason=ev.reason)
+    # The requester as received, as a request's answer carries it: an adapter's lineage facet
+    # of a policy answer names who asked from it (and never the default "api" requester).
+    return RequestOut(
+        id=answer_id,
+        status=answer.status,
+        rule=ev.rule,
+        reason=ev.reason,
+        requester=requester.model_dump(mode="json"),
+    )
 
 
 State = Annotated[ServerState, Depends(state_dependency)]
@@ -129,7 +139,9 @@ _JSON = "application/json"
     responses={
         201: {"description": "a new request waits"},
         200: {"description": "allowed, denied, or an existing request"},
-        409: {"description": "the key is another principal's gate, or another action's"},
+        409: {
+            "description": "the key is another principal's gate, or another action's (`conflict`)"
+        },
     },
 )
 async def open_gate(
@@ -159,7 +171,7 @@ async def open_gate(
     st.metrics.gates.labels(
         answer.status if answer.request is None or answer.created else "reattached"
     ).inc()
-    return _json(_gate_out(st, answer, str(uuid7())), 201 if answer.created else 200)
+    return _json(_gate_out(st, answer, str(uuid7()), requester), 201 if answer.created else 200)
 
 
 @router.get("/requests", response_model=RequestPage)
@@ -186,7 +198,11 @@ async def list_requests(
     return _json(RequestPage(items=[request_out(st, r) for r in items], next=nxt))
 
 
-@router.get("/requests/{request_id}", response_model=RequestOut)
+@router.get(
+    "/requests/{request_id}",
+    response_model=RequestOut,
+    responses={404: {"description": "no such request (`not_found`)"}},
+)
 async def get_request(
     request_id: str, st: State, _: Annotated[Identity, Depends(require_any)]
 ) -> Response:
@@ -194,7 +210,11 @@ async def get_request(
     return _json(request_out(st, await st.writer.get(request_id)))
 
 
-@router.get("/requests/{request_id}/wait", response_model=RequestOut)
+@router.get(
+    "/requests/{request_id}/wait",
+    response_model=RequestOut,
+    responses={404: {"description": "no such request (`not_found`)"}},
+)
 async def wait_request(
     request_id: str,
     st: State,
@@ -209,6 +229,7 @@ async def wait_request(
     rid = request_key(request_id)
     deadline = time.monotonic() + timeout
     fut = st.hub.register(rid)  # register first, then read: no change can slip between
+    st.metrics.long_polls.inc()
     try:
         req = await st.writer.get(rid)
         while not req.status.terminal and not st.hub.closed:
@@ -225,9 +246,21 @@ async def wait_request(
         return _json(request_out(st, req))
     finally:
         st.hub.discard(rid, fut)
+        st.metrics.long_polls.dec()
 
 
-@router.post("/requests/{request_id}/decisions", response_model=RequestOut)
+@router.post(
+    "/requests/{request_id}/decisions",
+    response_model=RequestOut,
+    responses={
+        403: {
+            "description": "not a review token, the reviewer may not decide this request "
+            "(not eligible, or its requester), or the fingerprint differs (`forbidden`)"
+        },
+        404: {"description": "no such request (`not_found`)"},
+        409: {"description": "the request has already ended (`conflict`)"},
+    },
+)
 async def decide(
     request_id: str, body: DecisionIn, st: State, who: Annotated[Identity, Depends(require_any)]
 ) -> Response:
@@ -274,7 +307,15 @@ def record_decision_metrics(
             st.metrics.latency.observe(max(0.0, (last - req.created_at).total_seconds()))
 
 
-@router.post("/requests/{request_id}/cancel", response_model=RequestOut)
+@router.post(
+    "/requests/{request_id}/cancel",
+    response_model=RequestOut,
+    responses={
+        403: {"description": "not the principal that opened the request (`forbidden`)"},
+        404: {"description": "no such request (`not_found`)"},
+        409: {"description": "the request has already ended (`conflict`)"},
+    },
+)
 async def cancel(
     request_id: str,
     st: State,
@@ -289,7 +330,15 @@ async def cancel(
     return _json(request_out(st, req))
 
 
-@router.post("/requests/{request_id}/release", response_model=RequestOut)
+@router.post(
+    "/requests/{request_id}/release",
+    response_model=RequestOut,
+    responses={
+        403: {"description": "not the principal that opened the request (`forbidden`)"},
+        404: {"description": "no such request (`not_found`)"},
+        409: {"description": "the request let nothing go on (`conflict`)"},
+    },
+)
 async def release(
     request_id: str, st: State, who: Annotated[Identity, Depends(require_request)]
 ) -> Response:
@@ -298,6 +347,20 @@ async def release(
     (recorded as ``release.rejected``), 409 for a request that let nothing go on."""
     req = await st.writer.run(st.approvals.release, request_id, principal=who.principal)
     return _json(request_out(st, req))
+
+
+def _rfc3339(value: object) -> object:
+    """A time as RFC 3339 text, as the document says; pydantic alone would also take a number
+    (``0.5``: half a second after 1970), which nobody filtering an audit log means."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("give a time as RFC 3339, e.g. 2025-01-31T00:00:00Z") from None
+    return value
+
+
+Moment = Annotated[datetime | None, BeforeValidator(_rfc3339)]
 
 
 @router.get(
@@ -310,8 +373,8 @@ def export_audit(
     st: State,
     _: Annotated[Identity, Depends(require_audit)],
     format: Literal["jsonl", "csv"] = "jsonl",
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Moment = None,
+    until: Moment = None,
     dataset: Annotated[str | None, Query(max_length=2048, pattern=_NO_NUL)] = None,
     job: Annotated[str | None, Query(max_length=512, pattern=_NO_NUL)] = None,
     reviewer: Annotated[str | None, Query(max_length=256, pattern=_NO_NUL)] = None,
@@ -393,7 +456,13 @@ _VERIFY_RETRY_AFTER = 5
     "/audit/verify",
     tags=["audit"],
     response_model=VerifyOut,
-    responses={429: {"description": "another verification is running; retry later"}},
+    responses={
+        429: {
+            "description": "another verification is running; retry after `Retry-After` "
+            "seconds (`too_many_requests`)",
+            "headers": {"Retry-After": {"description": "seconds", "schema": {"type": "integer"}}},
+        }
+    },
 )
 async def verify_audit(st: State, _: Annotated[Identity, Depends(require_audit)]) -> Response:
     """Walk the audit chain (an audit token); ``ok`` false names the first bad row.

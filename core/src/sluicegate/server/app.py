@@ -28,15 +28,18 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from sluicegate import __version__
+from sluicegate._listen import listen
 from sluicegate.exceptions import ConfigError, StoreError
 from sluicegate.policy import Policy, load_policy
-from sluicegate.server.errors import error_body, install_error_handlers
+from sluicegate.server._openapi import install_openapi
+from sluicegate.server.errors import UNAVAILABLE, error_body, install_error_handlers
 from sluicegate.server.hub import follow_sqlite, listen_postgres
 from sluicegate.server.keys import signing_keys
 from sluicegate.server.metrics import CONTENT_TYPE
 from sluicegate.server.state import ServerState, state_of
 from sluicegate.settings import Settings, load_settings
 from sluicegate.store import Store
+from sluicegate.store.db import describe_db_error
 
 __all__ = ["MAX_BODY_BYTES", "create_app", "run_server", "run_workers"]
 
@@ -326,24 +329,40 @@ def create_app(
     app.include_router(lineage_router)
     app.include_router(slack_router)
     app.include_router(pages_router)
+    install_openapi(app, settings, [api_router, lineage_router, slack_router])
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        responses={503: {"description": "the database does not answer (`unavailable`)"}},
+    )
     def readyz(request: Request) -> Response:
         """Readiness: the database answers."""
+        store = state_of(request).store
         try:
-            with state_of(request).store.engine.connect() as conn:
+            with store.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as err:  # any failure means: not ready
-            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            return JSONResponse(error_body("unavailable", f"database: {detail}"), status_code=503)
+            # Unauthenticated callers ask: what failed and where (user, host, port, database)
+            # goes to the log only, without the password.
+            log.warning("not ready: %s", describe_db_error(err, store.url))
+            return JSONResponse(error_body("unavailable", UNAVAILABLE), status_code=503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=Response,
+        responses={
+            200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}},
+            503: {"description": "the database does not answer (`unavailable`)"},
+        },
+    )
     def metrics(request: Request) -> Response:
         """Prometheus metrics."""
         return Response(state_of(request).metrics.render(), media_type=CONTENT_TYPE)
@@ -403,31 +422,33 @@ def _worker(settings: Settings, sock: socket.socket, log_level: str) -> None:
         )
 
 
-def run_workers(settings: Settings, *, log_level: str = "info") -> None:
+def run_workers(
+    settings: Settings, *, log_level: str = "info", sockets: list[socket.socket] | None = None
+) -> None:
     """Serve with ``settings.workers`` processes on one listening socket, until a signal.
 
     Each process is a whole server (its own writer, hub and sweeps) and shares nothing with
     the others but the database, exactly as replicas on several machines would; the kernel
     spreads connections over them. A process that dies is started again; SIGINT or SIGTERM
-    stops them all (each answers its open long polls first).
+    stops them all (each answers its open long polls first). ``sockets``: the listening
+    sockets, one per worker, made by :func:`listen` (by default, here).
+
+    The one other thing they share is a private directory of metrics files, made here and
+    removed on the way out, so that whichever process answers ``/metrics`` reports them all.
     """
     import multiprocessing
+    import shutil
     import signal
+    import tempfile
+
+    from prometheus_client.multiprocess import mark_process_dead
+
+    from sluicegate.server.metrics import MULTIPROC_ENV
 
     ctx = multiprocessing.get_context("spawn")
-    # One listening socket per worker on the same port (SO_REUSEPORT): the kernel spreads
-    # new connections evenly over them. One shared socket would hand most keep-alive
-    # connections to whichever process happened to be accepting.
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    socks = []
-    for _ in range(settings.workers):
-        sock = socket.socket(family)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((settings.host, settings.port))
-        sock.listen(2048)
-        sock.set_inheritable(True)
-        socks.append(sock)
+    socks = (
+        sockets if sockets is not None else listen(settings.host, settings.port, settings.workers)
+    )
     stopping = False
 
     def start(k: int) -> Any:
@@ -443,20 +464,31 @@ def run_workers(settings: Settings, *, log_level: str = "info") -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGTERM)
 
+    # Fresh and private (0700): never files a previous run or another server left behind,
+    # whatever PROMETHEUS_MULTIPROC_DIR this process was given. The workers inherit it.
+    metrics_dir = tempfile.mkdtemp(prefix="sluicegate-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    procs = [start(k) for k in range(settings.workers)]
-    log.info(json.dumps({"event": "workers.started", "pids": [p.pid for p in procs]}))
-    while True:
-        for i, proc in enumerate(procs):
-            proc.join(timeout=0.5 / len(procs))
-            if not proc.is_alive() and not stopping:
-                log.warning(
-                    json.dumps({"event": "worker.died", "pid": proc.pid, "code": proc.exitcode})
-                )
-                time.sleep(1.0)  # a worker that dies at once must not spin
-                procs[i] = start(i)
-        if stopping and not any(p.is_alive() for p in procs):
-            break
-    for sock in socks:
-        sock.close()
+    try:
+        procs = [start(k) for k in range(settings.workers)]
+        log.info(json.dumps({"event": "workers.started", "pids": [p.pid for p in procs]}))
+        while True:
+            for i, proc in enumerate(procs):
+                proc.join(timeout=0.5 / len(procs))
+                if not proc.is_alive() and not stopping:
+                    log.warning(
+                        json.dumps({"event": "worker.died", "pid": proc.pid, "code": proc.exitcode})
+                    )
+                    # Its counts stay in the totals; its live gauges (long polls) go.
+                    if proc.pid is not None:
+                        mark_process_dead(proc.pid, metrics_dir)  # type: ignore[no-untyped-call]
+                    time.sleep(1.0)  # a worker that dies at once must not spin
+                    procs[i] = start(i)
+            if stopping and not any(p.is_alive() for p in procs):
+                break
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        for sock in socks:
+            sock.close()

@@ -2,7 +2,9 @@
 
 Every error answer is ``{"error": "<code>", "detail": "<one sentence>"}``. Nothing a client
 sends can produce a 500: an unexpected exception is logged with its cause and answered 500 with
-no internals, and that is a bug to fix.
+no internals, and that is a bug to fix. A database failure is answered 503 ``database
+unavailable`` and its cause, which names the database, is logged. The review pages answer
+these two as HTML pages.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from sluicegate.exceptions import (
     ActionError,
@@ -28,9 +31,16 @@ from sluicegate.exceptions import (
     TransitionError,
 )
 
-__all__ = ["ApiError", "error_body", "install_error_handlers"]
+__all__ = ["ERROR_PAGE", "UNAVAILABLE", "ApiError", "error_body", "install_error_handlers"]
 
 log = logging.getLogger("sluicegate.server")
+
+#: What a caller is told when the database fails; what failed, and where, goes to the log.
+UNAVAILABLE = "database unavailable"
+
+#: ``request.state`` attribute through which a route answers its server errors itself (the
+#: review pages: HTML for a browser): ``fn(status, detail) -> Response``.
+ERROR_PAGE = "error_page"
 
 # Most specific first: ConflictError is a TransitionError.
 _STATUS: list[tuple[type[SluicegateError], int, str]] = [
@@ -112,8 +122,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return _json(err.status, err.error, err.detail, err.headers)
 
     @app.exception_handler(SluicegateError)
-    async def _domain(_: Request, err: SluicegateError) -> JSONResponse:
+    async def _domain(request: Request, err: SluicegateError) -> Response:
         status, code = status_of(err)
+        if isinstance(err, StoreError):
+            # The cause names the database (user, host, port, name): it is the operator's to
+            # read in the log, never a caller's (the review pages answer anyone).
+            log.error("request failed: %s", err)
+            return _server_error(request, status, code, UNAVAILABLE)
         if status >= 500:
             log.error("request failed: %s", err)
         return _json(status, code, str(err))
@@ -132,12 +147,41 @@ def install_error_handlers(app: FastAPI) -> None:
         return _json(422, "invalid_request", f"{where}: {msg}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(err.status_code, "error")
         detail = err.detail if isinstance(err.detail, str) else code.replace("_", " ")
-        return _json(err.status_code, code, detail, getattr(err, "headers", None))
+        headers = getattr(err, "headers", None)
+        if err.status_code == 405:
+            # Starlette names the methods of the first route on the path only; a path served
+            # by two routes (GET and POST /api/v1/requests) must be answered with both.
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return _json(err.status_code, code, detail, headers)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, err: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _json(500, "internal", "the server failed unexpectedly; the error was logged")
+        detail = "the server failed unexpectedly; the error was logged"
+        return _server_error(request, 500, "internal", detail)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
+def _server_error(request: Request, status: int, code: str, detail: str) -> Response:
+    """The JSON error body, or the route's own page for it (a browser reads the review pages:
+    they set ``request.state.error_page``, a function of the status and the sentence)."""
+    page = getattr(request.state, ERROR_PAGE, None)
+    if callable(page):
+        answer: Response = page(status, detail)
+        return answer
+    return _json(status, code, detail)

@@ -2,15 +2,18 @@
 
 ``POST /api/v1/lineage`` follows Marquez's ingest contract, so that any OpenLineage client
 pointed at Sluicegate (``OPENLINEAGE_URL=http://sluicegate:8080``, or one leg of a composite
-transport beside Marquez) works unchanged: 201 with no body when stored, 400 for a body that
-is not JSON, 422 with the reason for an event Marquez would refuse. The caller needs a token
-of any scope (OpenLineage clients send ``OPENLINEAGE_API_KEY`` as a bearer token): lineage
-can only add classifications, never remove them, but it is the server's input all the same.
+transport beside Marquez) works unchanged: it takes what Marquez takes (gzipped bodies
+included) and answers as Marquez does: 201 with no body when stored, 400 for a body or value
+Marquez cannot read (a run id that is not a UUID included), 422 for a required field that is
+missing; and, beyond Marquez, 413 for a body that inflates past the server's limit and 415
+for a content coding other than gzip. Every body it reads and refuses is counted by reason
+in ``sluicegate_lineage_events_refused_total``. The caller needs a token of any scope
+(OpenLineage clients send ``OPENLINEAGE_API_KEY`` as a bearer token): lineage can only add
+classifications, never remove them, but it is the server's input all the same.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -18,6 +21,8 @@ from pydantic import BaseModel
 
 from sluicegate.lineage.graph import Subgraph
 from sluicegate.lineage.ingest import LineageRejected, parse_event
+from sluicegate.server._lineage_body import read_body
+from sluicegate.server.app import MAX_BODY_BYTES
 from sluicegate.server.auth import Identity, require_any
 from sluicegate.server.errors import ApiError
 from sluicegate.server.state import ServerState, state_dependency
@@ -38,8 +43,13 @@ Depth = Annotated[int, Query(ge=1, le=20)]
     response_class=Response,
     responses={
         201: {"description": "stored (no body)"},
-        400: {"description": "the body is not JSON"},
-        422: {"description": "not an event Marquez would ingest; the detail says why"},
+        400: {
+            "description": "the body or a value in it cannot be read (not JSON, not gzip, "
+            "nested too deep, a field of the wrong type or form, a run id that is not a UUID)"
+        },
+        413: {"description": "the body is, or inflates to, more than the server's limit"},
+        415: {"description": "a Content-Encoding other than gzip"},
+        422: {"description": "a required field is missing; the detail names it"},
     },
     openapi_extra={
         "requestBody": {
@@ -51,17 +61,15 @@ Depth = Annotated[int, Query(ge=1, le=20)]
 async def receive_lineage(
     request: Request, st: State, _: Annotated[Identity, Depends(require_any)]
 ) -> Response:
-    """Receive one OpenLineage event (RunEvent, JobEvent or DatasetEvent)."""
+    """Receive one OpenLineage event (RunEvent, JobEvent or DatasetEvent), gzipped or not."""
     raw = await request.body()
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
-    try:
-        record = parse_event(body)
+        body = read_body(raw, request.headers.get("content-encoding"), limit=MAX_BODY_BYTES)
+        record = parse_event(body, strict=st.settings.lineage.strict)
     except LineageRejected as err:
         st.metrics.lineage_received.labels("rejected").inc()
-        raise ApiError(422, "invalid_event", str(err)) from None
+        st.metrics.lineage_refused.labels(err.reason).inc()
+        raise ApiError(err.status, err.code, str(err)) from None
     await st.writer.run(st.lineage.tables.record, [record])
     await st.writer.read(st.lineage.refresh, 0.0)
     st.metrics.lineage_received.labels("stored").inc()

@@ -1,30 +1,47 @@
 """Prometheus metrics: gates opened by outcome, decisions, decision latency, pending requests.
 
-Counters are per process (Prometheus sums replicas); the pending gauge is read from the
-database at scrape time, so every replica reports the same, true number.
+A scrape reports the whole server. With ``serve --workers N`` each process counts into its own
+files in ``PROMETHEUS_MULTIPROC_DIR`` (a private directory the parent makes before it starts
+them: :func:`sluicegate.server.app.run_workers`) and any process answering a scrape adds all of
+them up (Prometheus' multiprocess mode); a single process counts in memory and writes no file.
+The pending gauge is read from the database at scrape time, so every replica reports the same,
+true number; replicas on several machines are summed by Prometheus as usual.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from sluicegate.model import Status
-from sluicegate.server.hub import StatusHub
 from sluicegate.store import Store
 
-__all__ = ["CONTENT_TYPE", "Metrics"]
+__all__ = ["CONTENT_TYPE", "MULTIPROC_ENV", "Metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+#: Set for a process before it imports prometheus_client: its metrics are then kept in files
+#: there, shared with its sibling processes (prometheus_client reads it once, at import).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-class _Live(Collector):
-    def __init__(self, store: Store, hub: StatusHub) -> None:
+
+class _Pending(Collector):
+    """The requests waiting for a decision, as the database has them at scrape time."""
+
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.hub = hub
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         pending = GaugeMetricFamily(
@@ -32,17 +49,17 @@ class _Live(Collector):
         )
         pending.add_metric([], self.store.count(Status.PENDING))
         yield pending
-        waiting = GaugeMetricFamily(
-            "sluicegate_long_polls_waiting", "Long polls waiting in this process"
-        )
-        waiting.add_metric([], self.hub.waiting)
-        yield waiting
 
 
 class Metrics:
-    """This process's metrics."""
+    """The server's metrics, as this process counts them and a scrape reports them."""
 
-    def __init__(self, store: Store, hub: StatusHub) -> None:
+    def __init__(self, store: Store) -> None:
+        #: Where every process of this server keeps its counts, or None: this process alone.
+        #: Files only if prometheus_client keeps its values in them, which it chose when it
+        #: was imported: a variable set later must not make scrapes read empty files.
+        in_files = values.ValueClass is not values.MutexValue
+        self.multiprocess_dir = (os.environ.get(MULTIPROC_ENV) or None) if in_files else None
         self.registry = CollectorRegistry()
         self.gates = Counter(
             "sluicegate_gates_opened",
@@ -90,6 +107,22 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.lineage_refused = Counter(
+            "sluicegate_lineage_events_refused",
+            "OpenLineage events refused by POST /api/v1/lineage, by reason (missing_field, "
+            "invalid_field, malformed_json, too_deep, invalid_text, too_large, bad_encoding, "
+            "unsupported_encoding)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.lineage_dropped = Counter(
+            "sluicegate_lineage_events_dropped",
+            "The gates' own OpenLineage events dropped unsent, by reason: queue_full (a "
+            "backend's queue was full: its oldest event made room), shutdown (still queued "
+            "when the server stopped)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.notifications = Counter(
             "sluicegate_notifications",
             "Notification sends by channel and outcome (sent, skipped, retried, failed)",
@@ -116,7 +149,14 @@ class Metrics:
             ),
             registry=self.registry,
         )
-        self.registry.register(_Live(store, hub))
+        self.long_polls = Gauge(
+            "sluicegate_long_polls_waiting",
+            "Long polls waiting, over all the server's processes",
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self._pending = _Pending(store)
+        self.registry.register(self._pending)
 
     def count_batch(self, calls: int) -> None:
         """One committed write batch of ``calls`` writes (``Writer.on_commit``)."""
@@ -124,5 +164,12 @@ class Metrics:
         self.write_calls.inc(calls)
 
     def render(self) -> bytes:
-        """The text exposition format."""
-        return generate_latest(self.registry)
+        """The text exposition format: every process's counts, and the database's gauge."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        # Built per scrape, as prometheus_client prescribes: the collector reads the files of
+        # every process, this one's included, so this process's registry is not rendered.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        registry.register(self._pending)
+        return generate_latest(registry)

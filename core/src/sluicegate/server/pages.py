@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
@@ -40,11 +40,26 @@ from sluicegate.server._pages_auth import (
 from sluicegate.server._pages_session import router as session_router
 from sluicegate.server._pages_view import message, redirect, render, request_view
 from sluicegate.server.api import record_decision_metrics
+from sluicegate.server.errors import ERROR_PAGE, UNAVAILABLE
 from sluicegate.server.state import ServerState, state_of
 
 __all__ = ["review_link", "router"]
 
-router = APIRouter(include_in_schema=False)
+
+async def _answers_in_html(request: Request) -> None:
+    """Every page (sign-in included) answers a server error as a page, not as JSON (async:
+    a plain function would cost each page a hop to a worker thread)."""
+    setattr(request.state, ERROR_PAGE, _error_page)
+
+
+def _error_page(status: int, detail: str) -> Response:
+    if detail == UNAVAILABLE:
+        text = "The review server cannot reach its database. Try again in a minute."
+        return message("Service unavailable", text, status=status)
+    return message("Something went wrong", f"{detail[:1].upper()}{detail[1:]}.", status=status)
+
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(_answers_in_html)])
 router.include_router(session_router)
 
 _MAX_COMMENT = 4000

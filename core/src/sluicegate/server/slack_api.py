@@ -2,12 +2,13 @@
 
 Every request must carry Slack's signature over its raw body (``slack.signing_secret``;
 timestamps older than 5 minutes refused) and is accepted once: a replayed signature is refused
-too (401). The clicking Slack user becomes a reviewer through ``slack_id`` in the policy, and
-the decision goes through the same workflow as every other channel, so an unknown, ineligible
-or self-approving clicker is refused, told why in an ephemeral message, and audited
-(``decision.rejected``). Deny opens a modal for the comment where the rule requires one. The
-message itself is updated by the outbox (``chat.update``), not here, so Slack's 3-second
-acknowledgement deadline only waits for the decision's commit.
+too (401). A signed payload of the wrong shape is refused (400) before anything is decided
+(:mod:`sluicegate.server._slack_payloads`). The clicking Slack user becomes a reviewer
+through ``slack_id`` in the policy, and the decision goes through the same workflow as every
+other channel, so an unknown, ineligible or self-approving clicker is refused, told why in an
+ephemeral message, and audited (``decision.rejected``). Deny opens a modal for the comment
+where the rule requires one. The message itself is updated by the outbox (``chat.update``),
+not here, so Slack's 3-second acknowledgement deadline only waits for the decision's commit.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import contextlib
 import hashlib
 import json
 import logging
-from typing import Any
-from urllib.parse import parse_qs
 
 import httpx
 from fastapi import APIRouter, Depends, Request, Response
@@ -46,6 +45,13 @@ from sluicegate.notify.signing import (
     SlackSignatureError,
     verify_slack_request,
 )
+from sluicegate.server._slack_payloads import (
+    BlockActions,
+    DenyMetadata,
+    PayloadError,
+    ViewSubmission,
+    parse_interaction,
+)
 from sluicegate.server.api import record_decision_metrics
 from sluicegate.server.errors import ApiError
 from sluicegate.server.state import ServerState, state_dependency
@@ -63,6 +69,7 @@ _tasks: set[asyncio.Task[None]] = set()
     "/interactions",
     responses={
         200: {"description": "acknowledged (the answer, if any, is an ephemeral message)"},
+        400: {"description": "the signed form holds no payload Slack would send (`malformed`)"},
         401: {"description": "no, a bad, a stale or a replayed Slack signature"},
         404: {"description": "Slack interactions are not configured"},
     },
@@ -89,25 +96,16 @@ async def interactions(
     nonce = "slack:" + hashlib.sha256((signature or "").encode()).hexdigest()[:48]
     if not await st.writer.run(st.store.use_link, nonce, "slack", "slack"):
         raise ApiError(401, "replayed", "this signed Slack request was received before")
-    payload = _payload(raw)
-    kind = payload.get("type")
-    if kind == "block_actions":
+    try:
+        payload = parse_interaction(raw)
+    except PayloadError as err:
+        raise ApiError(400, "malformed", str(err)) from None
+    if isinstance(payload, BlockActions):
         await _clicked(st, payload)
         return Response(status_code=200)
-    if kind == "view_submission" and (payload.get("view") or {}).get("callback_id") == DENY_MODAL:
+    if isinstance(payload, ViewSubmission) and payload.view.callback_id == DENY_MODAL:
         return await _deny_submitted(st, payload)
     return Response(status_code=200)  # other interactions are not ours: acknowledged
-
-
-def _payload(raw: bytes) -> dict[str, Any]:
-    try:
-        form = parse_qs(raw.decode(), strict_parsing=True)
-        payload = json.loads(form["payload"][0])
-    except (ValueError, KeyError, UnicodeDecodeError):
-        raise ApiError(400, "malformed", "expected a form field payload holding JSON") from None
-    if not isinstance(payload, dict):
-        raise ApiError(400, "malformed", "the payload is not a JSON object")
-    return payload
 
 
 def _reviewer_of(st: ServerState, slack_user: str) -> str | None:
@@ -115,14 +113,13 @@ def _reviewer_of(st: ServerState, slack_user: str) -> str | None:
     return None if reviewer is None else reviewer.id
 
 
-async def _clicked(st: ServerState, payload: dict[str, Any]) -> None:
-    actions = payload.get("actions") or []
-    action = actions[0] if actions and isinstance(actions[0], dict) else {}
-    action_id, request_id = action.get("action_id"), str(action.get("value") or "")
+async def _clicked(st: ServerState, payload: BlockActions) -> None:
+    if not payload.actions:
+        return
+    action_id, request_id = payload.actions[0].action_id, payload.actions[0].value
     if action_id not in (APPROVE, DENY) or not request_id:
         return
-    slack_user = str((payload.get("user") or {}).get("id") or "")
-    response_url = str(payload.get("response_url") or "")
+    slack_user, response_url = payload.user.id, payload.response_url
     verdict = Verdict.APPROVE if action_id == APPROVE else Verdict.DENY
     reviewer = await _known(st, slack_user, request_id, verdict, response_url)
     if reviewer is None:
@@ -141,7 +138,7 @@ async def _clicked(st: ServerState, payload: dict[str, Any]) -> None:
             try:
                 await asyncio.to_thread(
                     st.dispatcher.slack.views_open,
-                    trigger_id=str(payload.get("trigger_id") or ""),
+                    trigger_id=payload.trigger_id,
                     view=slack_deny_modal(view, private_metadata=meta),
                 )
                 return
@@ -154,21 +151,18 @@ async def _clicked(st: ServerState, payload: dict[str, Any]) -> None:
         _tell(response_url, problem)
 
 
-async def _deny_submitted(st: ServerState, payload: dict[str, Any]) -> Response:
-    view = payload.get("view") or {}
+async def _deny_submitted(st: ServerState, payload: ViewSubmission) -> Response:
     try:
-        meta = json.loads(view.get("private_metadata") or "{}")
-        comment = view["state"]["values"]["comment"]["comment"]["value"] or ""
-    except (ValueError, KeyError, TypeError):
-        raise ApiError(400, "malformed", "the comment form's submission is incomplete") from None
-    request_id = str(meta.get("request_id") or "")
-    slack_user = str((payload.get("user") or {}).get("id") or "")
-    reviewer = await _known(st, slack_user, request_id, Verdict.DENY, "")
+        meta = DenyMetadata.of(payload.view)
+    except PayloadError as err:
+        raise ApiError(400, "malformed", str(err)) from None
+    comment = payload.comment()
+    if comment is None:
+        raise ApiError(400, "malformed", "the comment form's submission is incomplete")
+    reviewer = await _known(st, payload.user.id, meta.request_id, Verdict.DENY, "")
     if reviewer is None:
         return _modal_error("You are not a reviewer in Sluicegate's policy.")
-    problem = await _decide(
-        st, request_id, reviewer, Verdict.DENY, str(comment), meta.get("fingerprint")
-    )
+    problem = await _decide(st, meta.request_id, reviewer, Verdict.DENY, comment, meta.fingerprint)
     if problem is not None:
         return _modal_error(problem)
     return JSONResponse({"response_action": "clear"})

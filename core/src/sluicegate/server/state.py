@@ -104,11 +104,12 @@ class ServerState:
         key = keys.current
         hub = StatusHub()
         store.listeners.append(hub.publish)
-        metrics = Metrics(store, hub)
+        metrics = Metrics(store)
         # The gates' own events go where OpenLineage's configuration says (openlineage.yml,
         # OPENLINEAGE_URL, OPENLINEAGE__TRANSPORT__*), from a background thread; none: off.
         emitter = LineageEmitter.from_environment(
-            on_result=lambda outcome: metrics.lineage_emitted.labels(outcome).inc()
+            on_result=lambda outcome: metrics.lineage_emitted.labels(outcome).inc(),
+            on_drop=lambda reason: metrics.lineage_dropped.labels(reason).inc(),
         )
         lineage = GateLineage(emitter, review_url=lambda rid: f"{settings.server_url}/r/{rid}")
         # Notifications: planned in the change's own transaction, sent by the dispatcher.

@@ -8,7 +8,9 @@ the audit head lock) into a few dozen; when idle a batch is a single call and co
 plain transaction costs. A call that fails undoes only its own savepoint; a commit that fails
 answers every call of the batch with the error, so no caller is told of a write that was not
 kept. Calls made with :meth:`Writer.run_together` are handed over as one list per batch (gate
-opens: one multi-row insert for all the gates of a batch instead of six round trips each).
+opens: one multi-row insert for all the gates of a batch instead of six round trips each); if
+that list fails, each of its items is tried again alone, so one caller's bad write never fails
+another's.
 
 A quiet writer is skipped: on SQLite, a call that finds nothing queued and nothing written in
 the last :data:`QUIET_S` is committed on the event loop itself, as a batch of one. Handing it
@@ -150,7 +152,8 @@ class Writer:
         """``bulk_fn([..., item, ...])[i]``: the items queued with the same ``bulk_fn`` that
         fall in one batch are handed to it together (gate opens: one multi-row insert for the
         lot), before the batch's single calls. ``bulk_fn`` returns one result per item, in
-        order; if it raises, every item of its group gets the error."""
+        order; if it raises, it is called again for each item alone (each in its own
+        savepoint), and each caller gets its own item's result or error."""
         done, value = self._try_inline((bulk_fn, item), True)
         if done:
             return value  # type: ignore[no-any-return]
@@ -286,9 +289,15 @@ class Writer:
                             values = bulk_fn([jobs[i][0][1] for i in members])
                         for i, value in zip(members, values, strict=True):
                             results[i] = (True, value)
-                    except Exception as err:  # that group's failure: handed to its callers
+                    except Exception as err:
+                        # Whose write failed is not known, and one caller's bad write must
+                        # never fail another's: each is tried again alone, in its own
+                        # savepoint, and only its own failure reaches its caller.
+                        if len(members) == 1:
+                            results[members[0]] = (False, err)
+                            continue
                         for i in members:
-                            results[i] = (False, err)
+                            results[i] = self._alone(bulk_fn, jobs[i][0][1])
                 for i, (fn, bulk) in enumerate(jobs):
                     if bulk:
                         continue
@@ -309,3 +318,11 @@ class Writer:
         finally:
             self._last_write = time.monotonic()
         return results
+
+    def _alone(self, bulk_fn: Callable[[list[Any]], list[Any]], item: Any) -> tuple[bool, Any]:
+        """``bulk_fn([item])`` in a savepoint of its own, inside the open batch."""
+        try:
+            with self.store.write():
+                return True, bulk_fn([item])[0]
+        except Exception as err:  # this item's own failure: handed to its caller alone
+            return False, err

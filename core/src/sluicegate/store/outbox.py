@@ -4,10 +4,14 @@ A row is inserted in the transaction of the change that causes it (:meth:`Outbox
 on that transaction's connection), so a notification exists exactly when its change does.
 Dispatchers claim due rows under a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two
 replicas never take the same row; SQLite's single writer gives the same), send them, and
-settle each in one transaction with its audit row. A dispatcher that dies mid-send leaves its
-rows leased; when the lease runs out another dispatcher takes them, so nothing is lost. The one
-window left is a crash between the channel's answer and the settling commit: that message is
-sent again (at least once; the rest of the time, exactly once).
+settle each in one transaction with its audit row. A lease must outlive the send it covers, and
+a send lasts as long as the channel takes to answer, so the holder renews it (:meth:`renew`)
+for as long as it sends; see :class:`~sluicegate.notify.dispatch.Dispatcher`. A dispatcher
+that dies mid-send stops renewing; when the lease runs out another dispatcher takes its row,
+so nothing is lost. The one window left is a crash (or a holder cut off from the database for
+most of a lease) between the channel's answer and the settling commit: that message is sent
+again, with the same :attr:`OutboxRow.delivery_id`, so a receiver can drop the copy (at least
+once; the rest of the time, exactly once).
 
 Rows of one request and target go out in order: a row is not claimed while an older row of the
 same request and target is unsettled (Slack's update needs the ``ts`` of the first post).
@@ -16,6 +20,7 @@ same request and target is unsettled (Slack's update needs the ``ts`` of the fir
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +38,8 @@ from sluicegate.store.schema import outbox
 __all__ = ["OutboxRow", "OutboxTable"]
 
 _older = aliased(outbox)
+#: Names the delivery ids of rows planned before rows carried one (see ``delivery_id``).
+_LEGACY_DELIVERY = uuid.UUID("5b1e4c2a-3f0d-4c7e-9a51-6d2f1e0b8c47")
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,17 @@ class OutboxRow:
     kind: str
     payload: Mapping[str, Any]
     attempts: int
+
+    @property
+    def delivery_id(self) -> str:
+        """The id every send of this notification carries, the same on each resend, so that
+        a receiver can recognise a copy: a random UUID planned with the row (random, so a
+        forged header cannot name a delivery its forger has not seen)."""
+        planned = self.payload.get("delivery_id")
+        if isinstance(planned, str) and planned:
+            return planned
+        # A row planned before rows carried an id: one derived from the row, as stable.
+        return str(uuid.uuid5(_LEGACY_DELIVERY, f"{self.id}:{self.request_id}:{self.target}"))
 
 
 class OutboxTable:
@@ -100,7 +118,11 @@ class OutboxTable:
     def claim(
         self, worker: str, *, limit: int = 20, lease: timedelta = timedelta(seconds=60)
     ) -> list[OutboxRow]:
-        """Lease up to ``limit`` due rows to ``worker`` (each attempt counted)."""
+        """Lease up to ``limit`` due rows to ``worker`` for ``lease`` (each attempt counted).
+
+        The dispatcher claims one row at a time (``limit=1``): a row claimed with others would
+        wait for their sends while its lease ran, and no other replica could send it meanwhile.
+        """
         now = utcnow()
         due = (
             select(outbox.c.id)
@@ -150,6 +172,23 @@ class OutboxTable:
             ),
             key=lambda r: r.id,
         )
+
+    def renew(self, row: OutboxRow, worker: str, lease: timedelta) -> bool:
+        """Extend ``worker``'s lease of ``row`` to ``lease`` from now; False if the row is not
+        (or no longer) held by ``worker``: settled, released after a failure, or taken over."""
+        with self.store.write() as conn:
+            kept = conn.execute(
+                update(outbox)
+                .where(
+                    outbox.c.id == row.id,
+                    outbox.c.claimed_by == worker,
+                    outbox.c.status == "pending",
+                    # failed() releases a row for its retry: renewing would hold it back.
+                    outbox.c.claimed_until.is_not(None),
+                )
+                .values(claimed_until=utcnow() + lease)
+            ).rowcount
+        return bool(kept == 1)
 
     def sent(self, row: OutboxRow, worker: str, *, result: Mapping[str, Any] | None = None) -> bool:
         """Settle ``row`` as sent, with its audit row; False if the lease was lost meanwhile
