@@ -7,9 +7,10 @@ each facet against its own file in ``facets/`` (and Sluicegate's against
 inputFacets, outputFacets). Every ``$ref`` resolves through a ``referencing.Registry`` built
 from those files by their ``$id``: nothing is fetched.
 
-The reference schemas live outside the repository, in
-``<repo>/../shared/reference/openlineage-spec`` (or ``$SLUICEGATE_OPENLINEAGE_SPEC``). When
-they are missing, validation fails, saying where it looked: it never passes unchecked.
+The reference schemas are kept in the repository, in ``tests/data/openlineage-spec`` (their
+version and license in ``tests/data/README.md``; ``$SLUICEGATE_OPENLINEAGE_SPEC`` points at
+another copy). When they are missing, validation fails, saying where it looked: it never
+passes unchecked.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from referencing.jsonschema import DRAFT202012
 
 REPO = Path(__file__).resolve().parents[2]
 SLUICEGATE_SPEC = REPO / "spec" / "facets"
-DEFAULT_OPENLINEAGE_SPEC = REPO.parent / "shared" / "reference" / "openlineage-spec"
+DEFAULT_OPENLINEAGE_SPEC = REPO / "tests" / "data" / "openlineage-spec"
 OPENLINEAGE_ID = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
 
 # Where a facet sits in an event -> the OpenLineage base its schema extends.

@@ -22,19 +22,15 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from lineage_schema import spec_dir
 from serverproc import POLICY, ServerProcess, create_token
 from test_pages import sign_in
 from test_server_api import Harness, _isolated, api, api1, assert_error, make_api
 
 __all__ = ["_isolated", "api", "api1", "make_api"]  # fixtures used here, defined there
 
-SPEC_EXAMPLES = (
-    Path(__file__).resolve().parents[2].parent
-    / "shared"
-    / "reference"
-    / "openlineage-spec"
-    / "examples"
-)
+#: The OpenLineage spec's example events, kept with its schemas (tests/data/README.md).
+SPEC_EXAMPLES = spec_dir() / "examples"
 PRODUCER = "https://github.com/example/etl/tree/1.0"
 SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
 PG = "postgres://prod:5432"
