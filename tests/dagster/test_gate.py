@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -480,19 +482,43 @@ def test_a_run_naming_another_steps_request_is_refused(env: Env) -> None:
 # --------------------------------------------------------------------------- lineage
 
 
-def dagster_openlineage_run(job: str, run_id: str) -> dict[str, Any]:
-    """The ``{namespace, name}`` and ``runId`` of the OpenLineage run dagster-openlineage emits
-    for an asset's (or a run's) job, as a ``parent`` facet names it: reproduced from
-    dagster-openlineage 0.2.1 (dagster-io/community-integrations, libraries/dagster-openlineage,
-    not installed here). adapter.py: an asset's job is ``AssetKey.to_user_string()``
-    (``asset_materialization``), a run's the Dagster job's name (``_emit_pipeline_event``),
-    both with the Dagster run id as ``runId``, in ``OPENLINEAGE_NAMESPACE`` else
-    openlineage-python's ``DEFAULT_NAMESPACE_NAME`` (``_DEFAULT_NAMESPACE_NAME``; a run's
-    repository name first, which ``materialize``/``execute_in_process`` runs have none of)."""
-    from openlineage.client.constants import DEFAULT_NAMESPACE_NAME
+def dagster_openlineage_run(instance: Any, job: str) -> dict[str, Any]:
+    """The ``{namespace, name}`` and ``runId`` of the OpenLineage run dagster-openlineage
+    (0.2.1) emits for ``job`` (an asset's key, or a Dagster job's name) in ``instance``'s run,
+    as a ``parent`` facet names it.
 
-    namespace = os.environ.get("OPENLINEAGE_NAMESPACE", DEFAULT_NAMESPACE_NAME)
-    return {"run": {"runId": run_id}, "job": {"namespace": namespace, "name": job}}
+    dagster-openlineage's own ``openlineage_sensor(include_asset_events=True)`` ticks once over
+    the instance's event log (an ephemeral instance's: the sensor refuses a run-sharded one)
+    and emits, through its ``OpenLineageAdapter`` (the one its event log storage wrapper uses
+    for assets too), into openlineage-python's file transport, read back here. The sensor has
+    no parameter for its client: its module's ``_ADAPTER``, built at import from the process's
+    OpenLineage configuration, is swapped for one on that transport while it ticks.
+    """
+    from unittest import mock
+
+    from dagster import build_sensor_context
+    from dagster_openlineage import OpenLineageAdapter, openlineage_sensor
+    from dagster_openlineage import sensor as ol_sensor
+    from dagster_openlineage.emitter import OpenLineageEmitter
+    from openlineage.client import OpenLineageClient
+    from openlineage.client.transport.file import FileConfig, FileTransport
+
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "dagster-openlineage.jsonl"
+        client = OpenLineageClient(transport=FileTransport(FileConfig(str(path), append=True)))
+        adapter = OpenLineageAdapter(emitter=OpenLineageEmitter(client=client))
+        sensor = openlineage_sensor(include_asset_events=True, record_filter_limit=10_000)
+        with mock.patch.object(ol_sensor, "_ADAPTER", adapter), warnings.catch_warnings():
+            # 0.2.1 reads the event log with Dagster's deprecated get_event_records.
+            warnings.filterwarnings("ignore", r".*get_event_records", category=UserWarning)
+            warnings.filterwarnings("ignore", r".*get_event_records", category=DeprecationWarning)
+            sensor.evaluate_tick(build_sensor_context(instance=instance))
+        events = [json.loads(line) for line in path.read_text().splitlines()]
+    (started,) = [e for e in events if e["eventType"] == "START" and e["job"]["name"] == job]
+    return {
+        "run": {"runId": started["run"]["runId"]},
+        "job": {"namespace": started["job"]["namespace"], "name": started["job"]["name"]},
+    }
 
 
 def parent_of(event: dict[str, Any]) -> dict[str, Any]:
@@ -521,23 +547,29 @@ def gate_events(env: Env, run_id: str, count: int) -> list[dict[str, Any]]:
 
 
 def test_an_approved_assets_gate_is_a_child_of_the_assets_openlineage_run(env: Env) -> None:
+    from dagster import DagsterInstance
+
     g = defs()
+    instance = DagsterInstance.ephemeral()
     thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
-    result = materialize([g.customers, g.customers_export])
+    result = materialize([g.customers, g.customers_export], instance=instance)
     thread.join(5)
     req = only_request(env, result.run_id)
     assert req["requester"]["job"] == "customers_export"  # the asset key, not __ASSET_JOB
     gate = [e for e in gate_events(env, result.run_id, 4) if req["lineage_run_id"] in str(e)]
     assert [e["eventType"] for e in gate] == ["START", "OTHER", "OTHER", "COMPLETE"]
     assert gate[0]["job"]["name"] == "customers_export.approval_gate"
-    assert parent_of(gate[0]) == dagster_openlineage_run("customers_export", result.run_id)
+    assert parent_of(gate[0]) == dagster_openlineage_run(instance, "customers_export")
 
 
 def test_an_allowed_asset_names_itself_in_its_approval_facet_and_its_gate_events(
     env: Env,
 ) -> None:
+    from dagster import DagsterInstance
+
     g = defs()
-    result = materialize([g.orders_summary])
+    instance = DagsterInstance.ephemeral()
+    result = materialize([g.orders_summary], instance=instance)
     assert result.success
     facet = materialized(result)["orders_summary"]["sluicegate/approval"]
     assert facet["status"] == "allowed"
@@ -550,7 +582,7 @@ def test_an_allowed_asset_names_itself_in_its_approval_facet_and_its_gate_events
     gate = gate_events(env, result.run_id, 2)
     assert [e["eventType"] for e in gate] == ["START", "COMPLETE"]
     assert gate[0]["run"]["facets"]["sluicegate_approval"]["requester"]["job"] == "orders_summary"
-    assert parent_of(gate[0]) == dagster_openlineage_run("orders_summary", result.run_id)
+    assert parent_of(gate[0]) == dagster_openlineage_run(instance, "orders_summary")
 
 
 def test_an_op_gate_names_its_step_and_is_a_child_of_the_dagster_runs_openlineage_run(
@@ -559,8 +591,9 @@ def test_an_op_gate_names_its_step_and_is_a_child_of_the_dagster_runs_openlineag
     from dagster import DagsterInstance
 
     g = defs()
+    instance = DagsterInstance.ephemeral()
     result = g.ops_read.execute_in_process(
-        instance=DagsterInstance.ephemeral(), resources={"sluicegate": g.resource()}
+        instance=instance, resources={"sluicegate": g.resource()}
     )
     assert result.success
     (out,) = [
@@ -571,7 +604,7 @@ def test_an_op_gate_names_its_step_and_is_a_child_of_the_dagster_runs_openlineag
     assert facet["requester"]["job"] == "ops_read.check_orders"
     gate = gate_events(env, result.run_id, 2)
     assert [e["eventType"] for e in gate] == ["START", "COMPLETE"]
-    assert parent_of(gate[0]) == dagster_openlineage_run("ops_read", result.run_id)
+    assert parent_of(gate[0]) == dagster_openlineage_run(instance, "ops_read")
 
 
 # --------------------------------------------------------------------------- definitions

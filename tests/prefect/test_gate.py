@@ -6,10 +6,10 @@ person would, once the request is pending and Prefect shows the run Paused.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
-import re
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -285,25 +285,89 @@ def marks(run_id: str) -> list[str]:
     return [step for rid, step in MARKS if rid == run_id]
 
 
-def openlineage_prefect_run(name: str, started: Any) -> dict[str, str]:
-    """The job and run id openlineage-prefect gives a flow or task run, as a ``parent`` names
-    them: reproduced from openlineage-prefect 0.0.1b22 (not installed here),
-    ``prefect_adapter/listener.py``: the namespace ``os.environ.get("OPENLINEAGE_NAMESPACE",
-    "default")``; ``build_run_id(start_time, name, namespace)`` is openlineage-python's
-    ``generate_static_uuid(instant=start_time, data=f"{namespace}.{name}".encode())``, called
-    here; a flow's name is the flow's (``FLOW_NAME_TYPE`` "flow"), a task's is
-    ``get_base_name``: the task run's name less ``-[a-f0-9]+$``; the start time is the run's
-    (a flow run's as Prefect's API has it, a task run's from the task run's events)."""
-    from openlineage.client.uuid import generate_static_uuid
+def openlineage_prefect_flow_run(flow_run_id: str) -> dict[str, str]:
+    """The job and run id openlineage-prefect (0.0.1b22) gives a flow run, as a ``parent``
+    names them, computed by its listener's own code: ``get_flow_info`` (the job's name, by
+    ``FLOW_NAME_TYPE``, and the run's start time, read through Prefect's API),
+    ``build_run_id``, and its namespace ``JOB_NAMESPACE``. For a flow run without a
+    deployment, which its listener emits nothing for (see :func:`openlineage_prefect_events`),
+    this is what it would name the run."""
+    from openlineage_prefect.prefect_adapter.listener import (
+        JOB_NAMESPACE,
+        PrefectOpenLineageListener,
+    )
 
-    namespace = os.environ.get("OPENLINEAGE_NAMESPACE", "default")
-    run_id = generate_static_uuid(instant=started, data=f"{namespace}.{name}".encode())
-    return {"namespace": namespace, "name": name, "run_id": str(run_id)}
+    async def ask() -> dict[str, str]:
+        async with get_client() as client:
+            listener = PrefectOpenLineageListener(client=client)
+            info = await listener.get_flow_info(await client.read_flow_run(uuid.UUID(flow_run_id)))
+            run_id = listener.build_run_id(info.start_time, info.name, JOB_NAMESPACE)
+        return {"namespace": JOB_NAMESPACE, "name": info.name, "run_id": run_id}
+
+    return asyncio.run(ask())
 
 
-def flow_run_started(run_id: str) -> Any:
+def run_deployed(fn: Any, **parameters: Any) -> State:
+    """Run flow ``fn`` here as a run of a deployment of it, the way a worker runs one: its
+    final state. openlineage-prefect 0.0.1b22 emits nothing for a flow run without a
+    deployment (its listener looks the namespace up in the deployment and fails without one)."""
+    from prefect.flow_engine import run_flow
+
+    deployment_id = fn.to_deployment(name=f"{fn.name}-deployed").apply()
     with get_client(sync_client=True) as client:
-        return client.read_flow_run(uuid.UUID(run_id)).start_time
+        flow_run = client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
+    state: State = run_flow(fn, flow_run=flow_run, parameters=parameters, return_type="state")
+    return state
+
+
+def openlineage_prefect_events(flow_run_id: str) -> list[dict[str, Any]]:
+    """The OpenLineage events openlineage-prefect (0.0.1b22) emits for a flow run and its
+    task runs: Prefect's own events of the run, read back from Prefect's API once the run's
+    Completed event is stored, each handed to its listener's handler
+    (``collect_and_process_flow_runs`` or ``collect_and_process_task_runs``) with the state
+    the event stands for, as the listener's ``collect_and_process_runs`` loop does with what
+    it subscribes to (the test harness replays none of it to a new subscriber); its adapter
+    emits through openlineage-python's file transport, read back here."""
+    from openlineage.client import OpenLineageClient
+    from openlineage.client.run import RunState
+    from openlineage.client.transport.file import FileConfig, FileTransport
+    from openlineage_prefect.prefect_adapter.adapter import PrefectOpenLineageAdapter
+    from openlineage_prefect.prefect_adapter.listener import PrefectOpenLineageListener
+    from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
+
+    states = {"Running": RunState.START, "Completed": RunState.COMPLETE, "Failed": RunState.FAIL}
+    wanted = EventFilter(
+        any_resource=EventAnyResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+        event=EventNameFilter(prefix=["prefect.task-run.", "prefect.flow-run."]),
+    )
+
+    async def replay(path: Path) -> None:
+        ol = OpenLineageClient(transport=FileTransport(FileConfig(str(path), append=True)))
+        async with get_client() as client:
+            deadline = time.monotonic() + 20
+            while True:  # Prefect's server stores events from a background service
+                events = (await client.read_events(wanted, limit=50)).events
+                done = [e for e in events if e.event == "prefect.flow-run.Completed"]
+                if done or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            listener = PrefectOpenLineageListener(
+                client=client, ol_adapter=PrefectOpenLineageAdapter(client=ol)
+            )
+            version = await listener.get_prefect_version()
+            for event in sorted(events, key=lambda e: e.occurred):
+                state = states.get(event.event.split(".")[-1])
+                if state is None:
+                    continue
+                if event.event.startswith("prefect.flow-run."):
+                    await listener.collect_and_process_flow_runs(version, event, state)
+                else:
+                    await listener.collect_and_process_task_runs(version, event, state)
+
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "openlineage-prefect.jsonl"
+        asyncio.run(replay(path))
+        return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 # ---- tests
@@ -335,7 +399,7 @@ def test_an_approved_export_pauses_the_flow_and_goes_on_when_the_decision_lands(
     requester = request["requester"]
     assert (requester["orchestrator"], requester["job"]) == ("prefect", "crm-export")
     # the gate runs in the flow: its parent is the flow run as openlineage-prefect names it
-    assert requester["parent"] == openlineage_prefect_run("crm-export", flow_run_started(run_id))
+    assert requester["parent"] == openlineage_prefect_flow_run(run_id)
 
 
 def test_the_gates_lineage_events_name_the_flow_run_as_parent(sg: Sluicegate) -> None:
@@ -344,9 +408,7 @@ def test_the_gates_lineage_events_name_the_flow_run_as_parent(sg: Sluicegate) ->
     for who in ("alice", "bob"):
         sg.decide(request["id"], who, "approve")
     assert future.result(timeout=60).is_completed()
-    expected = openlineage_prefect_run(
-        "crm-export", flow_run_started(request["requester"]["run_id"])
-    )
+    expected = openlineage_prefect_flow_run(request["requester"]["run_id"])
     ours = gate_events(sg, expected["run_id"], {"START", "COMPLETE"})
     parent = ours[0]["run"]["facets"]["parent"]
     assert (parent["job"]["namespace"], parent["job"]["name"]) == ("default", "crm-export")
@@ -374,21 +436,25 @@ def gate_events(sg: Sluicegate, parent_run_id: str, types: set[str]) -> list[dic
 def test_gates_in_a_flow_and_in_a_task_hang_under_openlineage_prefects_runs(
     sg: Sluicegate,
 ) -> None:
-    state = orders_report(block=sg.block, return_state=True)
+    state = run_deployed(orders_report, block=sg.block)
     assert state.is_completed(), state
     asked = state.result()
     flow_run_id = str(state.state_details.flow_run_id)
-    with get_client(sync_client=True) as client:
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-        (task_run,) = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)]))
-        )
-    in_flow = openlineage_prefect_run("orders-report", flow_run_started(flow_run_id))
-    in_task = openlineage_prefect_run(
-        re.sub(r"-[a-f0-9]+$", "", task_run.name), task_run.start_time
-    )
-    assert in_task["name"] == "gated_read"
+    emitted = openlineage_prefect_events(flow_run_id)
+    started = {
+        e["job"]["name"]: {
+            "namespace": e["job"]["namespace"],
+            "name": e["job"]["name"],
+            "run_id": e["run"]["runId"],
+            "parent": e["run"]["facets"].get("parentRun", {}).get("run", {}).get("runId"),
+        }
+        for e in emitted
+        if e["eventType"] == "START"
+    }
+    assert sorted(started) == ["gated_read", "orders-report"], emitted
+    in_flow, in_task = started["orders-report"], started["gated_read"]
+    # openlineage-prefect's own tree: the task's run is a child of the flow's
+    assert (in_flow.pop("parent"), in_task.pop("parent")) == (None, in_flow["run_id"])
     # what the allowed gates' answers say, and what their lineage events (START, COMPLETE) say
     assert (asked["flow"].get("parent"), asked["task"].get("parent")) == (in_flow, in_task)
     assert (asked["flow"].get("job"), asked["task"].get("job")) == (
