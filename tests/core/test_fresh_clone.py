@@ -1,5 +1,5 @@
-"""The test suite needs nothing outside the repository: a fresh clone, with no ``../shared``
-beside it, collects every core test and validates lineage against the spec files it carries.
+"""The test suite needs nothing outside the repository: a fresh clone, with nothing beside
+it, collects every core test and validates lineage against the spec files it carries.
 
 Run against the committed tree (``git clone`` of HEAD), as CI's clean clone of main is.
 """
@@ -23,7 +23,7 @@ def _clone(tmp_path: Path) -> Path:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert not (target.parent / "shared").exists()
+    assert [p.name for p in target.parent.iterdir()] == ["sluicegate"]  # nothing beside it
     return target
 
 

@@ -348,18 +348,7 @@ class Approvals:
     ) -> ApprovalRequest:
         """The requester withdraws its request."""
         request = self.store.get(request_id)
-        if request.requester.principal != principal:
-            self.store.record(
-                [
-                    request_event(
-                        request,
-                        "cancel.rejected",
-                        actor=principal,
-                        reason="only the principal that opened it may cancel",
-                    )
-                ]
-            )
-            raise ForbiddenError("only the principal that opened a request may cancel it")
+        self._only_its_principal(request, principal, "cancel")
         cancelled = self.store.transition(
             request.id, Status.CANCELLED, actor=principal, reason=reason
         )
@@ -375,18 +364,7 @@ class Approvals:
         a release; a request that let nothing go on raises :class:`TransitionError`.
         """
         request = self.store.get(request_id)
-        if request.requester.principal != principal:
-            self.store.record(
-                [
-                    request_event(
-                        request,
-                        "release.rejected",
-                        actor=principal,
-                        reason="only the principal that opened it may release it",
-                    )
-                ]
-            )
-            raise ForbiddenError("only the principal that opened a request may release it")
+        self._only_its_principal(request, principal, "release")
         passed = request.status is Status.APPROVED or (
             request.status is Status.EXPIRED and request.on_timeout == "allow"
         )
@@ -402,6 +380,23 @@ class Approvals:
         if lineage is not None:
             self.store.on_commit(lambda: lineage.released(request))
         return request
+
+    def _only_its_principal(self, request: ApprovalRequest, principal: str, verb: str) -> None:
+        """Refuse (and record as ``{verb}.rejected``) a principal that did not open ``request``."""
+        if request.requester.principal == principal:
+            return
+        self.store.record(
+            [
+                request_event(
+                    request,
+                    f"{verb}.rejected",
+                    actor=principal,
+                    reason=f"only the principal that opened it may {verb}"
+                    + (" it" if verb == "release" else ""),
+                )
+            ]
+        )
+        raise ForbiddenError(f"only the principal that opened a request may {verb} it")
 
 
 def _answer(plan: GatePlan, stored: GateStored) -> GateAnswer:
