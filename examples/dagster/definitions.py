@@ -1,4 +1,4 @@
-"""Example Dagster definitions: a PII table, an export of it gated by Sluicegate, and the sensor.
+r"""Example Dagster definitions: a PII table, an export of it gated by Sluicegate, and the sensor.
 
 - ``customers``: the CRM's customer table (``crm.public.customers``: the example policy,
   examples/policy.yaml, classifies it ``pii``).
@@ -10,8 +10,26 @@
 - ``nightly_partner_export``: the same export for long waits: the run ends at the gate
   (nothing runs, no worker waits) and ``partner_export_approvals`` launches it once approved.
 
-Run it with ``dagster dev -f examples/dagster/definitions.py`` and
-``SLUICEGATE_SERVER_URL`` and ``SLUICEGATE_TOKEN`` set (a request-scoped token).
+Everything below in one command, from the repository's root: ``python3 dev.py demo --with
+dagster`` (``--approve-as alice,bob`` to approve unattended); it runs
+``nightly_partner_export``. By hand, in an environment with ``dagster-sluicegate``,
+``dagster-webserver`` (``dagster dev`` needs it) and ``sluicegate[server]`` (``pip install
+'./core[server]' ./dagster_integration 'dagster-webserver>=1.13,<1.14'``), from the
+repository's root:
+
+    sluicegate token create --db sqlite:///sluicegate.db --principal dagster --scope request
+    sluicegate serve --db sqlite:///sluicegate.db --policy examples/policy.yaml
+
+    # in another terminal: the UI on http://127.0.0.1:3000, and the daemon the sensor needs
+    SLUICEGATE_SERVER_URL=http://127.0.0.1:8000 SLUICEGATE_TOKEN=sgreq_... \
+        dagster dev -f examples/dagster/definitions.py
+
+Materialize ``customers_export`` or ``nightly_partner_export`` in the UI; the run's log gives
+the request's review link, whose last part is the request id. Approve it as two stewards:
+
+    sluicegate token create --db sqlite:///sluicegate.db --policy examples/policy.yaml \
+        --principal alice --scope review                   # and again for bob
+    sluicegate requests approve <request id> --server http://127.0.0.1:8000 --token sgrev_...
 """
 
 from collections.abc import Iterator

@@ -1,4 +1,5 @@
-"""Airflow test setup: a throwaway AIRFLOW_HOME, set before anything imports Airflow.
+"""Airflow test setup: a throwaway AIRFLOW_HOME, set before anything imports Airflow, and the
+``env`` the gate tests share (Airflow's database, the test DAGs, a Sluicegate server).
 
 Airflow reads AIRFLOW_HOME (and writes airflow.cfg into it) when ``airflow`` is first
 imported, so it is set here at conftest import time, not in a fixture. This folder only runs
@@ -14,6 +15,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 
 _home = tempfile.mkdtemp(prefix="sluicegate-airflow-home-")
 atexit.register(shutil.rmtree, _home, ignore_errors=True)
@@ -34,3 +39,14 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 
 if importlib.util.find_spec("airflow") is None:
     collect_ignore_glob = ["test_*.py"]
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """test_gate.Env: made once per test process (a migration of Airflow's database and a
+    server start), for every module whose tests run DAGs through the gate. Each test tells its
+    own DAG runs and requests apart by run id, and the marks it checks by DAG id."""
+    from test_gate import gate_env
+
+    with gate_env(tmp_path_factory) as made:
+        yield made

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 from test_gate import Env, _dag, reviewer, states
-from test_gate import env as env  # the server, tokens and DAG folder test_gate sets up
 
 CUSTOMERS = ("postgres://prod:5432", "crm.public.customers")
 PARTNER_FILE = ("s3://partner-share", "exports/customers.csv")

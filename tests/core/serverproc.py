@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -26,6 +28,9 @@ ROOT = Path(__file__).parents[2]
 EXAMPLES = ROOT / "examples"
 POLICY = EXAMPLES / "policy.yaml"
 SLUICEGATE = str(Path(sys.executable).with_name("sluicegate"))
+#: The TLS context of every HTTP client here, made once: httpx makes one for each client
+#: otherwise, loading the CA bundle each time (30-50 ms of CPU), for servers that speak http.
+TLS = ssl.create_default_context()
 
 
 def expiring_policy(directory: Path, on_timeout: str) -> Path:
@@ -86,13 +91,44 @@ def cli(
     )
 
 
+def cli_in_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``sluicegate ARGS`` through the entry point the script calls (``sluicegate.cli:main``),
+    in this process: what :func:`cli` answers, without a Python start and every import per
+    call. For a test whose subject is not the script itself (tests/core/test_cli.py runs the
+    script). It swaps this process's stdout, stderr, environment (no SLUICEGATE_* or
+    OPENLINEAGE* variable) and working folder while it runs: call it from the test's thread
+    only, never while another thread prints."""
+    from sluicegate.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: v for k, v in os.environ.items() if k.startswith(("SLUICEGATE_", "OPENLINEAGE"))}
+    code: object = 0
+    try:
+        for name in saved:
+            del os.environ[name]
+        with (
+            contextlib.chdir(cwd or os.getcwd()),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            main(list(args))
+    except SystemExit as ended:  # main() always ends with sys.exit
+        code = ended.code
+    finally:
+        os.environ.update(saved)
+    returncode = code if isinstance(code, int) else 0 if code is None else 1
+    return subprocess.CompletedProcess(
+        ["sluicegate", *args], returncode, out.getvalue(), err.getvalue()
+    )
+
+
 def create_token(
     db_url: str, principal: str, scope: str, cwd: Path | None = None, *, policy: Path = POLICY
 ) -> str:
-    """``sluicegate token create``: the token alone on stdout. A review token's principal is
-    checked against ``policy`` (the example policy by default)."""
+    """``sluicegate token create`` (in process): the token alone on stdout. A review token's
+    principal is checked against ``policy`` (the example policy by default)."""
     checked = ["--policy", str(policy)] if scope == "review" else []
-    proc = cli(
+    proc = cli_in_process(
         "token",
         "create",
         "--db",
@@ -180,7 +216,7 @@ class ServerProcess:
                     f"{self.name} exited with {code} while starting:\n{self.stderr()}"
                 )
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=TLS).status_code == 200:
                     return self
             time.sleep(0.1)
         raise AssertionError(f"{self.name} not ready after {timeout} s:\n{self.stderr()}")
@@ -219,7 +255,7 @@ class ServerProcess:
     def client(self, token: str | None = None) -> httpx.Client:
         """A plain HTTP client on this server with a bearer token."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=TLS)
 
 
 def expiring_server(directory: Path, on_timeout: str) -> tuple[ServerProcess, str]:

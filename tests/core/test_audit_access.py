@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from serverproc import PII_EXPORT, POLICY, ROUTINE_READ, ThreadServer, cli
+from serverproc import PII_EXPORT, POLICY, ROUTINE_READ, ThreadServer, cli_in_process
 
 from sluicegate import audit
 from sluicegate.server import create_app
@@ -217,7 +217,9 @@ def test_a_csv_export_holds_no_cell_a_spreadsheet_would_evaluate(
     as_csv = client.get("/api/v1/audit", params={"format": "csv"}, headers=auditor)
     assert as_csv.status_code == 200, as_csv.text
     out = tmp_path / "audit.csv"
-    by_cli = cli("audit", "export", "--db", sqlite_url, "--format", "csv", "-o", str(out))
+    by_cli = cli_in_process(  # the command's own code, in process (test_cli runs the script)
+        "audit", "export", "--db", sqlite_url, "--format", "csv", "-o", str(out)
+    )
     assert by_cli.returncode == 0, by_cli.stderr
     with open(out, newline="") as f:  # as a spreadsheet reads it: line breaks as written
         from_cli = f.read()

@@ -1,4 +1,12 @@
-"""The ``sluicegate`` command, run as a subprocess the way a user runs it."""
+"""The ``sluicegate`` command.
+
+Most tests run it in process through its entry point, ``sluicegate.cli:main`` (what the
+installed ``sluicegate`` script calls): the same parsing, the same one-line errors and the same
+exit codes, without paying a Python start and every import for each call. The installed script
+itself runs as a subprocess, the way a user runs it, where only a real process proves it:
+``--help``, an exit 1, and the one-line errors of a database that is not there. The demo tests
+run ``sluicegate demo`` as a subprocess too.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +17,13 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sluicegate.cli import main
 from sluicegate.exceptions import SluicegateError
 
 ROOT = Path(__file__).parents[2]
@@ -33,6 +43,37 @@ def run(
         cwd=cwd,
         env={**base, **(env or {})},
     )
+
+
+#: ``sluicegate ARGS`` in process, answered like :func:`run`.
+Sluicegate = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def sluicegate(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Sluicegate:
+    """``sluicegate ARGS`` through ``sluicegate.cli:main`` in this process, with no
+    SLUICEGATE_* variable but the ``env`` given, in the test's own folder: its exit code,
+    stdout and stderr, as :func:`run` gives them."""
+    for name in list(os.environ):
+        if name.startswith("SLUICEGATE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+    def call(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        capsys.readouterr()  # only what this call prints
+        with monkeypatch.context() as scoped:
+            for name, value in (env or {}).items():
+                scoped.setenv(name, value)
+            with pytest.raises(SystemExit) as ended:  # main() always ends with sys.exit
+                main(list(args))
+        out, err = capsys.readouterr()
+        code = ended.value.code
+        returncode = code if isinstance(code, int) else 0 if code is None else 1
+        return subprocess.CompletedProcess(["sluicegate", *args], returncode, out, err)
+
+    return call
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str], fragment: str) -> None:
@@ -146,8 +187,8 @@ def test_demo_without_approvals_fails_closed(tmp_path: Path) -> None:
 # ----------------------------------------------------------------- policy check
 
 
-def test_policy_check_prints_outcome_rule_why_and_reviewers() -> None:
-    proc = run(
+def test_policy_check_prints_outcome_rule_why_and_reviewers(sluicegate: Sluicegate) -> None:
+    proc = sluicegate(
         "policy",
         "check",
         str(EXAMPLES / "policy.yaml"),
@@ -172,8 +213,8 @@ def test_policy_check_prints_outcome_rule_why_and_reviewers() -> None:
     assert "no-secrets-leave: classifications ['pii', 'prod'] do not match ['secret']" in out
 
 
-def test_policy_check_json_and_routine_read() -> None:
-    proc = run(
+def test_policy_check_json_and_routine_read(sluicegate: Sluicegate) -> None:
+    proc = sluicegate(
         "policy",
         "check",
         str(EXAMPLES / "policy.yaml"),
@@ -191,7 +232,7 @@ def test_policy_check_json_and_routine_read() -> None:
     )
 
 
-def test_policy_check_accepts_a_gate_request_body(tmp_path: Path) -> None:
+def test_policy_check_accepts_a_gate_request_body(tmp_path: Path, sluicegate: Sluicegate) -> None:
     body = {
         "idempotency_key": "k",
         "action": json.loads((EXAMPLES / "actions" / "grant.json").read_text()),
@@ -199,23 +240,25 @@ def test_policy_check_accepts_a_gate_request_body(tmp_path: Path) -> None:
     }
     path = tmp_path / "body.json"
     path.write_text(json.dumps(body))
-    proc = run("policy", "check", str(EXAMPLES / "policy.yaml"), "--action", str(path))
+    proc = sluicegate("policy", "check", str(EXAMPLES / "policy.yaml"), "--action", str(path))
     assert proc.returncode == 0, proc.stderr
     assert "rule 'privilege-change'" in proc.stdout
     assert "excluded:  erin (is the user who triggered the run)" in proc.stdout
     assert "could never be approved" in proc.stdout
 
 
-def test_policy_validate() -> None:
-    proc = run("policy", "validate", str(EXAMPLES / "policy.yaml"))
+def test_policy_validate(sluicegate: Sluicegate) -> None:
+    proc = sluicegate("policy", "validate", str(EXAMPLES / "policy.yaml"))
     assert proc.returncode == 0
     assert "valid: 5 rules, 4 reviewers" in proc.stdout
 
 
-def test_bad_policy_is_one_line_exit_2(tmp_path: Path) -> None:
+def test_bad_policy_is_one_line_exit_2(tmp_path: Path, sluicegate: Sluicegate) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nrules:\n  - name: r\n    outcome: maybe\n")
-    proc = run("policy", "check", str(bad), "--action", str(EXAMPLES / "actions" / "grant.json"))
+    proc = sluicegate(
+        "policy", "check", str(bad), "--action", str(EXAMPLES / "actions" / "grant.json")
+    )
     one_line_error(proc, f"{bad}:4: rules[0].outcome: Input should be 'allow', 'deny' or 'require'")
 
 
@@ -227,41 +270,50 @@ def test_bad_policy_is_one_line_exit_2(tmp_path: Path) -> None:
         ('["export"]', "Input should be a valid dictionary"),
     ],
 )
-def test_bad_action_file_is_one_line_exit_2(tmp_path: Path, content: str, fragment: str) -> None:
+def test_bad_action_file_is_one_line_exit_2(
+    tmp_path: Path, content: str, fragment: str, sluicegate: Sluicegate
+) -> None:
     action = tmp_path / "action.json"
     action.write_text(content)
-    proc = run("policy", "check", str(EXAMPLES / "policy.yaml"), "--action", str(action))
+    proc = sluicegate("policy", "check", str(EXAMPLES / "policy.yaml"), "--action", str(action))
     one_line_error(proc, fragment)
     assert str(action) in proc.stderr
 
 
-def test_missing_files_and_options_are_one_line_exit_2(tmp_path: Path) -> None:
+def test_missing_files_and_options_are_one_line_exit_2(
+    tmp_path: Path, sluicegate: Sluicegate
+) -> None:
     one_line_error(
-        run("policy", "check", str(tmp_path / "nope.yaml"), "--action", "x.json"), "no such file"
+        sluicegate("policy", "check", str(tmp_path / "nope.yaml"), "--action", "x.json"),
+        "no such file",
     )
     one_line_error(
-        run("policy", "check", str(EXAMPLES / "policy.yaml")), "Missing option '--action'"
+        sluicegate("policy", "check", str(EXAMPLES / "policy.yaml")), "Missing option '--action'"
     )
-    one_line_error(run("audit", "export", "--format", "xml"), "'xml' is not one of 'jsonl', 'csv'")
-    one_line_error(run("nonsense"), "No such command 'nonsense'")
+    one_line_error(
+        sluicegate("audit", "export", "--format", "xml"), "'xml' is not one of 'jsonl', 'csv'"
+    )
+    one_line_error(sluicegate("nonsense"), "No such command 'nonsense'")
 
 
 # ----------------------------------------------------------------- audit
 
 
-def test_audit_verify_intact(demo_db: str) -> None:
-    proc = run("audit", "verify", "--db", demo_db)
+def test_audit_verify_intact(demo_db: str, sluicegate: Sluicegate) -> None:
+    proc = sluicegate("audit", "verify", "--db", demo_db)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("audit log intact: 11 rows, head ")
     head = proc.stdout.split("--anchor ")[1].rstrip(")\n")
-    assert run("audit", "verify", "--db", demo_db, "--anchor", head).returncode == 0
+    assert sluicegate("audit", "verify", "--db", demo_db, "--anchor", head).returncode == 0
     one_line_error(
-        run("audit", "verify", "--db", demo_db, "--anchor", "nonsense"), "expected SEQ:HASH"
+        sluicegate("audit", "verify", "--db", demo_db, "--anchor", "nonsense"), "expected SEQ:HASH"
     )
 
 
-def test_audit_verify_reads_the_db_from_the_environment(demo_db: str) -> None:
-    proc = run("audit", "verify", env={"SLUICEGATE_DB_URL": demo_db})
+def test_audit_verify_reads_the_db_from_the_environment(
+    demo_db: str, sluicegate: Sluicegate
+) -> None:
+    proc = sluicegate("audit", "verify", env={"SLUICEGATE_DB_URL": demo_db})
     assert proc.returncode == 0 and "11 rows" in proc.stdout
 
 
@@ -270,6 +322,7 @@ def test_audit_verify_names_the_first_tampered_row(tmp_path: Path) -> None:
     fill_store(url)
     with sqlite3.connect(tmp_path / "t.db") as conn:
         conn.execute("UPDATE audit_events SET actor = 'mallory' WHERE seq = 4")
+    # The installed script, as a user runs it: exit 1 and one line on stderr.
     proc = run("audit", "verify", "--db", url)
     assert proc.returncode == 1
     assert (
@@ -278,38 +331,41 @@ def test_audit_verify_names_the_first_tampered_row(tmp_path: Path) -> None:
     )
 
 
-def test_audit_export_jsonl_and_csv_with_filters(demo_db: str, tmp_path: Path) -> None:
-    proc = run("audit", "export", "--db", demo_db)
+def test_audit_export_jsonl_and_csv_with_filters(
+    demo_db: str, tmp_path: Path, sluicegate: Sluicegate
+) -> None:
+    proc = sluicegate("audit", "export", "--db", demo_db)
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["seq"] for r in rows] == list(range(1, 12))
     assert {"request.created", "decision.rejected", "request.approved", "gate.released"} <= {
         r["kind"] for r in rows
     }
 
-    proc = run("audit", "export", "--db", demo_db, "--format", "csv", "--reviewer", "bob")
+    proc = sluicegate("audit", "export", "--db", demo_db, "--format", "csv", "--reviewer", "bob")
     table = list(csv.DictReader(io.StringIO(proc.stdout)))
     assert {r["actor"] for r in table} == {"bob"}
     assert [r["kind"] for r in table] == ["decision.recorded", "request.approved"]
 
     out = tmp_path / "ledger.jsonl"
-    proc = run(
+    proc = sluicegate(
         "audit", "export", "--db", demo_db, "--dataset", "finance.public.ledger", "-o", str(out)
     )
     assert proc.returncode == 0 and "wrote 3 rows" in proc.stderr
     kinds = [json.loads(line)["kind"] for line in out.read_text().splitlines()]
     assert kinds == ["request.created", "decision.recorded", "request.denied"]
 
-    proc = run("audit", "export", "--db", demo_db, "--job", "vault.sync")
+    proc = sluicegate("audit", "export", "--db", demo_db, "--job", "vault.sync")
     assert [json.loads(line)["kind"] for line in proc.stdout.splitlines()] == ["policy.denied"]
 
-    proc = run("audit", "export", "--db", demo_db, "--since", "2999-01-01")
+    proc = sluicegate("audit", "export", "--db", demo_db, "--since", "2999-01-01")
     assert proc.returncode == 0 and proc.stdout == ""
     one_line_error(
-        run("audit", "export", "--db", demo_db, "--since", "yesterday"), "not an ISO 8601"
+        sluicegate("audit", "export", "--db", demo_db, "--since", "yesterday"), "not an ISO 8601"
     )
 
 
 def test_unreachable_database_is_one_line_exit_2(tmp_path: Path) -> None:
+    # As real processes: a driver's warning or a traceback on stderr would show here.
     one_line_error(
         run("audit", "verify", "--db", "postgresql://nobody@127.0.0.1:1/none"), "127.0.0.1"
     )
@@ -322,14 +378,16 @@ def test_unreachable_database_is_one_line_exit_2(tmp_path: Path) -> None:
 # ----------------------------------------------------------------- tokens
 
 
-def test_a_review_token_is_made_only_for_a_reviewer_of_the_policy(tmp_path: Path) -> None:
+def test_a_review_token_is_made_only_for_a_reviewer_of_the_policy(
+    tmp_path: Path, sluicegate: Sluicegate
+) -> None:
     db = f"sqlite:///{tmp_path}/sluicegate.db"
     policy = str(EXAMPLES / "policy.yaml")
 
     def create(principal: str, *extra: str, env: dict[str, str] | None = None) -> Any:
-        return run(
+        return sluicegate(
             "token", "create", "--db", db, "--principal", principal, "--scope", "review", *extra,
-            cwd=tmp_path, env=env,
+            env=env,
         )  # fmt: skip
 
     one_line_error(
@@ -340,9 +398,9 @@ def test_a_review_token_is_made_only_for_a_reviewer_of_the_policy(tmp_path: Path
     assert create("alice", "--policy", policy).stdout.startswith("sgrev_")
     assert create("bob", env={"SLUICEGATE_POLICY": policy}).returncode == 0
     # A request token names a pipeline, not a reviewer: no policy needed.
-    made = run("token", "create", "--db", db, "--principal", "mallory", "--scope", "request")
+    made = sluicegate("token", "create", "--db", db, "--principal", "mallory", "--scope", "request")
     assert made.returncode == 0, made.stderr
-    listed = json.loads(run("token", "list", "--db", db, "--format", "json").stdout)
+    listed = json.loads(sluicegate("token", "list", "--db", db, "--format", "json").stdout)
     assert [(t["principal"], t["scope"]) for t in listed] == [
         ("alice", "review"),
         ("bob", "review"),
@@ -350,14 +408,14 @@ def test_a_review_token_is_made_only_for_a_reviewer_of_the_policy(tmp_path: Path
     ]
 
 
-def test_token_list_and_revoke(tmp_path: Path) -> None:
+def test_token_list_and_revoke(tmp_path: Path, sluicegate: Sluicegate) -> None:
     from sluicegate.store.repository import hash_token
 
     db = f"sqlite:///{tmp_path}/sluicegate.db"
     policy = str(EXAMPLES / "policy.yaml")
 
     def create(principal: str, scope: str, *extra: str) -> str:
-        made = run(
+        made = sluicegate(
             "token", "create", "--db", db, "--principal", principal, "--scope", scope, *extra
         )
         assert made.returncode == 0, made.stderr
@@ -370,37 +428,41 @@ def test_token_list_and_revoke(tmp_path: Path) -> None:
         create("auditor", "audit", "--ttl", "12h"),
     ]
     assert made[3].startswith("sgaud_")
-    text = run("token", "list", "--db", db)
+    text = sluicegate("token", "list", "--db", db)
     assert text.returncode == 0, text.stderr
     rows = text.stdout.splitlines()
     assert rows[0].split() == ["ID", "SCOPE", "CREATED", "EXPIRES", "REVOKED", "PRINCIPAL"]
     assert [r.split()[-1] for r in rows[1:]] == ["airflow-prod", "alice", "alice", "auditor"]
     for token in made:  # never the token, nor what would identify it in the database
         assert token not in text.stdout and hash_token(token) not in text.stdout
-    listed = json.loads(run("token", "list", "--db", db, "--format", "json").stdout)
+    listed = json.loads(sluicegate("token", "list", "--db", db, "--format", "json").stdout)
     assert [t["expires_at"] is not None for t in listed] == [False, True, False, True]
     assert all(t["revoked_at"] is None for t in listed)
 
     first = listed[1]["id"]
-    proc = run("token", "revoke", first, "--db", db)
+    proc = sluicegate("token", "revoke", first, "--db", db)
     assert proc.returncode == 0 and proc.stdout == f"revoked token {first} (review, alice)\n"
-    again = run("token", "revoke", first, "--db", db)
+    again = sluicegate("token", "revoke", first, "--db", db)
     assert again.returncode == 0 and "already revoked" in again.stdout
-    proc = run("token", "revoke", "--principal", "alice", "--db", db)
+    proc = sluicegate("token", "revoke", "--principal", "alice", "--db", db)
     assert proc.stdout == f"revoked token {listed[2]['id']} (review, alice)\n"
-    after = json.loads(run("token", "list", "--db", db, "--format", "json").stdout)
+    after = json.loads(sluicegate("token", "list", "--db", db, "--format", "json").stdout)
     assert [t["revoked_at"] is not None for t in after] == [False, True, True, False]
-    alice = run("token", "list", "--db", db, "--principal", "alice", "--format", "json")
+    alice = sluicegate("token", "list", "--db", db, "--principal", "alice", "--format", "json")
     assert {t["principal"] for t in json.loads(alice.stdout)} == {"alice"}
 
-    one_line_error(run("token", "revoke", "no-such-id", "--db", db), "no token with id no-such-id")
-    one_line_error(run("token", "revoke", "--db", db), "give a token ID or --principal NAME")
     one_line_error(
-        run("token", "create", "--db", db, "--principal", "x", "--scope", "request", "--ttl", "1y"),
+        sluicegate("token", "revoke", "no-such-id", "--db", db), "no token with id no-such-id"
+    )
+    one_line_error(sluicegate("token", "revoke", "--db", db), "give a token ID or --principal NAME")
+    one_line_error(
+        sluicegate(
+            "token", "create", "--db", db, "--principal", "x", "--scope", "request", "--ttl", "1y"
+        ),
         "Invalid value for --ttl: duration '1y' is not like 30s",
     )
     # Each creation and each revocation is an audit row, naming the token by its id.
-    exported = run("audit", "export", "--db", db)
+    exported = sluicegate("audit", "export", "--db", db)
     audit_rows = [json.loads(line) for line in exported.stdout.splitlines()]
     assert [r["kind"] for r in audit_rows] == ["token.created"] * 4 + ["token.revoked"] * 2
     assert [r["data"]["token_id"] for r in audit_rows[4:]] == [first, listed[2]["id"]]

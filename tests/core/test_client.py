@@ -28,7 +28,6 @@ from serverproc import (
     POLICY,
     ROUTINE_READ,
     SECRET_EXPORT,
-    ServerProcess,
     ThreadServer,
     create_token,
     expiring_policy,
@@ -373,11 +372,13 @@ def test_the_async_client_says_unreachable_and_waits_fail_closed() -> None:
 def test_a_deadline_decides_as_the_rule_says(
     sqlite_url: str, tmp_path: Path, on_timeout: str
 ) -> None:
+    # The app served by uvicorn in a thread, as for the other sync tests: its lifespan runs
+    # the expiry sweep that ends the request nobody decides.
     policy = expiring_policy(tmp_path, on_timeout)
-    server = ServerProcess(sqlite_url, policy, tmp_path).start()
+    app = create_app(load_settings(db_url=sqlite_url, policy=str(policy)))
     try:
         token = create_token(sqlite_url, "airflow-prod", "request", cwd=tmp_path)
-        with SluicegateClient(server.url, token) as client:
+        with ThreadServer(app) as server, SluicegateClient(server.url, token) as client:
             if on_timeout == "allow":
                 answer = client.gate("k-deadline", PII_EXPORT, {"owner": "carol"}, timeout=20)
                 assert answer.status == "expired" and answer.on_timeout == "allow"
@@ -389,7 +390,7 @@ def test_a_deadline_decides_as_the_rule_says(
         kinds = [e["kind"] for e in audit_rows(sqlite_url)]
         assert ("gate.released" in kinds) == (on_timeout == "allow")
     finally:
-        server.stop()
+        app.state.sluicegate.store.close()
 
 
 def audit_rows(url: str) -> list[dict[str, Any]]:

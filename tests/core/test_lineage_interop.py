@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from serverproc import POLICY, ServerProcess, clean_env, create_token
+from serverproc import POLICY, TLS, ServerProcess, clean_env, create_token
 
 from sluicegate.server.app import MAX_BODY_BYTES
 
@@ -44,13 +44,14 @@ class Receiver:
 
     def post(self, body: bytes, **headers: str) -> httpx.Response:
         headers = {"Content-Type": "application/json", **self.auth, **headers}
-        return httpx.post(f"{self.url}/api/v1/lineage", content=body, headers=headers)
+        return httpx.post(f"{self.url}/api/v1/lineage", content=body, headers=headers, verify=TLS)
 
     def classifications(self, dataset: tuple[str, str]) -> dict[str, Any]:
         r = httpx.get(
             f"{self.url}/api/v1/lineage/classifications",
             params={"namespace": dataset[0], "name": dataset[1]},
             headers=self.auth,
+            verify=TLS,
         )
         assert r.status_code == 200, r.text
         return {c["classification"]: c for c in r.json()["classifications"]}
@@ -60,6 +61,7 @@ class Receiver:
             f"{self.url}/api/v1/lineage/upstream",
             params={"namespace": dataset[0], "name": dataset[1], "depth": 1},
             headers=self.auth,
+            verify=TLS,
         )
         assert r.status_code == 200, r.text
         return sorted(
@@ -69,7 +71,7 @@ class Receiver:
 
     def refused(self) -> dict[str, float]:
         """``sluicegate_lineage_events_refused_total`` by reason, as Prometheus reads it."""
-        text = httpx.get(f"{self.url}/metrics").text
+        text = httpx.get(f"{self.url}/metrics", verify=TLS).text
         found: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             if family.name == "sluicegate_lineage_events_refused":

@@ -33,6 +33,7 @@ from serverproc import (
     ROUTINE_READ,
     SECRET_EXPORT,
     ServerProcess,
+    running,
 )
 
 from sluicegate.client import GateRefused, SluicegateClient
@@ -55,8 +56,20 @@ REQUESTER = {
 
 
 class Setup:
-    def __init__(self, server: ServerProcess, backend: LineageBackend, db_url: str, tmp: Path):
+    """A server, its lineage backend, and clients; the runs of its gates belong to the parent
+    run ``parent`` (the events it reads are those of that parent run)."""
+
+    def __init__(
+        self,
+        server: ServerProcess,
+        backend: LineageBackend,
+        db_url: str,
+        tmp: Path,
+        parent: dict[str, str] = PARENT,
+    ):
         self.server, self.backend = server, backend
+        self.parent = parent
+        self.requester = {**REQUESTER, "parent": parent}
         with Store(db_url) as store:  # (the CLI that does the same is tested on its own)
             self.pipeline = SluicegateClient(
                 server.url, store.create_token("airflow-prod", "request")
@@ -66,12 +79,22 @@ class Setup:
                 for name in ("alice", "bob", "erin")
             }
 
+    def received(self) -> list[tuple[str, dict[str, Any]]]:
+        """(path, event) of each event the backend received for this setup's parent run."""
+        return [
+            (path, body)
+            for path, _, body in list(self.backend.received)
+            if body["run"]["facets"].get("parent", {}).get("run", {}).get("runId")
+            == self.parent["run_id"]
+        ]
+
     def events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """The first ``count`` events the backend received (waits for them), all validated."""
+        """The events the backend received for this setup's parent run, once there are at least
+        ``count`` (waits for them), all validated."""
         deadline = time.monotonic() + timeout
-        while len(self.backend.received) < count and time.monotonic() < deadline:
+        while len(self.received()) < count and time.monotonic() < deadline:
             time.sleep(0.02)
-        got = [body for _, _, body in self.backend.received]
+        got = [body for _, body in self.received()]
         assert len(got) >= count, (count, [e["eventType"] for e in got], self.server.stderr())
         for event in got:
             validate_event(event)
@@ -83,18 +106,28 @@ class Setup:
             c.close()
 
 
-@pytest.fixture
-def setup(sqlite_url: str, tmp_path: Path) -> Iterator[Setup]:
+@pytest.fixture(scope="module")
+def _served(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ServerProcess, LineageBackend, str, Path]]:
+    tmp = tmp_path_factory.mktemp("lineage-server")
+    db = f"sqlite:///{tmp}/sluicegate.db"
     with running_backend("ok") as backend:
-        server = ServerProcess(
-            sqlite_url, POLICY, tmp_path, env={"OPENLINEAGE_URL": backend.url}
-        ).start()
-        s = Setup(server, backend, sqlite_url, tmp_path)
-        try:
-            yield s
-        finally:
-            s.close()
-            server.stop()
+        server = ServerProcess(db, POLICY, tmp, env={"OPENLINEAGE_URL": backend.url})
+        with running(server):
+            yield server.start(), backend, db, tmp
+
+
+@pytest.fixture
+def setup(_served: tuple[ServerProcess, LineageBackend, str, Path]) -> Iterator[Setup]:
+    """One server and backend for the module's tests that use them: each test's gates have a
+    parent run of their own, and it reads the events of that run only."""
+    s = Setup(*_served, parent={**PARENT, "run_id": str(uuid.uuid4())})
+    try:
+        yield s
+    finally:
+        s.close()
+        print(f"===== server output =====\n{s.server.stderr()}")
 
 
 def _approval(event: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +136,7 @@ def _approval(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_gate_approved_by_two_reviewers_emits_start_other_other_complete(setup: Setup) -> None:
-    opened = setup.pipeline.open_gate("k-approved", PII_EXPORT, REQUESTER)
+    opened = setup.pipeline.open_gate("k-approved", PII_EXPORT, setup.requester)
     setup.reviewers["alice"].decide(opened.id, "approve")
     setup.reviewers["bob"].decide(opened.id, "approve", "partner contract checked")
     setup.pipeline.release(opened.id)
@@ -136,7 +169,7 @@ def test_a_gate_approved_by_two_reviewers_emits_start_other_other_complete(setup
     }
     assert start["job"]["facets"]["jobType"]["jobType"]  # Marquez needs it
     parent = start["run"]["facets"]["parent"]
-    assert parent["run"]["runId"] == PARENT["run_id"]
+    assert parent["run"]["runId"] == setup.parent["run_id"]
     assert (parent["job"]["namespace"], parent["job"]["name"]) == (
         "airflow",
         "crm_export.export_customers",
@@ -146,17 +179,17 @@ def test_a_gate_approved_by_two_reviewers_emits_start_other_other_complete(setup
     ]
     tags = start["inputs"][0]["facets"]["tags"]["tags"]
     assert {(t["key"], t["value"]) for t in tags} == {("pii", "true"), ("prod", "true")}
-    assert setup.backend.received[0][0] == "/api/v1/lineage"
+    assert {path for path, _ in setup.received()} == {"/api/v1/lineage"}
 
 
-def test_denied_expired_cancelled_and_policy_answers(setup: Setup, tmp_path: Path) -> None:
-    denied = setup.pipeline.open_gate("k-denied", PII_EXPORT, REQUESTER)
+def test_denied_expired_cancelled_and_policy_answers(setup: Setup) -> None:
+    denied = setup.pipeline.open_gate("k-denied", PII_EXPORT, setup.requester)
     setup.reviewers["alice"].decide(denied.id, "deny", "no contract with this partner")
-    cancelled = setup.pipeline.open_gate("k-cancel", GRANT, REQUESTER)
+    cancelled = setup.pipeline.open_gate("k-cancel", GRANT, setup.requester)
     setup.pipeline.cancel(cancelled.id, "not needed")
-    allowed = setup.pipeline.open_gate("k-read", ROUTINE_READ, REQUESTER)
+    allowed = setup.pipeline.open_gate("k-read", ROUTINE_READ, setup.requester)
     with pytest.raises(GateRefused):
-        setup.pipeline.gate("k-secret", SECRET_EXPORT, REQUESTER, timeout=5)
+        setup.pipeline.gate("k-secret", SECRET_EXPORT, setup.requester, timeout=5)
     assert allowed.status == "allowed"
 
     events = setup.events(8)
@@ -182,8 +215,8 @@ def test_denied_expired_cancelled_and_policy_answers(setup: Setup, tmp_path: Pat
 
 
 def test_a_reattached_retry_sends_nothing_new(setup: Setup) -> None:
-    first = setup.pipeline.open_gate("k-retry", PII_EXPORT, REQUESTER)
-    again = setup.pipeline.open_gate("k-retry", PII_EXPORT, REQUESTER)
+    first = setup.pipeline.open_gate("k-retry", PII_EXPORT, setup.requester)
+    again = setup.pipeline.open_gate("k-retry", PII_EXPORT, setup.requester)
     assert again.id == first.id
     setup.pipeline.cancel(first.id)
     events = setup.events(2)

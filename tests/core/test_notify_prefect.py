@@ -22,7 +22,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from fakeprefect import BUSY, FakePrefect
-from serverproc import PII_EXPORT, POLICY, ROUTINE_READ, ServerProcess, running
+from serverproc import PII_EXPORT, POLICY, ROUTINE_READ, TLS, ServerProcess, running
 
 from sluicegate.exceptions import ConfigError
 from sluicegate.settings import load_settings
@@ -42,6 +42,7 @@ class Env:
             f"{self.server.url}{path}",
             headers={"Authorization": f"Bearer {self.tokens[who]}"},
             timeout=30,
+            verify=TLS,
             **kw,
         )
         assert r.is_success, r.text
@@ -84,10 +85,23 @@ def _env(tmp: Path, prefect: FakePrefect, **settings: str) -> Iterator[Env]:
         yield Env(server, tokens, prefect)
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
+@pytest.fixture(scope="module")
+def _served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     with FakePrefect() as prefect:
-        yield from _env(tmp_path, prefect, SLUICEGATE_PREFECT__API_KEY=API_KEY)
+        yield from _env(
+            tmp_path_factory.mktemp("prefect"), prefect, SLUICEGATE_PREFECT__API_KEY=API_KEY
+        )
+
+
+@pytest.fixture
+def env(_served: Env) -> Iterator[Env]:
+    """The server and Prefect stand-in shared by the module's tests that use them, with the
+    stand-in's record and script cleared: each such test waits until its requests' outbox rows
+    are settled, so every call recorded from here on is this test's own."""
+    _served.prefect.calls.clear()
+    _served.prefect.script = []
+    yield _served
+    print(f"===== server output =====\n{_served.server.stderr()}")
 
 
 def prefect_requester(run_id: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from serverproc import (
     PII_EXPORT,
     POLICY,
     SLUICEGATE,
+    TLS,
     ServerProcess,
     clean_env,
     free_port,
@@ -54,7 +55,7 @@ def open_gate(server: ServerProcess, token: str) -> str:
 
 def link_opens_the_form(server: ServerProcess, request_id: str, link: str) -> bool:
     """True if the review page, opened with this link, offers the decision form."""
-    r = httpx.get(f"{server.url}/r/{request_id}", params={"t": link}, timeout=30)
+    r = httpx.get(f"{server.url}/r/{request_id}", params={"t": link}, timeout=30, verify=TLS)
     if r.status_code == 403:
         return False
     assert r.status_code == 200, r.text

@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from serverproc import PII_EXPORT, POLICY, ServerProcess, cli, create_token
+from serverproc import PII_EXPORT, POLICY, TLS, ServerProcess, cli, cli_in_process
 
 from sluicegate.store import Store
 
@@ -83,6 +83,18 @@ def one_line_error(proc: Any, fragment: str) -> None:
 
 
 def test_token_create_prints_the_token_alone(sqlite_url: str, tmp_path: Path) -> None:
+    # The installed script, as a user runs it (create_token runs the same command in process).
+    def create_token(db_url: str, principal: str, scope: str, cwd: Path) -> str:
+        checked = ["--policy", str(POLICY)] if scope == "review" else []
+        proc = cli(
+            "token", "create", "--db", db_url, "--principal", principal, "--scope", scope,
+            *checked, cwd=cwd,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert len(lines) == 1, proc.stdout
+        return lines[0]
+
     token = create_token(sqlite_url, "airflow-prod", "request", cwd=tmp_path)
     assert token.startswith("sgreq_") and len(token) > 30 and " " not in token
     review = create_token(sqlite_url, "alice", "review", cwd=tmp_path)
@@ -103,8 +115,10 @@ def test_serve_and_the_reviewer_cli(
     rid = req["id"]
     assert req["review_url"] == f"{server.url}/r/{rid}"
 
+    # The reviewer commands in process (the server they talk to is the real process): the
+    # script's own start is what test_token_create_prints_the_token_alone and test_cli run.
     def reviewer(name: str, *args: str) -> Any:
-        return cli(*args, "--server", server.url, "--token", tokens[name], cwd=tmp_path)
+        return cli_in_process(*args, "--server", server.url, "--token", tokens[name], cwd=tmp_path)
 
     listed = reviewer("alice", "requests", "list")
     assert listed.returncode == 0, listed.stderr
@@ -169,7 +183,7 @@ def test_a_restarted_server_keeps_the_request_and_its_decisions(
             },
         )
         assert retry.status_code == 200 and retry.json()["id"] == req["id"]
-    done = cli("requests", "approve", req["id"], "--server", again.url, "--token", bob)
+    done = cli_in_process("requests", "approve", req["id"], "--server", again.url, "--token", bob)
     assert done.returncode == 0, done.stderr
     assert "approved" in done.stdout
     with again.client(pipeline) as c:
@@ -261,7 +275,7 @@ class LongPoll(threading.Thread):
 
 
 def waiting_polls(server: ServerProcess) -> float:
-    text = httpx.get(f"{server.url}/metrics", timeout=5).text
+    text = httpx.get(f"{server.url}/metrics", timeout=5, verify=TLS).text
     for line in text.splitlines():
         if line.startswith("sluicegate_long_polls_waiting "):
             return float(line.split()[1])
@@ -427,9 +441,13 @@ def test_serve_with_workers_is_one_server_on_one_port(
     polls = [LongPoll(server, pipeline, req["id"]) for _ in range(8)]
     for p in polls:
         p.start()
-    # Let every poll reach its process and wait there (local connections: well under 1 s).
-    # A process that missed the decision would hold its polls until the 5 s safety sweep.
-    time.sleep(1.0)
+    # Every poll waits in its process before the decision (the whole server's gauge, which
+    # every process reports): one that missed the decision would hold its polls until the
+    # 5 s safety sweep.
+    deadline = time.monotonic() + 10
+    while waiting_polls(server) < len(polls):
+        assert time.monotonic() < deadline, "the long polls never all started waiting"
+        time.sleep(0.02)
     for reviewer in ("alice", "bob"):
         with server.client(tokens[reviewer]) as c:
             r = c.post(f"/api/v1/requests/{req['id']}/decisions", json={"verdict": "approve"})

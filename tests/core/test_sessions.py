@@ -2,7 +2,8 @@
 
 Each test drives a real ``sluicegate serve`` through the pages as a browser does (sign in with
 a review token, open the inbox, decide from a request's page) and manages tokens with the
-real ``sluicegate token`` commands.
+real ``sluicegate token`` commands (run in process through the script's entry point; the script
+itself is tested in test_cli.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from browser import Browser, with_cookie
-from serverproc import PII_EXPORT, POLICY, ServerProcess, cli, create_token
+from serverproc import PII_EXPORT, POLICY, ServerProcess, cli_in_process, create_token, running
 
 from sluicegate.store import Store
 
@@ -46,6 +47,22 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
         print(f"===== {server.name} ({server.url}) output =====\n{server.stderr()}")
 
 
+@pytest.fixture(scope="module")
+def _one_sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("sessions")
+    server = ServerProcess(f"sqlite:///{tmp}/sluicegate.db", POLICY, tmp)
+    with running(server):
+        yield server.start()
+
+
+@pytest.fixture
+def sqlite_server(_one_sqlite_server: ServerProcess) -> Iterator[ServerProcess]:
+    """One server on one SQLite database for this module's SQLite tests (each signs in as a
+    reviewer of its own and opens requests of its own); its output is shown with a failure."""
+    yield _one_sqlite_server
+    print(f"===== server output =====\n{_one_sqlite_server.stderr()}")
+
+
 def open_gate(server: ServerProcess, token: str) -> str:
     """A pending PII export (two data stewards must approve); its id."""
     body = {
@@ -62,7 +79,7 @@ def open_gate(server: ServerProcess, token: str) -> str:
 
 def token_id(db_url: str, principal: str) -> str:
     """The id of ``principal``'s one token, as ``sluicegate token list`` shows it."""
-    listed = cli("token", "list", "--db", db_url, "--format", "json")
+    listed = cli_in_process("token", "list", "--db", db_url, "--format", "json")
     assert listed.returncode == 0, listed.stderr
     (found,) = [t for t in json.loads(listed.stdout) if t["principal"] == principal]
     return str(found["id"])
@@ -71,7 +88,7 @@ def token_id(db_url: str, principal: str) -> str:
 def revoke(db_url: str, principal: str) -> None:
     """``sluicegate token revoke ID``, the id read from ``token list``."""
     tid = token_id(db_url, principal)
-    done = cli("token", "revoke", tid, "--db", db_url)
+    done = cli_in_process("token", "revoke", tid, "--db", db_url)
     assert done.returncode == 0, done.stderr
     assert f"revoked token {tid}" in done.stdout
 
@@ -90,12 +107,11 @@ def signed_out(browser: Browser) -> bool:
     return r.status_code == 303 and r.headers["location"].startswith("/login")
 
 
-def test_revoking_a_token_ends_its_session_at_once(
-    sqlite_url: str, tmp_path: Path, start_server: StartServer
-) -> None:
-    pipeline = create_token(sqlite_url, "airflow-prod", "request", cwd=tmp_path)
-    alice = create_token(sqlite_url, "alice", "review", cwd=tmp_path)
-    server = start_server(sqlite_url)
+def test_revoking_a_token_ends_its_session_at_once(sqlite_server: ServerProcess) -> None:
+    server = sqlite_server
+    sqlite_url = server.db_url
+    pipeline = create_token(sqlite_url, "airflow-prod", "request")
+    alice = create_token(sqlite_url, "alice", "review")
     rid = open_gate(server, pipeline)
     with Browser(server.url) as browser:
         assert browser.sign_in(alice).status_code == 303
@@ -119,14 +135,14 @@ def test_revoking_a_token_ends_its_session_at_once(
 
 
 def test_a_session_cookie_replayed_after_sign_out_is_refused(
-    sqlite_url: str, tmp_path: Path, start_server: StartServer
+    sqlite_server: ServerProcess,
 ) -> None:
-    pipeline = create_token(sqlite_url, "airflow-prod", "request", cwd=tmp_path)
-    alice = create_token(sqlite_url, "alice", "review", cwd=tmp_path)
-    server = start_server(sqlite_url)
+    server = sqlite_server
+    pipeline = create_token(server.db_url, "airflow-prod", "request")
+    bob = create_token(server.db_url, "bob", "review")
     rid = open_gate(server, pipeline)
     with Browser(server.url) as browser:
-        assert browser.sign_in(alice).status_code == 303
+        assert browser.sign_in(bob).status_code == 303
         stolen = browser.session()
         page = browser.get(f"/r/{rid}").text
         assert 'name="verdict"' in page
@@ -141,28 +157,31 @@ def test_a_session_cookie_replayed_after_sign_out_is_refused(
 
 
 def test_an_expired_token_is_refused_on_the_api_and_the_pages(
-    sqlite_url: str, tmp_path: Path, start_server: StartServer
+    sqlite_server: ServerProcess,
 ) -> None:
-    server = start_server(sqlite_url)
-    made = cli(
-        "token", "create", "--db", sqlite_url, "--principal", "alice", "--scope", "review",
+    server, sqlite_url = sqlite_server, sqlite_server.db_url
+    made = cli_in_process(
+        "token", "create", "--db", sqlite_url, "--principal", "erin", "--scope", "review",
         "--ttl", "8s", "--policy", str(POLICY),
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    alice = made.stdout.strip()
+    erin = made.stdout.strip()
     expired_by = time.monotonic() + 8  # the token was made before this moment
-    (listed,) = json.loads(cli("token", "list", "--db", sqlite_url, "--format", "json").stdout)
-    assert listed["expires_at"] is not None
-    with Browser(server.url) as browser, server.client(alice) as api:
+    listed = cli_in_process(
+        "token", "list", "--db", sqlite_url, "--principal", "erin", "--format", "json"
+    )
+    (token,) = json.loads(listed.stdout)
+    assert token["expires_at"] is not None
+    with Browser(server.url) as browser, server.client(erin) as api:
         assert api.get("/api/v1/requests").status_code == 200  # now in the server's cache
-        assert browser.sign_in(alice).status_code == 303
+        assert browser.sign_in(erin).status_code == 303
         assert browser.get("/inbox").status_code == 200
         time.sleep(max(0.0, expired_by - time.monotonic()) + 0.2)
         # Expired, though the API's token cache (10 s) still holds it: refused to the second.
         r = api.get("/api/v1/requests")
         assert r.status_code == 401, r.text
         assert signed_out(browser)
-        assert browser.sign_in(alice).status_code == 401
+        assert browser.sign_in(erin).status_code == 401
 
 
 @pytest.mark.postgres

@@ -719,7 +719,7 @@ def test_expiry_racing_decisions_ends_once(
 
 # ===================================================================== concurrency: processes
 #
-# Workers live at module level so that the "spawn" start method can import them by name.
+# Workers live at module level so that a fresh process can import them by name.
 
 
 def _decide_worker(url: str, jobs: list[tuple[str, str, str]], barrier: Any, results: Any) -> None:
@@ -777,8 +777,15 @@ def _open_worker(url: str, barrier: Any, results: Any) -> None:
 def _run_processes(
     target: Callable[..., None], args: list[tuple[Any, ...]], timeout: float = 90
 ) -> list[Any]:
-    """Start one spawned process per args tuple (sharing a Barrier); return what each put."""
-    ctx = multiprocessing.get_context("spawn")
+    """Start one process per args tuple (sharing a Barrier); return what each put.
+
+    Each is a fresh process forked from multiprocessing's fork server, never from this one:
+    it inherits no connection, lock or thread of the test, as a spawned one would not, and
+    the server imported pytest and the store once, instead of each process again (this
+    module is imported in each: Python 3.11's fork server does not see the tests' sys.path).
+    """
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["pytest", "sluicegate.store", "sluicegate.audit"])
     results = ctx.Queue()
     barrier = ctx.Barrier(len(args))
     procs = [ctx.Process(target=target, args=(*a, barrier, results), daemon=True) for a in args]

@@ -188,5 +188,12 @@ defs = Definitions(
 
 
 def reconstruct_export_job():  # type: ignore[no-untyped-def]
-    """For ``reconstructable``: re-execution rebuilds the job from this module."""
-    return defs.resolve_job_def("export_job")
+    """For ``reconstructable``: re-execution rebuilds the job from this module. Its resource is
+    made at each call, so the ``SLUICEGATE_TEST_MAX_WAIT`` a test sets applies (``defs``' own
+    resource read it once, when this module was first imported)."""
+    built = Definitions(
+        assets=[customers, customers_export, export_receipt],
+        jobs=[export_job],
+        resources={"sluicegate": resource()},
+    )
+    return built.resolve_job_def("export_job")

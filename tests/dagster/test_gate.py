@@ -26,6 +26,11 @@ from serverproc import POLICY, ServerProcess, expiring_server, free_port
 
 from sluicegate.store import Store
 
+#: How long a test waits for what should happen (a request to show up, an event to be written)
+#: before it fails: generous, since the suites run side by side on a loaded machine (dev.py);
+#: only a broken gate makes a test wait this long.
+PATIENCE = 300.0
+
 
 class Env:
     def __init__(self, server: ServerProcess, tokens: dict[str, str], marks: Path) -> None:
@@ -99,7 +104,7 @@ def reviewer(
     before = {r["id"] for r in env.requests(status="pending")} | (seen or set())
 
     def run() -> None:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + PATIENCE
         while time.monotonic() < deadline:
             new = [r for r in env.requests(status="pending") if r["id"] not in before]
             if new:
@@ -176,7 +181,7 @@ def test_the_owner_of_the_asset_cannot_approve_it(env: Env) -> None:
         got: dict[str, Any] = {}
 
         def carol_tries() -> None:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + PATIENCE
             while time.monotonic() < deadline and not got:
                 pending = env.requests(status="pending")
                 for r in pending:
@@ -534,7 +539,7 @@ def gate_events(env: Env, run_id: str, count: int) -> list[dict[str, Any]]:
     """The server's events of the gates whose parent is Dagster run ``run_id``, validated."""
     from lineage_schema import validate_event
 
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + PATIENCE
     while True:
         lines = env.gate_events.read_text().splitlines() if env.gate_events.exists() else []
         events = [json.loads(x) for x in lines if run_id in x]

@@ -73,7 +73,7 @@ def test_the_documented_definitions_type_check(tmp_path: Path) -> None:
     # bodies as `...`, which strict mypy calls an empty body: that code alone is let through.)
     root = Path(__file__).resolve().parents[2]
     files = [root / "examples" / "dagster" / "definitions.py"]
-    for n, readme in enumerate([root / "README.md", root / "dagster_integration" / "README.md"]):
+    for n, readme in enumerate([root / "dagster_integration" / "README.md"]):
         blocks = _python_blocks(readme)
         assert blocks, f"{readme} shows no SluicegateResource(...) call"
         for m, block in enumerate(blocks):

@@ -19,7 +19,6 @@ import pytest
 from prefect import flow
 from prefect.assets import Asset, AssetProperties
 from test_gate import Sluicegate, _sluicegate, paused_request, start
-from test_gate import prefect_api as prefect_api  # the harness test_gate runs flows on
 from test_gate import quick as quick
 
 from prefect_sluicegate import ApprovalRefused, approval_gate

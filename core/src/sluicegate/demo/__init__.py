@@ -10,21 +10,37 @@ unattended; without it, approve in the browser or with the printed CLI command.
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sluicegate.exceptions import ClientError, SluicegateError
 from sluicegate.links import sign_link
 from sluicegate.settings import load_settings
 
-__all__ = ["bundled_policy_path", "run_demo"]
+if TYPE_CHECKING:
+    from sluicegate.policy import Policy
+
+__all__ = [
+    "approver_argv",
+    "bundled_policy_path",
+    "eligible_reviewers",
+    "free_port",
+    "print_audit_commands",
+    "print_review",
+    "run_demo",
+    "sluicegate_argv",
+    "sluicegate_command",
+]
 
 PROD = "postgres://prod:5432"
 PIPELINE = "demo-pipeline"
@@ -36,10 +52,74 @@ def bundled_policy_path() -> Path:
     return Path(str(files("sluicegate.demo").joinpath("policy.yaml")))
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def sluicegate_argv() -> list[str]:
+    """The command that runs this very `sluicegate`, by full path: the console script beside
+    the running Python (a virtualenv's bin/ need not be on PATH), else ``python -m``."""
+    here = Path(sys.executable).parent  # not resolved: a venv's python is a symlink
+    for name in ("sluicegate", "sluicegate.exe"):
+        script = here / name
+        if script.is_file() and os.access(script, os.X_OK):
+            return [str(script)]
+    return [sys.executable, "-m", "sluicegate.cli"]
+
+
+def sluicegate_command(*args: str) -> str:
+    """:func:`sluicegate_argv` with ``args``, quoted for a POSIX shell: it runs as printed."""
+    return shlex.join([*sluicegate_argv(), *args])
+
+
+def print_review(
+    echo: Echo,
+    *,
+    server_url: str,
+    request_id: str,
+    review_url: str,
+    key: bytes,
+    reviewers: Sequence[str],
+    tokens: dict[str, str],
+    indent: str = "   ",
+) -> None:
+    """The signed review link and a ready `requests approve` command (with that reviewer's
+    demo review token) for each reviewer in ``reviewers``."""
+    echo(f"{indent}review links (one per eligible reviewer, signed, single-use):")
+    for reviewer in reviewers:
+        echo(f"{indent}  {reviewer}: {review_url}?t={sign_link(key, request_id, reviewer)}")
+    echo(f"{indent}or approve from a shell, as each reviewer (with their demo review token):")
+    for reviewer in reviewers:
+        command = sluicegate_command(
+            "requests", "approve", request_id, "--server", server_url, "--token", tokens[reviewer]
+        )
+        echo(f"{indent}  {command}  # as {reviewer}")
+
+
+def print_audit_commands(echo: Echo, *, db_url: str, folder: Path, policy: Path) -> None:
+    """Where the demo's database stays, and the commands that read it after the demo."""
+    echo(f"The demo's database stays in {folder} (delete the folder when done):")
+    echo(f"  {sluicegate_command('audit', 'verify', '--db', db_url)}")
+    echo(f"  {sluicegate_command('audit', 'export', '--db', db_url, '--format', 'csv')}")
+    echo("  more review tokens (a reviewer of the policy; --db and --policy name the demo's):")
+    command = sluicegate_command(
+        "token", "create", "--db", db_url, "--policy", str(policy), "--principal", "alice"
+    )
+    echo(f"  {command} --scope review")
+
+
+def eligible_reviewers(
+    policy: Policy, groups: Sequence[str], requester: Mapping[str, Any] | None
+) -> list[str]:
+    """The reviewers who may decide a request of ``groups`` (never its requester, owner or
+    trigger), in policy order."""
+    from sluicegate.model import Requester
+
+    who = Requester.model_validate(requester or {})
+    return [r.id for r in policy.members(groups) if policy.may_decide(r.id, groups, who) is None]
 
 
 class _Server:
@@ -83,7 +163,7 @@ def run_demo(
 
     folder = Path(tempfile.mkdtemp(prefix="sluicegate-demo-"))
     db_url = db_url or f"sqlite:///{folder / 'sluicegate.db'}"
-    port = port or _free_port()
+    port = port or free_port()
     server_url = f"http://127.0.0.1:{port}"
     settings = load_settings(
         db_url=db_url, policy=str(policy_file or bundled_policy_path()), server_url=server_url
@@ -106,7 +186,9 @@ def run_demo(
         f"policy {settings.policy}: {len(st.policy.spec.rules)} rules"
     )
     with _Server(app, port):
-        code = _story(server_url, pipeline_token, tokens, st.secret_key, approve_as, wait, echo)
+        code = _story(
+            server_url, pipeline_token, tokens, st.secret_key, st.policy, approve_as, wait, echo
+        )
         from sluicegate.client import SluicegateClient
 
         auditor = st.store.create_token("demo-auditor", "audit")  # only it reads the audit
@@ -118,8 +200,7 @@ def run_demo(
         f"chain {'intact' if verified.ok else 'BROKEN: ' + verified.problem}, "
         f"head {verified.head}"
     )
-    echo(f"  sluicegate audit verify --db {db_url}")
-    echo(f"  sluicegate audit export --db {db_url} --format csv")
+    print_audit_commands(echo, db_url=db_url, folder=folder, policy=Path(settings.policy or ""))
     emitter = st.approvals.lineage.emitter if st.approvals.lineage else None
     if lineage_file is not None:
         events = _event_types(lineage_file)
@@ -162,27 +243,35 @@ def _event_types(path: Path) -> list[str]:
     return [str(json.loads(line).get("eventType")) for line in lines if line.strip()]
 
 
+def approver_argv(
+    server_url: str, request_id: str, tokens: Sequence[str], *, pause: float = 1.0
+) -> tuple[list[str], dict[str, str]]:
+    """The command (and the environment to add) of a second process that approves
+    ``request_id`` with each review token in turn, through the CLI, as a person would. The
+    tokens go through the environment, not the command line that `ps` shows."""
+    script = (
+        "import os, sys, time, subprocess\n"
+        "time.sleep(float(sys.argv[3]))\n"
+        "for token in os.environ.pop('SLUICEGATE_DEMO_TOKENS').split():\n"
+        "    subprocess.run([sys.executable, '-m', 'sluicegate.cli', 'requests', 'approve',\n"
+        "                    sys.argv[2], '--server', sys.argv[1],\n"
+        "                    '--comment', 'ok for the partner share'],\n"
+        "                   env={**os.environ, 'SLUICEGATE_TOKEN': token})\n"
+        "    time.sleep(0.5)\n"
+    )
+    argv = [sys.executable, "-c", script, server_url, request_id, str(pause)]
+    return argv, {"SLUICEGATE_DEMO_TOKENS": " ".join(tokens)}
+
+
 def _approver(
     server_url: str, request_id: str, reviewers: Sequence[str], tokens: dict[str, str]
 ) -> subprocess.Popen[str]:
-    """A second process that approves as each reviewer in turn, as a person would."""
-    script = (
-        "import sys, time, subprocess\n"
-        "time.sleep(1.0)\n"
-        "for token in sys.argv[3:]:\n"
-        "    subprocess.run([sys.executable, '-m', 'sluicegate.cli', 'requests', 'approve',\n"
-        "                    sys.argv[2], '--server', sys.argv[1], '--token', token,\n"
-        "                    '--comment', 'ok for the partner share'],\n"
-        "                   stdout=subprocess.DEVNULL)\n"
-        "    time.sleep(0.5)\n"
-    )
+    """A second process that approves as each reviewer in turn."""
     unknown = [r for r in reviewers if r not in tokens]
     if unknown:
         raise SluicegateError(f"--approve-as: {', '.join(unknown)} is not a reviewer in the policy")
-    return subprocess.Popen(
-        [sys.executable, "-c", script, server_url, request_id, *[tokens[r] for r in reviewers]],
-        text=True,
-    )
+    argv, env = approver_argv(server_url, request_id, [tokens[r] for r in reviewers])
+    return subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, text=True)
 
 
 def _story(
@@ -190,6 +279,7 @@ def _story(
     pipeline_token: str,
     tokens: dict[str, str],
     key: bytes,
+    policy: Policy,
     approve_as: Sequence[str],
     wait: float,
     echo: Echo,
@@ -232,13 +322,14 @@ def _story(
             f"   the gate halts the step: {opened.status}, rule {opened.rule!r}, "
             f"{opened.required_approvals} approvals needed from {', '.join(opened.groups)}"
         )
-        echo("   review links (one per reviewer, signed, single-use):")
-        for reviewer in ("alice", "bob"):
-            link = f"{opened.review_url}?t={sign_link(key, opened.id, reviewer)}"
-            echo(f"     {reviewer}: {link}")
-        echo(
-            f"   or: sluicegate requests approve {opened.id} --server {server_url} "
-            "--token <review token>"
+        print_review(
+            echo,
+            server_url=server_url,
+            request_id=opened.id,
+            review_url=str(opened.review_url),
+            key=key,
+            reviewers=eligible_reviewers(policy, opened.groups, opened.requester or requester),
+            tokens=tokens,
         )
         with SluicegateClient(server_url, tokens["carol"]) as carol:
             try:

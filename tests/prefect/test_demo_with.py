@@ -1,0 +1,120 @@
+"""``sluicegate demo --with prefect``, run as a user runs it: one command, real processes.
+
+It starts the approval server and ``prefect server start``, serves the example flow, runs its
+deployment to the gate, has alice and bob approve from a second process, and ends once
+Prefect says the flow run Completed. What Prefect recorded is read afterwards from the
+server's database in the work folder, and no process the demo started may outlive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import httpx
+
+SLUICEGATE = str(Path(sys.executable).with_name("sluicegate"))
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def _survivors(workdir: Path) -> list[str]:
+    """Processes still alive that the demo started: a process group it recorded, or any
+    process whose command line or environment names its work folder (PREFECT_HOME)."""
+    # processes.log: "<pid> <name> <argv>" per start (an argv may run over several lines).
+    record = (workdir / "processes.log").read_text()
+    groups = {int(pid) for pid in re.findall(r"^(\d+) [\w-]+ /", record, re.M)}
+    assert groups, record
+    marker = str(workdir).encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "stat").read_text().split()[2] == "Z":
+                continue  # a zombie is dead already, only not yet reaped by its parent
+            pgid = os.getpgid(int(proc.name))
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if pgid in groups or marker in cmdline or marker in environ:
+            command = cmdline.replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{proc.name}: {command[:200]}")
+    return found
+
+
+def _states(database: Path, flow_run_id: str) -> list[str]:
+    """The flow run's state history, as Prefect's server recorded it in its database."""
+    from prefect.server import models
+    from prefect.server.database import provide_database_interface
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, temporary_settings
+
+    async def read() -> list[str]:
+        db = provide_database_interface()
+        async with db.session_context() as session:
+            history = await models.flow_run_states.read_flow_run_states(
+                session, uuid.UUID(flow_run_id)
+            )
+        return [state.name for state in history]
+
+    url = f"sqlite+aiosqlite:///{database}"
+    with temporary_settings({PREFECT_API_DATABASE_CONNECTION_URL: url}):
+        return asyncio.run(read())
+
+
+def test_demo_with_prefect_resumes_the_paused_flow_run_once_approved(tmp_path: Path) -> None:
+    demo = subprocess.Popen(
+        [SLUICEGATE, "demo", "--with", "prefect", "--approve-as", "alice,bob", "--wait", "180"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    killer = threading.Timer(420, demo.kill)  # never hang the suite
+    killer.start()
+    lines: list[str] = []
+    ui_status = None
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("Prefect UI: "):
+                # The printed address is Prefect's UI (and its API), live while the demo runs.
+                ui = line.split()[2]
+                ui_status = httpx.get(f"{ui}/api/health", timeout=30).status_code
+        code = demo.wait(timeout=60)
+    finally:
+        killer.cancel()
+    output = "\n".join(lines)
+    assert code == 0, output
+
+    workdir = Path(re.search(r"^Work folder .*: (\S+)$", output, re.M)[1])  # type: ignore[index]
+    try:
+        assert ui_status == 200, output
+        request_id = re.search(rf"request ({UUID})", output)[1]  # type: ignore[index]
+        for reviewer in ("alice", "bob"):  # a signed link and a ready command for each steward
+            assert re.search(rf"{reviewer}: http://127\.0\.0\.1:\d+/r/{request_id}\?t=\S+", output)
+            command = rf"requests approve {request_id} .*--token sgrev_\S+\s+# as {reviewer}"
+            assert re.search(command, output)
+        flow_run_id = re.search(rf"http://127\.0\.0\.1:\d+/runs/flow-run/({UUID})", output)[1]  # type: ignore[index]
+
+        # What Prefect recorded: the run paused at the gate, ran again, and completed.
+        states = _states(workdir / "prefect-home" / "prefect.db", flow_run_id)
+        assert states[-3:] == ["Paused", "Running", "Completed"], states
+        # The Sluicegate server resumed it through Prefect's API (the gate's own fallback,
+        # for a server that cannot reach Prefect, says so in the flow's log).
+        flow_log = (workdir / "prefect-flow.log").read_text()
+        assert f"request {request_id} approved; going on" in flow_log, flow_log
+        assert "did not resume this flow run" not in flow_log, flow_log
+
+        assert _survivors(workdir) == []
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)  # the demo keeps it for its user
