@@ -16,12 +16,10 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
-SLUICEGATE = str(Path(sys.executable).with_name("sluicegate"))
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from demo_harness import EXAMPLES, SLUICEGATE, survivors, workdir_of
 
 
 def _env() -> dict[str, str]:
@@ -41,32 +39,6 @@ def _start(*args: str, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-def _workdir(out: str) -> Path:
-    found = re.search(r"^Work folder \(logs, state; kept after the demo\): (\S+)$", out, re.M)
-    assert found, out
-    return Path(found.group(1))
-
-
-def _left_behind(workdir: Path) -> list[str]:
-    """Processes the demo started that still exist (zombies included)."""
-    groups = {int(line.split()[0]) for line in (workdir / "processes.log").read_text().splitlines()}
-    assert len(groups) >= 2, groups  # the approval server and Airflow, at least
-    marker = f"AIRFLOW_HOME={workdir / 'airflow'}".encode()
-    alive = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            environ = (entry / "environ").read_bytes()
-        except OSError:  # gone meanwhile, or not ours
-            continue
-        pgid = int(stat.rsplit(")", 1)[1].split()[2])
-        if pgid in groups or marker in environ.split(b"\0"):
-            alive.append(f"{entry.name} (group {pgid}): {stat[:80]}")
-    return alive
-
-
 def test_demo_with_airflow_runs_the_example_dag_through_its_gate(tmp_path: Path) -> None:
     demo = _start("--approve-as", "alice,bob", "--wait", "120", cwd=tmp_path)
     try:
@@ -74,7 +46,7 @@ def test_demo_with_airflow_runs_the_example_dag_through_its_gate(tmp_path: Path)
     finally:
         demo.kill()
     assert demo.returncode == 0, out
-    workdir = _workdir(out)
+    workdir = workdir_of(out)
     ui = re.search(
         r"^Airflow UI: (http://127\.0\.0\.1:\d+) \(user admin, password in (\S+)\)$", out, re.M
     )
@@ -97,7 +69,7 @@ def test_demo_with_airflow_runs_the_example_dag_through_its_gate(tmp_path: Path)
         assert runs.fetchall() == [(said.group(1), "success", "manual")]
         tasks = dict(db.execute("SELECT task_id, state FROM task_instance").fetchall())
     assert tasks == {"extract": "success", "approve_export": "success", "export": "success"}
-    assert _left_behind(workdir) == []
+    assert survivors(workdir) == []
     shutil.rmtree(workdir)  # the demo keeps it for its user; the test has read it
 
 
@@ -123,5 +95,5 @@ def test_ctrl_c_while_the_gate_waits_stops_everything(tmp_path: Path) -> None:
     assert code == 130, out
     assert out.rstrip().endswith("stopped"), out
     assert "Traceback" not in out
-    assert _left_behind(_workdir(out)) == []
-    shutil.rmtree(_workdir(out))
+    assert survivors(workdir_of(out)) == []
+    shutil.rmtree(workdir_of(out))

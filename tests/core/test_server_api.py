@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,10 +174,20 @@ def make_api(tmp_path: Path) -> Iterator[Any]:
         closer.start()
         closer.join(timeout=15)
         if closer.is_alive():
-            hung.append(app.state.sluicegate.store.url)
+            hung.append(f"{app.state.sluicegate.store.url}\n{_every_threads_stack()}")
         app.state.sluicegate.store.close()
     if hung:
         pytest.fail(f"the app's shutdown (lifespan) did not finish within 15 s: {hung}")
+
+
+def _every_threads_stack() -> str:
+    """Where each thread of this process is, for a shutdown that hangs (seen once under a
+    loaded xdist run on PostgreSQL, never alone): the failure then says which step waits."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(
+        f"--- thread {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
+        for ident, frame in sys._current_frames().items()
+    )
 
 
 @pytest.fixture

@@ -13,41 +13,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import uuid
 from pathlib import Path
 
 import httpx
-
-SLUICEGATE = str(Path(sys.executable).with_name("sluicegate"))
-UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-
-def _survivors(workdir: Path) -> list[str]:
-    """Processes still alive that the demo started: a process group it recorded, or any
-    process whose command line or environment names its work folder (PREFECT_HOME)."""
-    # processes.log: "<pid> <name> <argv>" per start (an argv may run over several lines).
-    record = (workdir / "processes.log").read_text()
-    groups = {int(pid) for pid in re.findall(r"^(\d+) [\w-]+ /", record, re.M)}
-    assert groups, record
-    marker = str(workdir).encode()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if (proc / "stat").read_text().split()[2] == "Z":
-                continue  # a zombie is dead already, only not yet reaped by its parent
-            pgid = os.getpgid(int(proc.name))
-            cmdline = (proc / "cmdline").read_bytes()
-            environ = (proc / "environ").read_bytes()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if pgid in groups or marker in cmdline or marker in environ:
-            command = cmdline.replace(b"\0", b" ").decode(errors="replace")
-            found.append(f"{proc.name}: {command[:200]}")
-    return found
+from demo_harness import SLUICEGATE, UUID, survivors, workdir_of
 
 
 def _states(database: Path, flow_run_id: str) -> list[str]:
@@ -96,7 +67,7 @@ def test_demo_with_prefect_resumes_the_paused_flow_run_once_approved(tmp_path: P
     output = "\n".join(lines)
     assert code == 0, output
 
-    workdir = Path(re.search(r"^Work folder .*: (\S+)$", output, re.M)[1])  # type: ignore[index]
+    workdir = workdir_of(output)
     try:
         assert ui_status == 200, output
         request_id = re.search(rf"request ({UUID})", output)[1]  # type: ignore[index]
@@ -115,6 +86,6 @@ def test_demo_with_prefect_resumes_the_paused_flow_run_once_approved(tmp_path: P
         assert f"request {request_id} approved; going on" in flow_log, flow_log
         assert "did not resume this flow run" not in flow_log, flow_log
 
-        assert _survivors(workdir) == []
+        assert survivors(workdir) == []
     finally:
         shutil.rmtree(workdir, ignore_errors=True)  # the demo keeps it for its user
