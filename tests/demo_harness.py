@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 #: The suite environment's own console script, run as a user runs it.
@@ -51,3 +53,46 @@ def survivors(workdir: Path) -> list[str]:
             command = cmdline.replace(b"\0", b" ").decode(errors="replace")
             found.append(f"{proc.name} (group {pgid}): {command[:200]}")
     return found
+
+
+def run_unattended(orchestrator: str, cwd: Path, *, ui_check: str) -> tuple[int, str, int | None]:
+    """Run ``sluicegate demo --with <orchestrator> --approve-as alice,bob`` to its end, as a
+    user runs it; while it runs, GET ``ui_check`` under the UI address it prints
+    (``<Name> UI: <url> ...``), to see that the address is live. Returns the exit code, the
+    output and that GET's status (None if no UI address was printed)."""
+    import httpx
+
+    demo = subprocess.Popen(
+        [SLUICEGATE, "demo", "--with", orchestrator, "--approve-as", "alice,bob", "--wait", "180"],
+        cwd=cwd,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    killer = threading.Timer(420, demo.kill)  # never hang the suite
+    killer.start()
+    lines: list[str] = []
+    ui_status = None
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith(f"{orchestrator.capitalize()} UI: "):
+                ui_status = httpx.get(f"{line.split()[2]}{ui_check}", timeout=30).status_code
+        code = demo.wait(timeout=60)
+    finally:
+        killer.cancel()
+    return code, "\n".join(lines), ui_status
+
+
+def assert_review_printed(output: str) -> str:
+    """A signed link and a ready approve command for each steward; the request's id."""
+    found = re.search(rf"request ({UUID})", output)
+    assert found, output
+    request_id = found.group(1)
+    for reviewer in ("alice", "bob"):
+        assert re.search(rf"{reviewer}: http://127\.0\.0\.1:\d+/r/{request_id}\?t=\S+", output)
+        command = rf"requests approve {request_id} .*--token sgrev_\S+\s+# as {reviewer}"
+        assert re.search(command, output)
+    return request_id

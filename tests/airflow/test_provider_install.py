@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from adapter_checks import assert_imports_no_other_adapter, assert_pinned_to_the_lines_tested_here
 
 DIST = "airflow-provider-sluicegate"
 
@@ -82,26 +83,8 @@ def test_no_other_orchestrator_installed(other: str) -> None:
 
 
 def test_imports_no_other_adapter() -> None:
-    code = (
-        "import sys, sluicegate_airflow\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'dagster', 'dagster_sluicegate', 'prefect', 'prefect_sluicegate'})\n"
-        "assert not bad, bad\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_imports_no_other_adapter("sluicegate_airflow")
 
 
 def test_the_core_and_airflow_are_pinned_to_the_lines_tested_here() -> None:
-    # An adapter built against one core and one Airflow line must not install beside a next
-    # one nobody tested: a compatible range of each, holding the versions installed here.
-    from packaging.requirements import Requirement
-    from packaging.version import Version
-
-    required = {
-        r.name: r.specifier for r in map(Requirement, importlib.metadata.requires(DIST) or [])
-    }
-    for name in ("sluicegate", "apache-airflow"):
-        here = Version(importlib.metadata.version(name))
-        assert here in required[name], (name, str(required[name]), here)
-        nxt = Version(f"{here.major}.{here.minor + 1}")
-        assert nxt not in required[name], f"{DIST} allows {name} {nxt}: {required[name]}"
+    assert_pinned_to_the_lines_tested_here(DIST, ("sluicegate", "apache-airflow"))

@@ -8,55 +8,23 @@ the demo left in its work folder, and no process it started may outlive it.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
-import threading
 from pathlib import Path
 
-import httpx
-from demo_harness import SLUICEGATE, UUID, survivors, workdir_of
+from demo_harness import UUID, assert_review_printed, run_unattended, survivors, workdir_of
 
 ASSET = "nightly_partner_export"
 
 
 def test_demo_with_dagster_runs_the_gated_export_once_approved(tmp_path: Path) -> None:
-    demo = subprocess.Popen(
-        [SLUICEGATE, "demo", "--with", "dagster", "--approve-as", "alice,bob", "--wait", "180"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    killer = threading.Timer(420, demo.kill)  # never hang the suite
-    killer.start()
-    lines: list[str] = []
-    ui_status = None
-    try:
-        assert demo.stdout is not None
-        for line in demo.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("Dagster UI: "):
-                # The printed address is Dagster's UI, live while the demo runs.
-                ui = line.split()[2]
-                ui_status = httpx.get(f"{ui}/server_info", timeout=30).status_code
-        code = demo.wait(timeout=60)
-    finally:
-        killer.cancel()
-    output = "\n".join(lines)
+    code, output, ui_status = run_unattended("dagster", tmp_path, ui_check="/server_info")
     assert code == 0, output
 
     workdir = workdir_of(output)
     try:
         assert ui_status == 200, output
-        request_id = re.search(rf"request ({UUID})", output)[1]  # type: ignore[index]
-        for reviewer in ("alice", "bob"):  # a signed link and a ready command for each steward
-            assert re.search(rf"{reviewer}: http://127\.0\.0\.1:\d+/r/{request_id}\?t=\S+", output)
-            assert re.search(
-                rf"requests approve {request_id} .*--token sgrev_\S+\s+# as {reviewer}", output
-            )
+        request_id = assert_review_printed(output)
         runs = re.findall(rf"http://127\.0\.0\.1:\d+/runs/({UUID})", output)
         first, second = runs[0], runs[-1]
         assert first != second, output

@@ -9,16 +9,12 @@ server's database in the work folder, and no process the demo started may outliv
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
-import subprocess
-import threading
 import uuid
 from pathlib import Path
 
-import httpx
-from demo_harness import SLUICEGATE, UUID, survivors, workdir_of
+from demo_harness import UUID, assert_review_printed, run_unattended, survivors, workdir_of
 
 
 def _states(database: Path, flow_run_id: str) -> list[str]:
@@ -41,40 +37,13 @@ def _states(database: Path, flow_run_id: str) -> list[str]:
 
 
 def test_demo_with_prefect_resumes_the_paused_flow_run_once_approved(tmp_path: Path) -> None:
-    demo = subprocess.Popen(
-        [SLUICEGATE, "demo", "--with", "prefect", "--approve-as", "alice,bob", "--wait", "180"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    killer = threading.Timer(420, demo.kill)  # never hang the suite
-    killer.start()
-    lines: list[str] = []
-    ui_status = None
-    try:
-        assert demo.stdout is not None
-        for line in demo.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("Prefect UI: "):
-                # The printed address is Prefect's UI (and its API), live while the demo runs.
-                ui = line.split()[2]
-                ui_status = httpx.get(f"{ui}/api/health", timeout=30).status_code
-        code = demo.wait(timeout=60)
-    finally:
-        killer.cancel()
-    output = "\n".join(lines)
+    code, output, ui_status = run_unattended("prefect", tmp_path, ui_check="/api/health")
     assert code == 0, output
 
     workdir = workdir_of(output)
     try:
         assert ui_status == 200, output
-        request_id = re.search(rf"request ({UUID})", output)[1]  # type: ignore[index]
-        for reviewer in ("alice", "bob"):  # a signed link and a ready command for each steward
-            assert re.search(rf"{reviewer}: http://127\.0\.0\.1:\d+/r/{request_id}\?t=\S+", output)
-            command = rf"requests approve {request_id} .*--token sgrev_\S+\s+# as {reviewer}"
-            assert re.search(command, output)
+        request_id = assert_review_printed(output)
         flow_run_id = re.search(rf"http://127\.0\.0\.1:\d+/runs/flow-run/({UUID})", output)[1]  # type: ignore[index]
 
         # What Prefect recorded: the run paused at the gate, ran again, and completed.
