@@ -540,8 +540,8 @@ def start_py_spy(pid: int, seconds: float, out: str, rate: int = 200) -> subproc
 
 
 _BUCKETS = (
+    ("sluicegate/store/audit", "sluicegate.store.audit"),
     ("sluicegate/store", "sluicegate.store"),
-    ("sluicegate/audit", "sluicegate.audit"),
     ("sluicegate/policy", "sluicegate.policy"),
     ("sluicegate/server", "sluicegate.server"),
     ("sluicegate/", "sluicegate (other)"),

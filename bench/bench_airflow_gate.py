@@ -50,11 +50,8 @@ What it measures
      DAG without it), ``bench_allowed_gate_no_xcom`` (the gate with ``do_xcom_push=False``: its
      returned approval is not written as an XCom) and ``bench_plain_task`` (a trivial @task in
      the gate's place, to tell what any extra task costs in dag.test from what the gate adds;
-     and ``bench_gated_task`` once more with the gate's early call turned off in this process:
-     the gate sends its ``open_gate`` as its templates are rendered and reads the answer in
-     ``execute``; turned off, it makes the whole call in ``execute``; and once more with the
-     gate's shortcut for strings without a template turned off, so that every string of the
-     action is rendered by Airflow's own ``render_template``, as for any operator),
+     the gate asks in ``execute``, through the core's ``Gate.open``, and Airflow renders every
+     string of its action as any operator's),
      ``dag.test()`` wall time per run, interleaved (the order rotates), median of each and
      their differences; from the task instances' start/end dates, the gate task alone next to
      the trivial task, and ``done``'s duration with and without the gate, also paired round by
@@ -66,12 +63,11 @@ What it measures
      The rounds alternate between two placements: the servers on the same CPUs as dag.test(),
      as the operating system schedules them, and the servers on a CPU of their own (the
      last; every thread of theirs and of this process pinned, ``sched_setaffinity``), as a
-     server on its own host would be. Sharing, the server's work on the gate's early request
-     competes with the task that sent it (its ``SetRenderedFields`` call took 1 ms longer,
-     by an instrumented run); on a CPU of its own it does not.
+     server on its own host would be. Sharing, the server's work on the gate's request
+     competes with the task that sent it; on a CPU of its own it does not.
      Then the gate's own work done outside Airflow, step by step: reading the
      connection (``SluicegateHook.server()``), building the client (``SluicegateClient(url,
-     token)``; it connects on its first call), one ``open_gate`` round trip (a new connection);
+     token)``; it connects on its first call), one ``Gate.open`` round trip (a new connection);
      and Airflow's own ``_serialize_rendered_fields`` (the task runner's step that sends a
      task's rendered template fields, paid per field on every run) for ``done`` with and
      without ``@task.sluicegate``, whose one extra field is ``sluicegate_action``.
@@ -126,11 +122,6 @@ HITL_DAG = "bench_airflow_hitl"
 ALLOWED_DAG = "bench_allowed_gate"
 ALLOWED_NO_XCOM_DAG = "bench_allowed_gate_no_xcom"
 GATED_TASK_DAG = "bench_gated_task"
-#: Not a DAG: bench_gated_task run with the gate's early call turned off in this process.
-GATED_LATE = "bench_gated_task, asked in execute"
-#: Not a DAG: bench_gated_task with every string of the gate rendered by Airflow's own
-#: ``render_template`` (the gate's shortcut for strings without a template turned off).
-GATED_JINJA = "bench_gated_task, every string through Jinja"
 NO_GATE_DAG = "bench_no_gate"
 PLAIN_DAG = "bench_plain_task"
 GATE_TASK = "approve_export"
@@ -397,34 +388,6 @@ class Bench:
         return done - box["t_decided"], box
 
 
-@contextlib.contextmanager
-def asked_in_execute() -> Any:
-    """The gate's call made in ``execute`` rather than sent as its templates are rendered: the
-    gate takes every run for one it cannot ask early (as outside Airflow's task runner)."""
-    import sluicegate_airflow.operators as operators
-
-    resuming = operators._resuming
-    operators._resuming = lambda context: None
-    try:
-        yield
-    finally:
-        operators._resuming = resuming
-
-
-@contextlib.contextmanager
-def rendered_by_airflow() -> Any:
-    """The gate's strings rendered as Airflow renders any operator's: its shortcut for strings
-    without a template (``_ActionGate.render_template``) taken away for the while."""
-    from sluicegate_airflow.operators import _ActionGate
-
-    shortcut = _ActionGate.__dict__["render_template"]
-    del _ActionGate.render_template  # BaseOperator's is next in the method order
-    try:
-        yield
-    finally:
-        _ActionGate.render_template = shortcut  # type: ignore[method-assign]
-
-
 def states(dag_run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
@@ -605,8 +568,7 @@ def measure(
 
     # 3: allowed gate vs no gate (and vs a trivial task in its place), interleaved, the order
     # rotating each round; the rounds alternate between the placements of the servers
-    variants = [ALLOWED_DAG, ALLOWED_NO_XCOM_DAG, GATED_TASK_DAG, GATED_LATE, GATED_JINJA,
-                NO_GATE_DAG, PLAIN_DAG]  # fmt: skip
+    variants = [ALLOWED_DAG, ALLOWED_NO_XCOM_DAG, GATED_TASK_DAG, NO_GATE_DAG, PLAIN_DAG]
     placements = [SHARED] + ([SPLIT] if len(ALL_CPUS) > 1 else [])
     costs = {p: Costs(variants) for p in placements}
     servers = [*sg.pids(), *process_tree(af.proc.pid)]
@@ -619,11 +581,7 @@ def measure(
         this_round: dict[str, float] = {}
         for dag_id in variants[k % len(variants) :] + variants[: k % len(variants)]:
             settle_gc()
-            if dag_id in (GATED_LATE, GATED_JINJA):
-                with asked_in_execute() if dag_id == GATED_LATE else rendered_by_airflow():
-                    dr, wall = bench.run(GATED_TASK_DAG)
-            else:
-                dr, wall = bench.run(dag_id)
+            dr, wall = bench.run(dag_id)
             got = states(dr)
             if got.get("done") != "success" or got.get(GATE_TASK, "success") != "success":
                 bad.append(f"{dag_id}: {got}")
@@ -646,9 +604,11 @@ def measure(
             if dag_id in this_round and NO_GATE_DAG in this_round:
                 diffs.append(this_round[dag_id] - this_round[NO_GATE_DAG])
     place(SHARED, servers)
-    # the allowed gate's own work outside Airflow: the hook's client, one open_gate round trip
+    # the allowed gate's own work outside Airflow: the hook's client, one Gate.open round trip
     from sluicegate.client import SluicegateClient
+    from sluicegate.gate import Gate
     from sluicegate_airflow.hooks import SluicegateHook
+    from sluicegate_airflow.operators.approval import OPEN_RETRY_SECONDS
 
     gate = dags[ALLOWED_DAG].get_task(GATE_TASK)
     conn_s: list[float] = []
@@ -661,10 +621,12 @@ def measure(
         t1 = time.perf_counter()
         with SluicegateClient(url, token) as client:
             t2 = time.perf_counter()
-            answer = client.open_gate(f"bench-direct-{i}", gate.action(), requester)
+            outcome = Gate(client).open(
+                f"bench-direct-{i}", gate.action(), requester, timeout=OPEN_RETRY_SECONDS
+            )
             t3 = time.perf_counter()
-        if answer.status != "allowed":
-            bad.append(f"direct open_gate: {answer.status}")
+        if outcome.kind.value != "allowed":
+            bad.append(f"direct Gate.open: {outcome.message}")
         conn_s.append(t1 - t0)
         client_s.append(t2 - t1)
         open_s.append(t3 - t2)
@@ -720,7 +682,7 @@ def measure(
     say("  the gate's own work, outside Airflow (servers sharing the CPUs):")
     say(row("  hook.server() (reads the connection)", conn_s, "ms", m))
     say(row("  SluicegateClient(url, token)", client_s, "ms", m))
-    say(row("  open_gate round trip (a new connection)", open_s, "ms", m))
+    say(row("  Gate.open round trip (a new connection)", open_s, "ms", m))
     for dag_id, label in ((GATED_TASK_DAG, "@task.sluicegate"), (NO_GATE_DAG, "plain @task")):
         n_fields = len(dags[dag_id].get_task("done").template_fields)
         say(row(f"  Airflow's rendered-fields step, done as {label} ({n_fields} fields)",
@@ -758,17 +720,11 @@ class Costs:
         self.gate_task: list[float] = []  # the allowed gate task (TI end - start)
         self.plain_task: list[float] = []  # the trivial task in its place
         self.extract_task: list[float] = []
-        #: done's duration (TI end - start): behind @task.sluicegate, the same asked only in
-        #: execute, and without a gate
-        self.done: dict[str, list[float]] = {
-            GATED_TASK_DAG: [],
-            GATED_LATE: [],
-            GATED_JINJA: [],
-            NO_GATE_DAG: [],
-        }
+        #: done's duration (TI end - start): behind @task.sluicegate, and without a gate
+        self.done: dict[str, list[float]] = {GATED_TASK_DAG: [], NO_GATE_DAG: []}
         #: per round, done's duration behind the gate minus without it (the two ran seconds
         #: apart, so the machine's drift over minutes cancels out)
-        self.paired: dict[str, list[float]] = {GATED_TASK_DAG: [], GATED_LATE: [], GATED_JINJA: []}
+        self.paired: dict[str, list[float]] = {GATED_TASK_DAG: []}
         self.done_gc: dict[str, list[float]] = {d: [] for d in self.done}  # GC inside done
 
 
@@ -779,24 +735,14 @@ def report_costs(c: Costs, m: int) -> list[str]:
     say(row("dag.test() wall, the same, do_xcom_push=False", walls[ALLOWED_NO_XCOM_DAG], "ms", m))
     say(row("dag.test() wall, extract -> done behind @task.sluicegate", walls[GATED_TASK_DAG],
             "ms", m))  # fmt: skip
-    say(row("dag.test() wall, the same, the gate asked only in execute", walls[GATED_LATE],
-            "ms", m))  # fmt: skip
-    say(row("dag.test() wall, the same, every string through Jinja", walls[GATED_JINJA],
-            "ms", m))  # fmt: skip
     say(row("dag.test() wall, extract -> done", walls[NO_GATE_DAG], "ms", m))
     say(row("dag.test() wall, extract -> trivial @task -> done", walls[PLAIN_DAG], "ms", m))
     say(row("allowed gate task alone (TI end - start)", c.gate_task, "ms", m))
     say(row("trivial @task in the gate's place (TI end - start)", c.plain_task, "ms", m))
     say(row("trivial @task extract, allowed-gate runs (TI end - start)", c.extract_task, "ms", m))
     say(row("done behind @task.sluicegate (TI end - start)", done[GATED_TASK_DAG], "ms", m))
-    say(row("done behind @task.sluicegate asked only in execute (TI end - start)",
-            done[GATED_LATE], "ms", m))  # fmt: skip
-    say(row("done behind @task.sluicegate, every string through Jinja (TI end - start)",
-            done[GATED_JINJA], "ms", m))  # fmt: skip
     say(row("done without a gate (TI end - start)", done[NO_GATE_DAG], "ms", m))
     for dag_id, label in ((GATED_TASK_DAG, "behind @task.sluicegate"),
-                          (GATED_LATE, "behind it, asked only in execute"),
-                          (GATED_JINJA, "behind it, every string through Jinja"),
                           (NO_GATE_DAG, "without a gate")):  # fmt: skip
         say(row(f"  done {label}: GC pauses inside its run", c.done_gc[dag_id], "ms", m))
 
@@ -825,18 +771,13 @@ def report_costs(c: Costs, m: int) -> list[str]:
                             walls[GATED_TASK_DAG], walls[NO_GATE_DAG]))  # fmt: skip
     goals.append(difference("the same from the done task's own duration",
                             done[GATED_TASK_DAG], done[NO_GATE_DAG]))  # fmt: skip
-    for dag_id, label in ((GATED_TASK_DAG, "@task.sluicegate"),
-                          (GATED_LATE, "asked only in execute"),
-                          (GATED_JINJA, "every string through Jinja")):  # fmt: skip
-        if c.paired[dag_id]:
-            mid, (lo, hi) = statistics.median(c.paired[dag_id]) * 1e3, median_ci(c.paired[dag_id])
-            goals.append(
-                f"  paired, {label}: the median of each round's difference in done's "
-                f"duration {mid:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f})"
-            )
-    goals.append(difference("  for comparison, the gate asked only in execute (its early call "
-                            "off), done's duration", done[GATED_LATE], done[NO_GATE_DAG],
-                            goal=False))  # fmt: skip
+    paired = c.paired[GATED_TASK_DAG]
+    if paired:
+        mid, (lo, hi) = statistics.median(paired) * 1e3, median_ci(paired)
+        goals.append(
+            "  paired, @task.sluicegate: the median of each round's difference in done's "
+            f"duration {mid:+.1f} ms (95% CI {lo:+.1f} to {hi:+.1f})"
+        )
     return goals
 
 

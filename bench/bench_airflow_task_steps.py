@@ -6,15 +6,14 @@ gate on a kind ``read`` the policy allows) and ``bench_no_gate`` in ``dag.test()
 Airflow's task-runner steps wrapped to time them (the wrappers only note the time; the steps
 behave as before), for ``done`` only:
 
-- ``ti.render_templates`` (the gate sends its request at the end of it), and in it the send
-  (``_EarlyOpen.__init__``) and the connection lookup (``SluicegateHook.server``);
+- ``ti.render_templates``;
 - ``_serialize_rendered_fields`` and the ``SetRenderedFields`` message to the supervisor;
-- ``_execute_task``, and in it the gate's ``_open_or_defer`` and the reading of the early
-  answer (``_EarlyOpen.answer``: parsing it, or waiting if the server has not answered yet);
+- ``_execute_task``, and in it the gate's ``_open_or_defer`` (the action, the requester, the
+  core's ``Gate.open``), and in that the connection lookup (``SluicegateHook.server``) and the
+  gate's round trip (``Gate.open``);
 - ``done``'s duration (TI end - start).
 
-Variants, run in turn: the gate as shipped; its early request off (``asked in execute``); its
-shortcut for strings without a template off (``every string through Jinja``); no gate. The
+Variants, run in turn: the gate as shipped, and no gate. The
 collector is settled before each run and the placements alternate by round, as in
 ``bench_airflow_gate.py`` section 3 (the servers sharing the CPUs with dag.test(), or on a CPU
 of their own). One Sluicegate server (SQLite, examples/policy.yaml) as a subprocess. Figures
@@ -49,10 +48,8 @@ import bench_airflow_gate as gate_bench  # noqa: E402
 from _server import HOST, POLICY, ServerProcess, quiet  # noqa: E402
 
 AS_SHIPPED = "gate as shipped"
-LATE = "early request off"
-JINJA = "every string through Jinja"
 NO_GATE = "no gate"
-VARIANTS = (AS_SHIPPED, LATE, JINJA, NO_GATE)
+VARIANTS = (AS_SHIPPED, NO_GATE)
 
 
 class Steps:
@@ -84,7 +81,8 @@ class Steps:
         import airflow.sdk.execution_time.task_runner as runner
         from airflow.sdk.execution_time.supervisor import InProcessSupervisorComms
 
-        import sluicegate_airflow.operators as operators
+        import sluicegate_airflow.operators.approval as operators
+        from sluicegate.gate import Gate
         from sluicegate_airflow.hooks import SluicegateHook
 
         run_task = runner._run_task_and_map_outcome
@@ -95,12 +93,11 @@ class Steps:
 
         runner._run_task_and_map_outcome = which_task
         self.wrap(runner.RuntimeTaskInstance, "render_templates", "ti.render_templates")
-        self.wrap(operators._EarlyOpen, "__init__", "  the gate's send (its request sent)")
-        self.wrap(SluicegateHook, "server", "  the connection lookup (hook.server)")
+        self.wrap(SluicegateHook, "server", "    the connection lookup (hook.server)")
         self.wrap(runner, "_serialize_rendered_fields", "_serialize_rendered_fields")
         self.wrap(runner, "_execute_task", "_execute_task")
         self.wrap(operators._ActionGate, "_open_or_defer", "  the gate's _open_or_defer")
-        self.wrap(operators._EarlyOpen, "answer", "    reading the early answer")
+        self.wrap(Gate, "open", "    Gate.open (the round trip)")
         send = InProcessSupervisorComms.send
 
         def timed_send(comms: Any, msg: Any) -> Any:
@@ -112,14 +109,6 @@ class Steps:
                     self.note("SetRenderedFields message", time.perf_counter() - started)
 
         InProcessSupervisorComms.send = timed_send  # type: ignore[method-assign]
-
-
-def variant(name: str) -> contextlib.AbstractContextManager[Any]:
-    if name == LATE:
-        return gate_bench.asked_in_execute()  # type: ignore[no-any-return]
-    if name == JINJA:
-        return gate_bench.rendered_by_airflow()  # type: ignore[no-any-return]
-    return contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -173,7 +162,7 @@ def measure(runs: int, work: Path, sg: ServerProcess) -> None:
     placements = [gate_bench.SHARED] + ([gate_bench.SPLIT] if len(gate_bench.ALL_CPUS) > 1 else [])
     run_dag: Callable[[str], Any] = lambda v: dags[v].test()  # noqa: E731
     for v in VARIANTS:  # warm-up, not counted
-        with variant(v), quiet(log):
+        with quiet(log):
             run_dag(v)
     for i in range(runs * len(placements)):
         placement = placements[i % len(placements)]
@@ -181,7 +170,7 @@ def measure(runs: int, work: Path, sg: ServerProcess) -> None:
         for v in VARIANTS:
             gate_bench.settle_gc()
             steps.now = (placement, v)
-            with variant(v), quiet(log):
+            with quiet(log):
                 dr = run_dag(v)
             steps.now = None
             ti = next(t for t in dr.get_task_instances() if t.task_id == "done")
@@ -191,10 +180,10 @@ def measure(runs: int, work: Path, sg: ServerProcess) -> None:
                 (ti.end_date - ti.start_date).total_seconds()
             )
     gate_bench.place(gate_bench.SHARED, sg.pids())
-    order = ["ti.render_templates", "  the connection lookup (hook.server)",
-             "  the gate's send (its request sent)", "_serialize_rendered_fields",
-             "SetRenderedFields message", "_execute_task", "  the gate's _open_or_defer",
-             "    reading the early answer", "done's duration (TI end - start)"]  # fmt: skip
+    order = ["ti.render_templates", "_serialize_rendered_fields", "SetRenderedFields message",
+             "_execute_task", "  the gate's _open_or_defer",
+             "    the connection lookup (hook.server)", "    Gate.open (the round trip)",
+             "done's duration (TI end - start)"]  # fmt: skip
     print(f"Where an allowed gate's time goes in done's task run, p50 over {runs} runs, ms "
           "(- : the step did not happen)")  # fmt: skip
     for placement in placements:

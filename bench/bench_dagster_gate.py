@@ -1,5 +1,5 @@
 """The approval gate in Dagster: how fast a decision lets the gated step run, in both waiting
-forms, next to the pattern Dagster users use today.
+forms, next to the pattern Dagster users use today; and what an allowed gate adds to a step.
 
 Everything runs in this process on Dagster 1.13 (``materialize`` on ``instance_for_test``),
 against ``sluicegate serve`` (SQLite, examples/policy.yaml) as a subprocess on 127.0.0.1. The
@@ -24,12 +24,21 @@ What it measures (decision -> the gated body starts)
      until a flag file exists; the flag is set at offset u * 30 s after the first check, so the
      decisions meet every phase of the retry cycle.
   Offsets are (i + 0.5)/N for i < N (evenly spread, none at the very edge of a cycle),
-  shuffled (seeded), the same list for each form. One warm-up run
-  first, not counted. Figures only, no asserts. Run it in the Dagster environment, from the
-  repository root (about 13 minutes with the defaults: each retry-pattern trial lasts one
-  30 s retry cycle)::
+  shuffled (seeded), the same list for each form.
+
+What it measures (the cost of an allowed gate; goal: 5 ms added per step)
+  4. One run materializes two assets with the same empty body: ``read_gated`` behind
+     ``@approval_required`` with kind ``read`` (the example policy's ``routine-reads`` allows
+     it: one round trip, no request) and ``read_plain`` without a gate. For each, the time from
+     Dagster's STEP_START event to the body's first line; the gate's cost is the gated step's
+     time minus the plain one's, in the same run (``--allowed-runs`` runs, median and p95).
+
+One warm-up run of each first, not counted. Figures only, no asserts. Run it in the Dagster
+environment, from the repository root (about 13 minutes with the defaults: each retry-pattern
+trial lasts one 30 s retry cycle; ``--allowed-only`` measures 4 alone, in about a minute)::
 
     .venvs/dagster/bin/python bench/bench_dagster_gate.py [--trials 20] [--retry-trials 20]
+    .venvs/dagster/bin/python bench/bench_dagster_gate.py --allowed-only [--allowed-runs 40]
 """
 
 from __future__ import annotations
@@ -53,10 +62,16 @@ sys.path.insert(0, str(HERE))
 from _server import HOST, POLICY, ServerProcess, pct, quiet  # noqa: E402
 
 GOAL_P95_S = 0.25
+#: What an allowed gate may add to a step (the median of gated minus plain).
+GOAL_ALLOWED_MS = 5.0
 REFERENCE = "earlier session, this machine: RetryRequested(30 s) 14.5 s median, 25.8 s max"
 RETRY_SECONDS = 30
 MARK = "SLUICEGATE_BENCH_MARK"
 FLAG = "SLUICEGATE_BENCH_FLAG"
+
+
+#: The wall time each body of part 4 started, by asset (written in this process: in-process runs).
+BODY_STARTED: dict[str, float] = {}
 
 
 def say(*parts: object) -> None:
@@ -116,8 +131,19 @@ def definitions(server_url: str, token: str, interval: int) -> dict[str, Any]:
             raise RetryRequested(max_retries=1000, seconds_to_wait=RETRY_SECONDS)
         started()
 
+    @asset(tags={"sluicegate/action": "read"})
+    @approval_required
+    def read_gated(context) -> None:  # type: ignore[no-untyped-def]
+        BODY_STARTED["read_gated"] = time.time()
+
+    @asset
+    def read_plain(context) -> None:  # type: ignore[no-untyped-def]
+        BODY_STARTED["read_plain"] = time.time()
+
     resource = SluicegateResource(server_url=server_url, token=token)
     return {
+        "read_gated": read_gated,
+        "read_plain": read_plain,
         "customers": customers,
         "in_step": export_in_step,
         "by_sensor": export_by_sensor,
@@ -263,12 +289,58 @@ def trial_retry(d: dict[str, Any], instance: Any, offset: float) -> float:
     return began - box["t_decided"]
 
 
+def trial_allowed(d: dict[str, Any], instance: Any) -> tuple[float, float]:
+    """(STEP_START -> body of the gated step, of the plain step), in seconds, from one run."""
+    from dagster import DagsterEventType, materialize
+
+    BODY_STARTED.clear()
+    result = materialize(
+        [d["read_gated"], d["read_plain"]], instance=instance, resources=d["resources"]
+    )
+    if not result.success or set(BODY_STARTED) != {"read_gated", "read_plain"}:
+        raise RuntimeError(f"run failed (success={result.success})")
+    started = {
+        e.step_key: e.timestamp
+        for e in instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_START)
+    }
+    return (
+        BODY_STARTED["read_gated"] - started["read_gated"],
+        BODY_STARTED["read_plain"] - started["read_plain"],
+    )
+
+
+def measure_allowed(args: argparse.Namespace, d: dict[str, Any]) -> None:
+    from dagster import instance_for_test
+
+    gated: list[float] = []
+    plain: list[float] = []
+    added: list[float] = []
+    with instance_for_test() as instance, quiet(args.log):
+        trial_allowed(d, instance)  # warm-up: imports, the first connection
+        t = time.monotonic()
+        for _ in range(args.allowed_runs):
+            g, p = trial_allowed(d, instance)
+            gated.append(g)
+            plain.append(p)
+            added.append(g - p)
+        took = time.monotonic() - t
+    say(f"\nthe cost of an allowed gate: STEP_START -> the body's first line ({took:.0f} s)")
+    say(row("read_gated (@approval_required, allowed by policy)", gated, "ms"))
+    say(row("read_plain (no gate)", plain, "ms"))
+    say(row("added by the gate (gated - plain, same run)", added, "ms"))
+    p50 = pct(sorted(added), 50) * 1e3
+    say(f"  allowed gate, median added per step <= {GOAL_ALLOWED_MS:.0f} ms: {p50:.2f} ms -> "
+        f"{'MET' if p50 <= GOAL_ALLOWED_MS else 'NOT MET'}")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trials", type=int, default=20, help="trials of each Sluicegate form")
     ap.add_argument("--retry-trials", type=int, default=20, help="trials of the retry pattern")
     ap.add_argument("--interval", type=int, default=5, help="the sensor's interval (s)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--allowed-runs", type=int, default=40, help="runs of part 4")
+    ap.add_argument("--allowed-only", action="store_true", help="measure part 4 alone")
     args = ap.parse_args()
 
     from importlib.metadata import version
@@ -295,7 +367,10 @@ def main() -> None:
                 {r: store.create_token(r, "review") for r in ("alice", "bob")},
             )
         args.log = work / "dagster.log"
-        measure(args, definitions(f"http://{HOST}:{server.port}", token, args.interval), people)
+        d = definitions(f"http://{HOST}:{server.port}", token, args.interval)
+        if not args.allowed_only:
+            measure(args, d, people)
+        measure_allowed(args, d)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -6,9 +6,8 @@ its threads asleep. This prints the round trip of ``POST /api/v1/requests`` for 
 over ``--calls`` calls, each on a new connection, as a new client makes it:
 
 - clients: the standard library's ``http.client`` (the floor: no client to speak of),
-  ``SluicegateClient`` (its own ``http.client`` connection, ``sluicegate/direct.py``) and
-  ``SluicegateClient`` through httpx (what it used before, and still uses with a proxy: forced
-  here by giving it an httpx transport);
+  ``SluicegateClient.open_gate`` (httpx) and the whole gate, ``Gate(client).open`` (the
+  client, the state machine and the outcome an adapter reads);
 - servers: ``sluicegate serve`` as shipped, and the same with the quiet writer turned off
   (``QUIET_S`` set to infinity in that process: every write goes through the writer thread),
   alternating round by round;
@@ -43,15 +42,14 @@ REQUESTER = {"orchestrator": "airflow", "job": "bench.idle_open", "run_id": "r",
 WITHOUT_QUIET_WRITER = [
     sys.executable,
     "-c",
-    "import sys, sluicegate.server.writer as w; w.QUIET_S = float('inf'); "
+    "import sys, sluicegate.server.group_commit as w; w.QUIET_S = float('inf'); "
     "from sluicegate.cli import main; sys.argv[0] = 'sluicegate'; main()",
 ]
 
 
 def clients(port: int, token: str) -> dict[str, Callable[[str], None]]:
-    import httpx
-
-    from sluicegate.client import SluicegateClient, _tls
+    from sluicegate.client import SluicegateClient
+    from sluicegate.gate import Gate
 
     url = f"http://{HOST}:{port}"
 
@@ -66,29 +64,23 @@ def clients(port: int, token: str) -> dict[str, Callable[[str], None]]:
         if response.status != 200:
             raise SystemExit(f"open answered {response.status}")
 
-    def direct(key: str) -> None:
-        with SluicegateClient(url, token) as client:
-            client.open_gate(key, ACTION, REQUESTER)
+    def client(key: str) -> None:
+        with SluicegateClient(url, token) as c:
+            c.open_gate(key, ACTION, REQUESTER)
 
-    def through_httpx(key: str) -> None:
-        # the TLS context the client itself would give httpx (a default transport would load
-        # the CA bundle: 30 ms a client, which is not what is being compared)
-        transport = httpx.HTTPTransport(verify=_tls(url))
-        with SluicegateClient(url, token, transport=transport) as client:
-            client.open_gate(key, ACTION, REQUESTER)
+    def gate(key: str) -> None:
+        with SluicegateClient(url, token) as c:
+            if not Gate(c).open(key, ACTION, REQUESTER).proceed:
+                raise SystemExit("the gate did not let a routine read through")
 
-    return {
-        "http.client": stdlib,
-        "SluicegateClient": direct,
-        "SluicegateClient, httpx": through_httpx,
-    }
+    return {"http.client": stdlib, "SluicegateClient": client, "Gate.open": gate}
 
 
 def micro(work: Path, n: int = 2000) -> None:
     from sluicegate.store import Store
 
-    with Store(f"sqlite:///{work}/micro.db") as store, store.batch():
-        conn = store._local.conn  # the batch's connection, as Store.write uses it
+    # Inside a batch, read() gives the batch's own connection: the one Store.write uses.
+    with Store(f"sqlite:///{work}/micro.db") as store, store.batch(), store.read() as conn:
         t = time.perf_counter()
         for _ in range(n):
             with conn.begin_nested():
@@ -140,7 +132,7 @@ def main() -> None:
     print(f"allowed open, p50 over {args.calls * args.rounds} calls each, a new connection per "
           f"call (after {args.idle:g} ms of quiet / back to back):")  # fmt: skip
     for name in servers:
-        for label in ("http.client", "SluicegateClient", "SluicegateClient, httpx"):
+        for label in ("http.client", "SluicegateClient", "Gate.open"):
             cells = [statistics.median(seen[(name, label, f"{idle:g}")]) * 1e3
                      for idle in (args.idle, 0.0)]  # fmt: skip
             print(f"  server {name:<17} client {label:<24} {cells[0]:6.2f} / {cells[1]:6.2f} ms")

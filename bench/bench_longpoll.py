@@ -271,10 +271,10 @@ def _seed_store(url: str, n: int) -> list[str]:
     """Open ``n`` pending requests straight through the workflow (same rows as the API)."""
     import uuid
 
-    from sluicegate.approvals import Approvals
     from sluicegate.model import Action, Requester
     from sluicegate.policy import load_policy
     from sluicegate.store import Store
+    from sluicegate.workflow import Workflow as Approvals
 
     action = Action.model_validate(
         json.loads((S.EXAMPLES / "actions" / "pii-export.json").read_text())

@@ -483,10 +483,10 @@ def main(argv: list[str] | None = None) -> int:
         policy = Policy.from_text(text, source="bench-policy.yaml")
         loads.append(time.perf_counter() - t0)
     assert policy is not None
-    from sluicegate.policy import _parse_yaml  # the loader from_text uses (libyaml if present)
+    from sluicegate.policy.loading import parse_yaml  # from_text's loader (libyaml if present)
 
     t0 = time.perf_counter()
-    _parse_yaml(text, "bench-policy.yaml")
+    parse_yaml(text, "bench-policy.yaml")
     yaml_s = time.perf_counter() - t0
     print(
         f"load (Policy.from_text): median {statistics.median(loads) * 1000:.1f} ms, "

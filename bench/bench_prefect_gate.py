@@ -20,11 +20,17 @@ What it measures
      (the poll's phase; u = 0 is "resumed at once"), notes the time and calls
      ``resume_flow_run(id, run_input=...)``. These trials run two at a time (each waits at
      least one poll interval).
-  The offsets are i/N of their range for i < N, shuffled (seeded). Figures only, no asserts.
+  The offsets are i/N of their range for i < N, shuffled (seeded).
+  3. An allowed gate's cost: in one flow run, ``approval_gate`` on a read of sales.public.orders
+     (the policy allows it: one round trip, nobody asked), each call a step of its own, timed
+     from the call to its return; with ``config=`` the name of a saved block (read from
+     Prefect's API at each call) and with the loaded block. Goal: 5 ms added per step.
+  Figures only, no asserts.
 
-Run it from the repository root, in the Prefect environment (about 3 minutes)::
+Run it from the repository root, in the Prefect environment (about 3 minutes; with
+``--allowed-only``, the allowed gate alone, under a minute)::
 
-    .venvs/prefect/bin/python bench/bench_prefect_gate.py [--trials 20]
+    .venvs/prefect/bin/python bench/bench_prefect_gate.py [--trials 20] [--allowed 200]
 """
 
 from __future__ import annotations
@@ -49,12 +55,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import FreshDatabase, ServerProcess, create_token, pct, summary_ms
 
 CUSTOMERS = {"namespace": "postgres://prod:5432", "name": "crm.public.customers"}
+ORDERS = {"namespace": "postgres://prod:5432", "name": "sales.public.orders"}
 BUCKET = "s3://partner-share/exports/customers.csv"
 #: Plain trials run this many at a time (each waits at least one 10 s poll). More made the
 #: harness's SQLite database answer "database is locked" and crash runs on 2 shared cores.
 PLAIN_AT_ONCE = 2
 CONTINUED: dict[str, float] = {}  # flow run id -> time.time() when the flow went on
 PLAIN_RUNS: dict[str, str] = {}  # a plain trial's tag -> its flow run's id
+ALLOWED: dict[bool, list[float]] = {True: [], False: []}  # by block name? -> seconds per gate
 
 
 def _flows() -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -80,6 +88,23 @@ def _flows() -> tuple[Callable[..., Any], Callable[..., Any]]:
         CONTINUED[str(flow_run.id)] = time.time()
 
     return bench_gate, bench_plain
+
+
+def _allowed_flow() -> Callable[..., Any]:
+    from prefect import flow
+
+    from prefect_sluicegate import SluicegateConfig, approval_gate
+
+    @flow(name="bench-allowed")
+    def bench_allowed(block: str, n: int, by_name: bool) -> None:
+        config: SluicegateConfig | str = block if by_name else SluicegateConfig.load(block)
+        for i in range(n + 1):  # the first is a warm-up, not counted
+            started = time.perf_counter()
+            approval_gate("read", inputs=[ORDERS], config=config, step=f"read-{i}")
+            if i:
+                ALLOWED[by_name].append(time.perf_counter() - started)
+
+    return bench_allowed
 
 
 def _state(run_id: str) -> str | None:
@@ -186,6 +211,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument("--allowed", type=int, default=200, help="allowed gates timed, per way")
+    parser.add_argument("--allowed-only", action="store_true", help="only the allowed gate")
     args = parser.parse_args()
     home = Path(
         os.environ.setdefault("PREFECT_HOME", f"/tmp/sluicegate-bench-prefect-{os.getpid()}")
@@ -196,7 +223,7 @@ def main() -> None:
 
     from prefect_sluicegate import SluicegateConfig
     from sluicegate.store import Store
-    from sluicegate.store.outbox import OutboxTable
+    from sluicegate.store.notifications import OutboxTable
 
     print(f"load average at start: {os.getloadavg()}")
     rng = random.Random(args.seed)
@@ -205,6 +232,10 @@ def main() -> None:
     rng.shuffle(gate_offsets)
     rng.shuffle(plain_offsets)
     gate_flow, plain_flow = _flows()
+    allowed_flow = _allowed_flow()
+    ours: list[float] = []
+    plain: list[float] = []
+    by_server = 0
     with FreshDatabase(None, tag="prefect") as db, prefect_test_harness(server_startup_timeout=60):
         api = str(PREFECT_API_URL.value())
         server = ServerProcess(
@@ -217,22 +248,31 @@ def main() -> None:
             SluicegateConfig(
                 server_url=f"http://127.0.0.1:{server.port}", token=tokens["prefect"]
             ).save("bench", overwrite=True)
-            reviewers = Reviewers(server, tokens)
-            bench_sluicegate(gate_flow, reviewers, "bench", [0.0])  # warm-up, not counted
-            ours, ids = bench_sluicegate(gate_flow, reviewers, "bench", gate_offsets)
-            plain = bench_plain(plain_flow, plain_offsets)
-            with Store(db.url) as store:
-                table = OutboxTable(store)
-                by_server = sum(
-                    1
-                    for rid in ids
-                    for row in table.rows(rid)
-                    if row["target"].startswith("prefect:") and row["status"] == "sent"
-                )
+            for by_name in (True, False):
+                allowed_flow(block="bench", n=args.allowed, by_name=by_name)
+            if not args.allowed_only:
+                reviewers = Reviewers(server, tokens)
+                bench_sluicegate(gate_flow, reviewers, "bench", [0.0])  # warm-up, not counted
+                ours, ids = bench_sluicegate(gate_flow, reviewers, "bench", gate_offsets)
+                plain = bench_plain(plain_flow, plain_offsets)
+                with Store(db.url) as store:
+                    table = OutboxTable(store)
+                    by_server = sum(
+                        1
+                        for rid in ids
+                        for row in table.rows(rid)
+                        if row["target"].startswith("prefect:") and row["status"] == "sent"
+                    )
         finally:
             server.stop()
     shutil.rmtree(home, ignore_errors=True)
 
+    print(f"\nPrefect {_prefect_version()}, an allowed gate ({args.allowed} each; goal 5 ms)")
+    print(f"  config= a block's name   {summary_ms(ALLOWED[True])}")
+    print(f"  config= the loaded block {summary_ms(ALLOWED[False])}")
+    if args.allowed_only:
+        print(f"load average at end: {os.getloadavg()}")
+        return
     n = args.trials
     print(f"\nPrefect {_prefect_version()}, {n} trials each; decision -> the flow goes on")
     print(f"  sluicegate approval_gate   {summary_ms(ours)}")

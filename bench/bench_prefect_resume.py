@@ -8,7 +8,7 @@ out that backoff made the flow run wait the whole grace. This bench times what o
 costs now.
 
 ``sluicegate serve`` (SQLite, examples/policy.yaml) runs as a subprocess with
-``SLUICEGATE_PREFECT__API_URL`` pointing at ``tests/core/fakeprefect.py``, which answers 503
+``SLUICEGATE_PREFECT__API_URL`` pointing at ``tests/core/support/fakeprefect.py``, which answers 503
 to every ``--busy-every``-th resume (10 by default: one in ten) and accepts the others. Each
 trial opens a request as a Prefect flow run (a random flow run id), bob denies it, and the
 latency is from just before the deciding call to the moment the fake receives the resume it
@@ -31,12 +31,12 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "core"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.core.support
 
 from _server import EXAMPLES, FreshDatabase, ServerProcess, create_token, summary_ms
-from fakeprefect import FakePrefect
+from tests.core.support.fakeprefect import FakePrefect
 
-#: The Prefect gate's wait for the server's resume (prefect_sluicegate.gate.RESUME_GRACE).
+#: The Prefect gate's wait for the server's resume (prefect_sluicegate.pause.RESUME_GRACE).
 RESUME_GRACE = 2.0
 ACTION = {
     "kind": "export",

@@ -215,13 +215,13 @@ def _worker(conn: Any) -> None:
 
 def micro(url: str, token: str, n: int) -> None:
     """Per-call cost of the core work behind each route: in this process, one thread."""
-    from sluicegate.approvals import Approvals
     from sluicegate.model import Action, Requester
     from sluicegate.policy import load_policy
-    from sluicegate.server.api import request_out
-    from sluicegate.server.state import ServerState
+    from sluicegate.server.api._answers import request_out
+    from sluicegate.server.wiring import ServerState
     from sluicegate.settings import Settings
     from sluicegate.store import Store
+    from sluicegate.workflow import Workflow as Approvals
 
     store = Store(url)
     policy = load_policy(S.POLICY)

@@ -1,7 +1,7 @@
 """How fast the server acknowledges a Slack button click (Slack's deadline: 3 s).
 
 Starts ``sluicegate serve`` (SQLite) with a Slack bot token, a signing secret and Slack's Web
-API pointed at a local fake (``tests/core/fakechat.py``, which answers as Slack does), opens
+API pointed at a local fake (``tests/core/support/fakechat.py``, which answers as Slack does), opens
 gates that need two approvals, and sends signed ``block_actions`` clicks (Approve by alice,
 then by bob) one after another, timing each from the POST to its answer. The decision is
 committed before the answer; the message update goes through the outbox afterwards. Figures,
@@ -23,10 +23,14 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests" / "core"))
+sys.path.insert(0, str(HERE.parent))  # for tests.core.support
 
 from _server import HOST, POLICY, FreshDatabase, ServerProcess, create_token, pct  # noqa: E402
-from fakechat import FakeChat, block_actions_payload, signed_interaction  # noqa: E402
+from tests.core.support.fakechat import (  # noqa: E402
+    FakeChat,
+    block_actions_payload,
+    signed_interaction,
+)
 
 SECRET = "bench-signing-secret"
 BOT = "xoxb-bench"

@@ -1,8 +1,9 @@
-"""Checks every adapter's suite makes of its own distribution: it imports no other adapter or
-orchestrator, and it pins the core and its orchestrator to the lines tested here.
+"""Checks every adapter's suite makes of its own distribution: none of its modules imports
+another adapter, another orchestrator or the core's server or store, and it pins the core and
+its orchestrator to the lines tested here.
 
-Imported by tests/{airflow,dagster,prefect}/test_*install.py (pytest puts this folder on
-sys.path for tests/conftest.py). Only the standard library and `packaging` (which every suite
+Imported by tests/{airflow,dagster,prefect}/test_*install.py as ``tests.adapter_checks`` (see
+tests/__init__.py). Only the standard library and `packaging` (which every suite
 environment has) here.
 """
 
@@ -20,15 +21,61 @@ ADAPTERS = {
 }
 
 
-def assert_imports_no_other_adapter(package: str) -> None:
-    """Import ``package`` in a fresh interpreter: no other adapter or orchestrator may load."""
-    others = {name for pair in ADAPTERS.items() if pair[0] != package for name in pair}
-    code = (
-        f"import sys, {package}\n"
-        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {sorted(others)!r})\n"
-        "assert not bad, bad\n"
+#: Core modules no adapter may load: the server and the store run on the server's host, never
+#: in a task (an adapter talks to them over HTTP only).
+SERVER_SIDE = ("sluicegate.server", "sluicegate.store")
+
+#: Run in a fresh interpreter by :func:`assert_imports_no_other_adapter`: imports every module
+#: of ``package`` in turn (walked with pkgutil) and prints, as JSON, each module that loaded a
+#: forbidden one, with those it loaded.
+_EVERY_MODULE = """
+import importlib, json, pkgutil, sys
+package, others, server_side = sys.argv[1], set(sys.argv[2].split(",")), tuple(sys.argv[3:])
+
+def forbidden():
+    return {
+        m for m in sys.modules
+        if m.split(".")[0] in others or any(m == s or m.startswith(s + ".") for s in server_side)
+    }
+
+root = importlib.import_module(package)
+names = [package] + [
+    info.name
+    # a package that fails to import raises its own error (pkgutil would skip it)
+    for info in pkgutil.walk_packages(root.__path__, package + ".", onerror=importlib.import_module)
+]
+seen, bad = set(), {}
+for name in names:
+    importlib.import_module(name)
+    found = forbidden() - seen  # what this module brought in (loads only ever add)
+    if found:
+        bad[name] = sorted(found)
+    seen |= found
+print(json.dumps({"modules": names, "bad": bad}))
+"""
+
+
+def assert_imports_no_other_adapter(package: str) -> list[str]:
+    """Import every module of ``package`` in a fresh interpreter: none may load another adapter,
+    another orchestrator, or the core's server or store. Returns the modules checked.
+
+    One interpreter for all of them: a module's imports stay loaded, so each forbidden module
+    is seen after the first module that brings it in, and that one is named.
+    """
+    import json
+
+    others = sorted({name for pair in ADAPTERS.items() if pair[0] != package for name in pair})
+    out = subprocess.run(
+        [sys.executable, "-c", _EVERY_MODULE, package, ",".join(others), *SERVER_SIDE],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert out.returncode == 0, f"importing the modules of {package} failed:\n{out.stderr[-3000:]}"
+    report = json.loads(out.stdout.splitlines()[-1])
+    assert not report["bad"], f"modules of {package} that load what they must not: {report['bad']}"
+    modules: list[str] = report["modules"]
+    return modules
 
 
 def assert_pinned_to_the_lines_tested_here(dist: str, names: tuple[str, ...]) -> None:

@@ -11,28 +11,41 @@ Only pytest and the standard library here: this file is loaded in every suite's 
 from __future__ import annotations
 
 from collections import Counter
+from fnmatch import fnmatch
+from pathlib import Path
 
 import pytest
 
+HERE = Path(__file__).resolve().parent
+
 #: Files whose tests run for tens of seconds each (they start real processes that install,
-#: clone, or run an orchestrator): handed out first.
+#: clone, or run an orchestrator): handed out first. Paths under tests/, ``*`` for any suite.
 LONGEST_FIRST = (
-    "test_install_lines.py",
-    "test_demo_with.py",
-    "test_fresh_clone.py",
-    "test_server_process.py",
-    "test_demo.py",
+    "core/test_install_lines.py",
+    "*/test_demo_with.py",
+    "core/test_fresh_clone.py",
+    "core/server/test_run.py",
+    "core/test_demo.py",
 )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     _unique_node_ids(items)
     sizes = Counter(item.path for item in items)
+    order: dict[Path, int] = {}
+
+    def first(path: Path) -> int:
+        if path not in order:
+            try:
+                where = path.resolve().relative_to(HERE).as_posix()
+            except ValueError:  # not under tests/
+                where = ""
+            found = [i for i, pattern in enumerate(LONGEST_FIRST) if fnmatch(where, pattern)]
+            order[path] = found[0] if found else len(LONGEST_FIRST)
+        return order[path]
 
     def rank(item: pytest.Item) -> tuple[int, int]:
-        name = item.path.name
-        first = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-        return first, -sizes[item.path]
+        return first(item.path), -sizes[item.path]
 
     items.sort(key=rank)  # stable: each file's tests stay together, in their own order
 
@@ -41,7 +54,7 @@ def _unique_node_ids(items: list[pytest.Item]) -> None:
     """Give every test its own node id. schemathesis 4.32 names the item of each API operation
     ``test_x[GET /path]``, but pytest 9.2 derives a node id from the function's name alone, so
     they all share one; pytest-xdist keys its work by node id and would run one of them only
-    (the count check in tests/core/test_server_schema.py catches that)."""
+    (the count check in tests/core/server/test_openapi.py catches that)."""
     shared = Counter(item.nodeid for item in items)
     for item in items:
         if shared[item.nodeid] > 1 and item.parent is not None and hasattr(item, "_id"):

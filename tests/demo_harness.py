@@ -1,8 +1,8 @@
 """What the three ``sluicegate demo --with <orchestrator>`` tests share: where the demo says
 its work folder is, and which of the processes it started outlived it.
 
-Imported by tests/{airflow,dagster,prefect}/test_demo_with.py (pytest puts this folder on
-sys.path for tests/conftest.py). Only pytest and the standard library here: each suite's
+Imported by tests/{airflow,dagster,prefect}/test_demo_with.py as ``tests.demo_harness`` (see
+tests/__init__.py). Only pytest and the standard library here: each suite's
 environment loads it.
 """
 

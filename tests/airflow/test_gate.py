@@ -18,10 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
-
-from serverproc import POLICY, ServerProcess, expiring_server
+from tests.core.support.serverproc import POLICY, ServerProcess, expiring_server
 
 from sluicegate.store import Store
 
@@ -185,7 +182,7 @@ def _events(path: Path) -> list[dict[str, Any]]:
 def test_the_approval_reaches_airflows_openlineage_events_and_the_gate_points_at_its_task(
     env: Env,
 ) -> None:
-    from lineage_schema import validate_event
+    from tests.core.support.lineage_schema import validate_event
 
     thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "ok")])
     run = _dag("pii_export").test()
@@ -336,8 +333,7 @@ def test_a_policy_allowed_action_waits_for_nothing_and_opens_no_request(env: Env
 
 
 def test_an_allowed_gate_asks_the_server_once_per_run(env: Env) -> None:
-    # The gate asks when its templates are rendered and uses that answer in execute: one
-    # attempt in the audit log per run, never a second one from execute.
+    # The gate asks in execute, once: one attempt in the audit log per run.
     run = _dag("routine_read").test()
     assert states(run)["approve_export"] == "success"
     assert env.audit("routine_read.approve_export", run.run_id) == ["policy.allowed"]
@@ -423,16 +419,16 @@ def test_a_resumed_gate_does_not_ask_the_server_again(env: Env) -> None:
     assert env.reattached() == before + 1
 
 
-def test_an_action_changed_after_rendering_is_asked_again_and_waits(env: Env) -> None:
-    # Rendered as a routine read (allowed), then turned into a PII export before execute: the
-    # answer for the read must not let the export through.
+def test_an_action_changed_after_rendering_is_the_one_asked_about(env: Env) -> None:
+    # Rendered as a routine read (which the policy allows), turned into a PII export by a
+    # pre_execute: the gate asks in execute, so only the export is asked about, and it waits.
     thread = reviewer(env, [("alice", "deny", "not what was rendered")])
     run = _dag("read_becomes_export").test()
     thread.join(5)
     assert states(run)["approve_export"] == "failed"
     assert not env.ran("read_becomes_export.export")
     audit = env.audit("read_becomes_export.approve_export", run.run_id)
-    assert audit[:2] == ["policy.allowed", "request.created"]
+    assert audit[0] == "request.created" and "policy.allowed" not in audit, audit
     (req,) = [
         r
         for r in env.requests(job="read_becomes_export.approve_export", status="denied")
@@ -441,7 +437,9 @@ def test_an_action_changed_after_rendering_is_asked_again_and_waits(env: Env) ->
     assert req["action"]["kind"] == "export"
 
 
-def test_a_context_changed_in_place_after_rendering_is_asked_about_again(env: Env) -> None:
+def test_a_context_changed_in_place_after_rendering_is_the_one_asked_about(env: Env) -> None:
+    from sluicegate.idempotency import action_digest
+
     run = _dag("read_context_changed").test()
     assert states(run)["export"] == "success"
     r = httpx.get(
@@ -450,10 +448,26 @@ def test_a_context_changed_in_place_after_rendering_is_asked_about_again(env: En
         headers=env.auth("internal-audit"),
     )
     rows = [json.loads(line) for line in r.text.splitlines()]
-    mine = [row for row in rows if row["data"].get("run_id") == run.run_id]
-    # the rendered action was asked about, then the one that ran: two fingerprints
-    assert [row["kind"] for row in mine] == ["policy.allowed", "policy.allowed"]
-    assert len({row["data"]["fingerprint"] for row in mine}) == 2
+    (row,) = [row for row in rows if row["data"].get("run_id") == run.run_id]
+    assert row["kind"] == "policy.allowed"
+    # asked once, about the action as the pre_execute left it (999999 rows), not as rendered
+    gate = _dag("read_context_changed").get_task("approve_export")
+    gate.sluicegate_action |= {
+        "summary": f"read sales.public.orders for the partner, run {run.run_id}",
+        "context": {"rows": 999999, "dag": "read_context_changed"},
+        "destination": "s3://partner-share/read_context_changed/",
+    }
+    assert row["data"]["idempotency_key"].endswith(f":{action_digest(gate.action())}")
+
+
+def test_a_task_that_fails_before_execute_opens_no_request(env: Env) -> None:
+    # Its pre_execute raises: the gate never asked, so no request, no notification, no audit.
+    run = _dag("pii_export_fails_before_execute").test()
+    assert states(run)["approve_export"] == "failed"
+    assert states(run)["export"] in ("upstream_failed", "None")
+    assert not env.ran("pii_export_fails_before_execute.export")
+    assert env.requests(job="pii_export_fails_before_execute.approve_export") == []
+    assert env.audit("pii_export_fails_before_execute.approve_export", run.run_id) == []
 
 
 def test_a_gate_whose_server_is_unreachable_fails_closed(
@@ -572,7 +586,8 @@ def test_the_sluicegate_connection_type_is_registered() -> None:
     hooks = ProvidersManager().hooks
     assert "sluicegate" in hooks
     info = hooks["sluicegate"]
-    assert info is not None and info.hook_class_name == "sluicegate_airflow.hooks.SluicegateHook"
+    assert info is not None
+    assert info.hook_class_name == "sluicegate_airflow.hooks.sluicegate.SluicegateHook"
 
 
 def test_the_example_dag_loads_as_documented() -> None:
@@ -749,13 +764,18 @@ def test_default_args_reach_the_gate_arguments_of_both_forms() -> None:
     ids=["default", "native", "delimiters", "trailing-newline", "crlf", "line-prefixes"],
 )
 def test_the_gate_renders_its_strings_exactly_as_airflow_does(dag_args: dict[str, Any]) -> None:
-    # The gate keeps a string with no template in it as it is, without compiling it: that
-    # must be what Airflow's own rendering gives, whatever the DAG's Jinja settings.
+    # The gate leaves rendering to Airflow (no shortcut of its own), so its strings render as
+    # any operator's do, whatever the DAG's Jinja settings.
     from datetime import datetime
 
     from airflow.sdk import DAG, BaseOperator
 
+    from sluicegate_airflow.decorators.sluicegate import _SluicegateDecoratedOperator
     from sluicegate_airflow.operators import ApprovalGateOperator
+
+    for gate_class in (ApprovalGateOperator, _SluicegateDecoratedOperator):
+        for method in ("render_template", "render_template_fields"):
+            assert getattr(gate_class, method) is getattr(BaseOperator, method), method
 
     dag = DAG("render_check", schedule=None, start_date=datetime(2026, 1, 1), **dag_args)
     gate = ApprovalGateOperator(task_id="gate", kind="export", dag=dag)

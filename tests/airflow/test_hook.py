@@ -13,10 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
-
-from serverproc import POLICY, ServerProcess, free_port
+from tests.core.support.serverproc import POLICY, ServerProcess, free_port
 
 from sluicegate.store import Store
 

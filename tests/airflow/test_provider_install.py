@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import json
 import os
@@ -10,7 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from adapter_checks import assert_imports_no_other_adapter, assert_pinned_to_the_lines_tested_here
+from tests.adapter_checks import (
+    assert_imports_no_other_adapter,
+    assert_pinned_to_the_lines_tested_here,
+)
 
 DIST = "airflow-provider-sluicegate"
 
@@ -82,8 +86,118 @@ def test_no_other_orchestrator_installed(other: str) -> None:
         importlib.metadata.version(other)
 
 
-def test_imports_no_other_adapter() -> None:
-    assert_imports_no_other_adapter("sluicegate_airflow")
+def test_no_module_imports_another_adapter_orchestrator_or_the_server() -> None:
+    import sluicegate_airflow
+
+    checked = assert_imports_no_other_adapter("sluicegate_airflow")
+    # every module of the provider was imported and checked, not only its __init__: each file
+    # of the package, in Airflow's own providers' folders
+    folder = Path(sluicegate_airflow.__file__).parent
+    modules = {
+        ".".join(
+            ("sluicegate_airflow", *path.relative_to(folder).with_suffix("").parts)
+        ).removesuffix(".__init__")
+        for path in folder.rglob("*.py")
+    }
+    assert (
+        {
+            "sluicegate_airflow.hooks.sluicegate",
+            "sluicegate_airflow.operators.approval",
+            "sluicegate_airflow.sensors.approval",
+            "sluicegate_airflow.triggers.approval",
+            "sluicegate_airflow.decorators.sluicegate",
+            "sluicegate_airflow.utils.datasets",
+            "sluicegate_airflow.demo",
+        }
+        <= modules
+        <= set(checked)
+    ), sorted(modules - set(checked))
+
+
+def test_the_demo_is_registered_for_sluicegate_demo_with_airflow() -> None:
+    (entry,) = importlib.metadata.entry_points(group="sluicegate.demos", name="airflow")
+    assert entry.dist is not None and entry.dist.name == DIST
+    demo = entry.load()
+    assert demo.__name__ == "sluicegate_airflow.demo"
+    assert callable(demo.missing) and callable(demo.run)
+    assert demo.missing() is None  # Airflow and its command are installed here
+
+
+def test_each_package_exports_its_names_and_provider_info_names_real_modules() -> None:
+    import importlib
+
+    from sluicegate_airflow import get_provider_info
+
+    for package, names in {
+        "hooks": {"SluicegateHook"},
+        "operators": {"ApprovalGateOperator", "idempotency_key"},
+        "sensors": {"ApprovalSensor"},
+        "triggers": {"ApprovalTrigger"},
+        "decorators": {"sluicegate_task"},
+    }.items():
+        module = importlib.import_module(f"sluicegate_airflow.{package}")
+        assert set(module.__all__) == names, package
+        assert all(getattr(module, name) is not None for name in names), package
+    info = get_provider_info()
+    for kind in ("operators", "sensors", "hooks", "triggers"):
+        for entry in info[kind]:
+            for module in entry["python-modules"]:
+                importlib.import_module(module)
+    for dotted in (
+        info["task-decorators"][0]["class-name"],
+        info["connection-types"][0]["hook-class-name"],
+    ):
+        module, _, name = dotted.rpartition(".")
+        assert getattr(importlib.import_module(module), name) is not None, dotted
+
+
+def _private_airflow_names(tree: ast.Module, ours: set[str]) -> list[str]:
+    """The private names of Airflow's that ``tree`` uses: a ``_name`` imported from an
+    ``airflow`` module, or a ``_name`` attribute (``x._name``, ``getattr(x, "_name")``) that
+    the provider itself does not define."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("airflow"):
+            found += [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+            found += [node.module] if "._" in f".{node.module}" else []
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if "._" in f".{a.name}"]
+        elif isinstance(node, ast.Attribute) and _private(node.attr, ours):
+            found.append(f"line {node.lineno}: .{node.attr}")
+        elif (  # getattr(ti, "_name", None) and the like
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr", "setattr", "delattr")
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and _private(node.args[1].value, ours)
+        ):
+            found.append(f"line {node.lineno}: {node.func.id}(..., {node.args[1].value!r})")
+    return found
+
+
+def _private(name: str, ours: set[str]) -> bool:
+    return name.startswith("_") and not name.startswith("__") and name not in ours
+
+
+def test_the_provider_uses_no_private_airflow_internals() -> None:
+    # Airflow may change a private name in any release; the provider uses only its public API.
+    import sluicegate_airflow
+
+    sources = {
+        path: ast.parse(path.read_text())
+        for path in Path(sluicegate_airflow.__file__).parent.rglob("*.py")
+    }
+    ours: set[str] = set()  # the provider's own private names: functions, classes, attributes
+    for tree in sources.values():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                ours.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                ours.add(node.attr)
+    used = {str(path): _private_airflow_names(tree, ours) for path, tree in sources.items()}
+    assert not {path: names for path, names in used.items() if names}
 
 
 def test_the_core_and_airflow_are_pinned_to_the_lines_tested_here() -> None:

@@ -1,13 +1,21 @@
-"""Store and audit fixtures: a database URL on SQLite or PostgreSQL, a Store, requests.
+"""The fixtures of several folders of tests/core: databases, a Store and requests, a clean
+environment, the API in process, the chat fake.
 
 ``db_url`` runs a test once on SQLite (a file in ``tmp_path``, WAL) and once on PostgreSQL (a
 fresh schema in the database ``test`` on 127.0.0.1:5432, dropped afterwards). Where no
 PostgreSQL answers, the PostgreSQL half is skipped with a reason that says so.
+
+A fixture used by one folder only is in that folder's conftest.py; the code these fixtures
+are built from (servers, fakes, the API harness) is in :mod:`tests.core.support`.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import sys
+import threading
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -15,11 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from sluicegate.model import Action, ApprovalRequest, Asset, Requester
+from sluicegate.server import create_app
+from sluicegate.settings import load_settings
 from sluicegate.store import Store, request_event
 from sluicegate.store.schema import audit_events
+from tests.core.support.api import Harness
+from tests.core.support.fakechat import FakeChat
+from tests.core.support.paths import POLICY
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
@@ -78,6 +92,16 @@ def db_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def store(db_url: str) -> Iterator[Store]:
     s = Store(db_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str) -> Iterator[Store]:
+    """A :class:`Store` on SQLite only (for what does not depend on the database)."""
+    s = Store(sqlite_url)
     try:
         yield s
     finally:
@@ -160,3 +184,96 @@ def audit_rows(store: Store) -> Callable[..., list[Any]]:
             return list(conn.execute(stmt).all())
 
     return rows
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+@pytest.fixture
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No SLUICEGATE_* or OPENLINEAGE* variable and no ./sluicegate.yaml or ./openlineage.yml
+    of the developer's leaks in: the test runs in its own ``tmp_path``. A module that wants it
+    for every test says ``pytestmark = pytest.mark.usefixtures("isolated")``."""
+    for name in list(os.environ):
+        if name.startswith(("SLUICEGATE_", "OPENLINEAGE")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+# ----------------------------------------------------------------------------- the API in process
+
+
+@pytest.fixture
+def make_api(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+    """Build harnesses (:class:`~tests.core.support.api.Harness`): ``make_api(db_url,
+    policy=POLICY, **settings)``; every app's client and store are closed at the end."""
+    stack: list[tuple[TestClient, Any]] = []
+
+    def make(db_url: str, policy: Path = POLICY, **settings: Any) -> Harness:
+        if not db_url.startswith("sqlite"):  # PostgreSQL needs a key, shared by its replicas
+            settings.setdefault("secret_key", "test-key-" + "k" * 40)
+        app = create_app(load_settings(db_url=db_url, policy=str(policy), **settings))
+        client = TestClient(app, raise_server_exceptions=False)  # a 500 is an answer to assert
+        client.__enter__()
+        stack.append((client, app))
+        return Harness(app, client)
+
+    yield make
+    hung = []
+    for client, app in reversed(stack):
+        # Bounded: a server whose shutdown hangs fails the test instead of the whole run.
+        closer = threading.Thread(target=client.__exit__, args=(None, None, None), daemon=True)
+        closer.start()
+        closer.join(timeout=15)
+        if closer.is_alive():
+            hung.append(f"{app.state.sluicegate.store.url}\n{_every_threads_stack()}")
+        app.state.sluicegate.store.close()
+    if hung:
+        pytest.fail(f"the app's shutdown (lifespan) did not finish within 15 s: {hung}")
+
+
+def _every_threads_stack() -> str:
+    """Where each thread of this process is, for a shutdown that hangs (seen once under a
+    loaded xdist run on PostgreSQL, never alone): the failure then says which step waits."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(
+        f"--- thread {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
+        for ident, frame in sys._current_frames().items()
+    )
+
+
+@pytest.fixture
+def api(db_url: str, make_api: Callable[..., Harness]) -> Harness:
+    """The example policy's API on SQLite and on PostgreSQL."""
+    return make_api(db_url)
+
+
+@pytest.fixture
+def api1(sqlite_url: str, make_api: Callable[..., Harness]) -> Harness:
+    """The example policy's API on SQLite only (for what does not depend on the database)."""
+    return make_api(sqlite_url)
+
+
+# ----------------------------------------------------------------------------- chat
+
+
+@pytest.fixture
+def chat() -> Iterator[FakeChat]:
+    """Slack's Web API and incoming webhook, Teams' Workflows webhook and a generic receiver,
+    as one local server (:class:`~tests.core.support.fakechat.FakeChat`) that records what
+    it gets."""
+    with FakeChat() as fake:
+        yield fake
+
+
+@pytest.fixture
+def chat_api(db_url: str, make_api: Callable[..., Harness], chat: FakeChat) -> Harness:
+    """The example policy's API on SQLite and on PostgreSQL, its Slack bot, Teams and generic
+    webhook channels posting to ``chat``."""
+    return make_api(db_url, **chat.server_settings())
+
+
+@pytest.fixture
+def chat_api1(sqlite_url: str, make_api: Callable[..., Harness], chat: FakeChat) -> Harness:
+    """:func:`chat_api` on SQLite only."""
+    return make_api(sqlite_url, **chat.server_settings())

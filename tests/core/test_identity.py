@@ -5,8 +5,6 @@ real API (ASGI app, lifespan running) with the look-alike owners that once got t
 
 from __future__ import annotations
 
-import os
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +13,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from serverproc import PII_EXPORT, POLICY
 
 from sluicegate.identity import (
     identities_in,
@@ -31,6 +25,7 @@ from sluicegate.identity import (
 from sluicegate.server import create_app
 from sluicegate.settings import load_settings
 from sluicegate.store.schema import audit_events
+from tests.core.support.serverproc import PII_EXPORT, POLICY
 
 CAROL = identity_keys("carol", "carol@example.com", "U01CAROL")
 
@@ -174,12 +169,9 @@ def test_a_reviewer_identity_must_be_what_it_looks_like(value: str, problem: str
 
 
 @pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    """The example policy's server on SQLite, as a test client with its lifespan running."""
-    for name in list(os.environ):
-        if name.startswith(("SLUICEGATE_", "OPENLINEAGE")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+def sso_client(isolated: None, tmp_path: Path) -> Iterator[TestClient]:
+    """The example policy's server on SQLite, trusting the ``X-Forwarded-Email`` SSO header, as
+    a test client with its lifespan running."""
     settings = load_settings(
         db_url=f"sqlite:///{tmp_path}/sluicegate.db",
         policy=str(POLICY),
@@ -242,40 +234,45 @@ def rejected_actors(client: TestClient, request_id: str) -> list[str]:
     ],
 )
 def test_carol_cannot_approve_a_gate_whose_requester_is_a_look_alike_of_her(
-    api: TestClient, requester: dict[str, Any], principal: str, why: str
+    sso_client: TestClient, requester: dict[str, Any], principal: str, why: str
 ) -> None:
-    req = open_gate(api, requester, principal)
-    r = approve(api, req["id"], bearer(api, "carol", "review"))
+    req = open_gate(sso_client, requester, principal)
+    r = approve(sso_client, req["id"], bearer(sso_client, "carol", "review"))
     assert r.status_code == 403, r.text
     assert r.json()["error"] == "forbidden" and why in r.json()["detail"]
-    assert rejected_actors(api, req["id"]) == ["carol"]
-    after = api.get(f"/api/v1/requests/{req['id']}", headers=bearer(api, "pipe", "request"))
+    assert rejected_actors(sso_client, req["id"]) == ["carol"]
+    after = sso_client.get(
+        f"/api/v1/requests/{req['id']}", headers=bearer(sso_client, "pipe", "request")
+    )
     assert after.json()["status"] == "pending" and after.json()["approvals"] == 0
     # Her colleagues still may: the exclusion took carol out, nobody else.
-    ok = approve(api, req["id"], bearer(api, "alice", "review"))
+    ok = approve(sso_client, req["id"], bearer(sso_client, "alice", "review"))
     assert ok.status_code == 200, ok.text
 
 
 def test_one_reviewer_counts_once_however_the_token_or_sso_header_spells_her(
-    api: TestClient,
+    sso_client: TestClient,
 ) -> None:
-    req = open_gate(api, {"owner": "dave"})
-    first = approve(api, req["id"], bearer(api, "Alice@Example.COM", "review"))
+    req = open_gate(sso_client, {"owner": "dave"})
+    first = approve(sso_client, req["id"], bearer(sso_client, "Alice@Example.COM", "review"))
     assert first.status_code == 200, first.text
     assert [d["reviewer"] for d in first.json()["decisions"]] == ["alice"]
 
-    for again in (bearer(api, "alice", "review"), {"X-Forwarded-Email": "ALICE@example.com"}):
-        twice = approve(api, req["id"], again)
+    for again in (
+        bearer(sso_client, "alice", "review"),
+        {"X-Forwarded-Email": "ALICE@example.com"},
+    ):
+        twice = approve(sso_client, req["id"], again)
         assert twice.status_code == 409, twice.text
         assert "already decided" in twice.json()["detail"]
 
-    done = approve(api, req["id"], {"X-Forwarded-Email": "bob@example.com"})
+    done = approve(sso_client, req["id"], {"X-Forwarded-Email": "bob@example.com"})
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "approved"
     assert [d["reviewer"] for d in done.json()["decisions"]] == ["alice", "bob"]
 
     # A look-alike spelling is nobody: it never enters as alice.
-    req = open_gate(api, {"owner": "dave"})
-    r = approve(api, req["id"], bearer(api, "аlice", "review"))  # Cyrillic а
+    req = open_gate(sso_client, {"owner": "dave"})
+    r = approve(sso_client, req["id"], bearer(sso_client, "аlice", "review"))  # Cyrillic а
     assert r.status_code == 403, r.text
     assert "is not a reviewer in the policy" in r.json()["detail"]

@@ -20,9 +20,11 @@ from sluicegate.model import (
     Status,
     check_transition,
     parse_action,
+    proceeds,
     utcnow,
     uuid7,
 )
+from sluicegate.wire import GateIn, RequesterIn
 
 CUSTOMERS = {"namespace": "postgres://prod:5432", "name": "crm.public.customers"}
 BUCKET = {"namespace": "s3://partner-share", "name": "exports/customers.csv"}
@@ -195,3 +197,40 @@ def test_requester_identities_cover_principal_trigger_and_every_owner() -> None:
 
 def test_asset_str_is_namespace_and_name() -> None:
     assert str(Asset(**CUSTOMERS)) == "postgres://prod:5432::crm.public.customers"
+
+
+@pytest.mark.parametrize(
+    ("status", "on_timeout", "expected"),
+    [
+        ("allowed", "deny", True),
+        (Status.APPROVED, "deny", True),
+        ("approved", "allow", True),
+        (Status.EXPIRED, "allow", True),
+        ("expired", "deny", False),
+        (Status.DENIED, "allow", False),
+        ("cancelled", "allow", False),
+        (Status.PENDING, "allow", False),
+        ("pending", "deny", False),
+    ],
+)
+def test_only_allowed_approved_or_expired_under_allow_lets_a_step_go_on(
+    status: str, on_timeout: str, expected: bool
+) -> None:
+    assert proceeds(status, on_timeout) is expected
+
+
+def test_the_api_requester_is_the_requester_with_the_apis_restrictions() -> None:
+    body = GateIn.model_validate(
+        {
+            "idempotency_key": "k",
+            "action": {"kind": "read"},
+            "requester": {"job": " j ", "try_number": 2},
+        }
+    )
+    stored = body.requester.with_principal("airflow-prod")
+    assert type(stored) is Requester and stored.principal == "airflow-prod"
+    assert stored == Requester(job="j", try_number=2, principal="airflow-prod")
+    for bad in ({"principal": "alice"}, {"try_number": True}, {"map_index": "3"}, {"colour": 1}):
+        with pytest.raises(ValueError):
+            RequesterIn.model_validate(bad)
+    assert Requester.model_validate({"try_number": "3"}).try_number == 3  # the model is lax

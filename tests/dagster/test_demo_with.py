@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from demo_harness import UUID, assert_review_printed, run_unattended, survivors, workdir_of
+from tests.demo_harness import UUID, assert_review_printed, run_unattended, survivors, workdir_of
 
 ASSET = "nightly_partner_export"
 

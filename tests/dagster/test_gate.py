@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -18,11 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from serverproc import POLICY, ServerProcess, expiring_server, free_port
+from tests.core.support.paths import POLICY
+from tests.core.support.serverproc import ServerProcess, expiring_server, free_port
 
 from sluicegate.store import Store
 
@@ -537,7 +533,7 @@ def parent_of(event: dict[str, Any]) -> dict[str, Any]:
 
 def gate_events(env: Env, run_id: str, count: int) -> list[dict[str, Any]]:
     """The server's events of the gates whose parent is Dagster run ``run_id``, validated."""
-    from lineage_schema import validate_event
+    from tests.core.support.lineage_schema import validate_event
 
     deadline = time.monotonic() + PATIENCE
     while True:
@@ -661,6 +657,29 @@ def test_an_asset_without_an_action_fails_closed_naming_the_tag(env: Env) -> Non
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
     assert "tag the asset 'sluicegate/action'" in failure.step_failure_data.error.message
+
+
+def test_an_action_the_server_would_refuse_fails_once_before_anything_is_asked(
+    env: Env,
+) -> None:
+    from dagster import DagsterEventType, RetryPolicy, asset
+
+    from dagster_sluicegate import approval_required
+
+    @asset(retry_policy=RetryPolicy(max_retries=2))
+    @approval_required(kind="export now!")
+    def badly_named() -> int:
+        return 1
+
+    before = env.requests()
+    result = materialize([badly_named], raise_on_error=False)
+    assert not result.success and env.requests() == before
+    kinds = [e.event_type for e in result.all_events if e.step_key == "badly_named"]
+    assert DagsterEventType.STEP_UP_FOR_RETRY not in kinds  # a retry would be refused alike
+    (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    assert "Sluicegate: action: kind: kind 'export now!' must be" in (
+        failure.step_failure_data.error.message
+    )
 
 
 def test_a_wait_that_is_neither_step_nor_sensor_is_a_clear_error() -> None:

@@ -9,7 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from adapter_checks import assert_imports_no_other_adapter, assert_pinned_to_the_lines_tested_here
+from tests.adapter_checks import (
+    assert_imports_no_other_adapter,
+    assert_pinned_to_the_lines_tested_here,
+)
 
 DIST = "dagster-sluicegate"
 
@@ -37,7 +40,21 @@ def test_no_other_orchestrator_installed(other: str) -> None:
 
 
 def test_imports_no_other_adapter() -> None:
-    assert_imports_no_other_adapter("dagster_sluicegate")
+    import dagster_sluicegate
+
+    checked = assert_imports_no_other_adapter("dagster_sluicegate")
+    # every module of the package was imported and checked, not only its __init__
+    folder = Path(dagster_sluicegate.__file__).parent
+    modules = {f"dagster_sluicegate.{p.stem}" for p in folder.glob("*.py") if p.stem != "__init__"}
+    assert {"dagster_sluicegate.gate", "dagster_sluicegate.demo"} <= modules <= set(checked)
+
+
+def test_the_demo_is_registered_for_sluicegate_demo_with_dagster() -> None:
+    (entry,) = importlib.metadata.entry_points(group="sluicegate.demos", name="dagster")
+    assert entry.dist is not None and entry.dist.name == DIST
+    demo = entry.load()
+    assert demo.__name__ == "dagster_sluicegate.demo"
+    assert callable(demo.missing) and callable(demo.run)
 
 
 def test_the_core_and_dagster_are_pinned_to_the_lines_tested_here() -> None:

@@ -14,7 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from demo_harness import UUID, assert_review_printed, run_unattended, survivors, workdir_of
+from tests.demo_harness import UUID, assert_review_printed, run_unattended, survivors, workdir_of
 
 
 def _states(database: Path, flow_run_id: str) -> list[str]:

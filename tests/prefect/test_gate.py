@@ -23,15 +23,12 @@ from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, StateType
 from sqlalchemy import select
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
-
-from serverproc import POLICY, ServerProcess, free_port
+from tests.core.support.serverproc import POLICY, ServerProcess, free_port
 
 from prefect_sluicegate import ApprovalRefused, SluicegateConfig, approval_gate
 from sluicegate.exceptions import DatasetError
 from sluicegate.store import Store
-from sluicegate.store.outbox import OutboxTable
+from sluicegate.store.notifications import OutboxTable
 from sluicegate.store.schema import audit_events
 
 CUSTOMERS = {"namespace": "postgres://prod:5432", "name": "crm.public.customers"}

@@ -6,7 +6,10 @@ import importlib.metadata
 from pathlib import Path
 
 import pytest
-from adapter_checks import assert_imports_no_other_adapter, assert_pinned_to_the_lines_tested_here
+from tests.adapter_checks import (
+    assert_imports_no_other_adapter,
+    assert_pinned_to_the_lines_tested_here,
+)
 
 DIST = "prefect-sluicegate"
 
@@ -52,7 +55,23 @@ def test_no_other_orchestrator_installed(other: str) -> None:
 
 
 def test_imports_no_other_adapter() -> None:
-    assert_imports_no_other_adapter("prefect_sluicegate")
+    import prefect_sluicegate
+
+    checked = assert_imports_no_other_adapter("prefect_sluicegate")
+    # every module of the package, the demo's Prefect part included, was imported and checked
+    src = Path(prefect_sluicegate.__file__).parent
+    files = {f"prefect_sluicegate.{p.stem}" for p in src.glob("*.py") if p.stem != "__init__"}
+    assert files <= set(checked) and "prefect_sluicegate.demo" in checked, checked
+
+
+def test_the_demo_entry_point_is_registered_and_loads() -> None:
+    from prefect_sluicegate import demo
+
+    eps = importlib.metadata.entry_points(group="sluicegate.demos", name="prefect")
+    ours = [ep for ep in eps if ep.dist is not None and ep.dist.name == DIST]
+    assert [ep.value for ep in ours] == ["prefect_sluicegate.demo"]
+    assert ours[0].load() is demo
+    assert callable(demo.run) and callable(demo.server_env)
 
 
 def test_the_core_and_prefect_are_pinned_to_the_lines_tested_here() -> None:

@@ -3,12 +3,16 @@
 Sluicegate halts a task that is about to touch a sensitive asset until the policy's reviewers
 approve it:
 
-- :class:`~sluicegate_airflow.operators.ApprovalGateOperator`: the gate task; it defers to an
-  :class:`~sluicegate_airflow.triggers.ApprovalTrigger` while people decide (no worker held);
-- ``@task.sluicegate(kind=...)`` (:mod:`sluicegate_airflow.decorators`): a TaskFlow task
-  whose body runs behind its own gate (no separate gate task);
-- :class:`~sluicegate_airflow.operators.ApprovalSensor`: waits on an existing request;
-- :class:`~sluicegate_airflow.hooks.SluicegateHook`: the server of a ``sluicegate`` connection.
+- :class:`~sluicegate_airflow.operators.ApprovalGateOperator` (``operators/approval.py``): the
+  gate task; it defers to an :class:`~sluicegate_airflow.triggers.ApprovalTrigger`
+  (``triggers/approval.py``) while people decide (no worker held);
+- ``@task.sluicegate(kind=...)`` (``decorators/sluicegate.py``): a TaskFlow task whose body runs
+  behind its own gate (no separate gate task);
+- :class:`~sluicegate_airflow.sensors.ApprovalSensor` (``sensors/approval.py``): waits on an
+  existing request;
+- :class:`~sluicegate_airflow.hooks.SluicegateHook` (``hooks/sluicegate.py``): the server of a
+  ``sluicegate`` connection;
+- ``utils/``: what they share (dataset declarations, answers as task outcomes, lineage).
 
 It imports the core (``sluicegate``) and Airflow, never another orchestrator's adapter. This
 module itself imports neither, so that Airflow's provider discovery can call
@@ -44,25 +48,40 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Sluicegate", "external-doc-url": "https://github.com/sluicegate"}
         ],
         "operators": [
-            {"integration-name": "Sluicegate", "python-modules": ["sluicegate_airflow.operators"]}
+            {
+                "integration-name": "Sluicegate",
+                "python-modules": ["sluicegate_airflow.operators.approval"],
+            }
         ],
         "sensors": [
-            {"integration-name": "Sluicegate", "python-modules": ["sluicegate_airflow.operators"]}
+            {
+                "integration-name": "Sluicegate",
+                "python-modules": ["sluicegate_airflow.sensors.approval"],
+            }
         ],
         "hooks": [
-            {"integration-name": "Sluicegate", "python-modules": ["sluicegate_airflow.hooks"]}
+            {
+                "integration-name": "Sluicegate",
+                "python-modules": ["sluicegate_airflow.hooks.sluicegate"],
+            }
         ],
         "triggers": [
-            {"integration-name": "Sluicegate", "python-modules": ["sluicegate_airflow.triggers"]}
+            {
+                "integration-name": "Sluicegate",
+                "python-modules": ["sluicegate_airflow.triggers.approval"],
+            }
         ],
         # ``@task.sluicegate(kind=...)``: a TaskFlow task whose body runs behind its own gate
         "task-decorators": [
-            {"name": "sluicegate", "class-name": "sluicegate_airflow.decorators.sluicegate_task"}
+            {
+                "name": "sluicegate",
+                "class-name": "sluicegate_airflow.decorators.sluicegate.sluicegate_task",
+            }
         ],
         "connection-types": [
             {
                 "connection-type": "sluicegate",
-                "hook-class-name": "sluicegate_airflow.hooks.SluicegateHook",
+                "hook-class-name": "sluicegate_airflow.hooks.sluicegate.SluicegateHook",
                 "hook-name": "Sluicegate",
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "login", "extra"],

@@ -1,228 +1,73 @@
-"""HTTP client of the approval server, sync and async, and the gate every adapter uses.
+"""HTTP client of the approval server, blocking and async, speaking API v1 through httpx.
 
-:class:`SluicegateClient` and :class:`AsyncSluicegateClient` speak API v1; :meth:`gate`
-opens a gate and waits (by long poll) until it may proceed or is refused. The gate fails
-closed: a server that cannot be reached, or answers 503 (its database) or a proxy's 5xx, is
-retried with backoff until the caller's deadline, and nothing but an ``allowed`` or
-``approved`` answer lets the step run. What asking again cannot change is raised at once: a
-gate the server would refuse (checked before it is sent: :class:`ActionError`), a 4xx, and
-the server's own 500 (an unexpected fault, or a misconfigured server).
+:class:`SluicegateClient` and :class:`AsyncSluicegateClient` make the calls that
+:mod:`sluicegate.calls` describes (request building and answer reading live there, once);
+the two classes only do the I/O, through ``httpx.Client`` and ``httpx.AsyncClient``. The
+gate itself (open, wait, settle, release, retries) is :mod:`sluicegate.gate`;
+:meth:`SluicegateClient.gate` is its one-call form, for scripts and the CLI.
+
+Errors: an answer that is not 2xx is :class:`ClientError` (its ``{"error", "detail"}``), a
+server that cannot be reached (refused, timed out, an answer that is not HTTP) is
+:class:`UnreachableError`, and a gate that ends without permission is :class:`GateRefused`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
-import os
-import random
-import ssl
-import sys
-import time
-from collections.abc import Callable, Mapping
-from typing import Any
-from urllib.parse import urlsplit
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 import httpx
-from pydantic import ValidationError
 
-from sluicegate.direct import DirectConnection, Reply
-from sluicegate.exceptions import ActionError, ClientError, UnreachableError
-from sluicegate.model import Action, Verdict, parse_action, validation_message
-from sluicegate.settings import load_settings
-from sluicegate.wire import GateIn, RequesterIn, RequestOut, RequestPage, VerifyOut
+from sluicegate import calls
+from sluicegate._http import httpx_options, read_answer, request_args, unreachable
+from sluicegate.calls import ApiCall
+from sluicegate.exceptions import ClientError
+from sluicegate.gate import AsyncGate, Gate, GateOutcome
+from sluicegate.model import Action, Requester, Verdict
+from sluicegate.wire import RequestOut, RequestPage, VerifyOut
 
 __all__ = ["AsyncSluicegateClient", "GateRefused", "SluicegateClient"]
 
-_LONG_POLL = 30.0
+T = TypeVar("T")
 log = logging.getLogger("sluicegate.client")
 
-
-@functools.lru_cache(maxsize=1)
-def _ca_verified() -> ssl.SSLContext:
-    """httpx's default TLS context (certifi, or SSL_CERT_FILE/SSL_CERT_DIR), made once.
-
-    Making it loads the CA bundle: 30-50 ms, which every new client paid again (an Airflow
-    gate makes one per task run, and one more when it resumes).
-    """
-    return httpx.create_ssl_context()
-
-
-@functools.lru_cache(maxsize=1)
-def _trusts_nobody() -> ssl.SSLContext:
-    """A TLS context with no CA: any certificate fails. For a server on plain ``http://``,
-    where TLS is never used (redirects are not followed), so a fresh task process does not
-    load the CA bundle it would never need; were it ever used, it fails closed."""
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-
-
-def _tls(server_url: str) -> ssl.SSLContext:
-    return _ca_verified() if server_url.lower().startswith("https:") else _trusts_nobody()
-
-
-#: The variables through which httpx takes a proxy from the environment (NO_PROXY only
-#: narrows these; SSL_CERT_FILE/DIR are read by :func:`_ca_verified`).
-_PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
-                    "ALL_PROXY")  # fmt: skip
-
-
-def _proxies_in_environment() -> bool:
-    """Whether the environment names a proxy: only then must httpx read it (``trust_env``),
-    and only then does the blocking client need httpx at all (:mod:`sluicegate.direct`).
-
-    httpx finds proxies by scanning every environment variable (``urllib``'s
-    ``getproxies()``) for each new client, and an Airflow task has hundreds of them; a few
-    look-ups tell the same.
-    """
-    if sys.platform in ("darwin", "win32"):  # there urllib also reads the system's settings
-        return True
-    return any(os.environ.get(name) for name in _PROXY_VARIABLES)
-
-
-def _httpx_options(
-    server_url: str, headers: dict[str, str], timeout: float, transport: Any
-) -> dict[str, Any]:
-    """The arguments of the httpx client either client makes (a transport given by the caller
-    carries its own connections: the environment's proxies do not apply to it)."""
-    return {
-        "base_url": server_url,
-        "headers": headers,
-        "timeout": timeout,
-        "transport": transport,
-        "verify": _tls(server_url),
-        "trust_env": _proxies_in_environment(),
-    }
+Act = Action | Mapping[str, Any]
+Who = Requester | Mapping[str, Any] | None
 
 
 class GateRefused(ClientError):
-    """The gate ended without permission: denied, expired or cancelled."""
+    """The gate ended without permission: denied, expired or cancelled.
 
-    def __init__(self, answer: RequestOut) -> None:
-        last = next((d for d in reversed(answer.decisions) if d.verdict is Verdict.DENY), None)
-        why = (
-            f" by {last.reviewer}: {last.comment}"
-            if last and last.comment
-            else (f" by {last.reviewer}" if last else "")
-        )
-        reason = f" ({answer.reason})" if answer.reason else ""
-        super().__init__(
-            403, answer.status, f"request {answer.id} was {answer.status}{why}{reason}"
-        )
-        self.answer = answer
-
-
-def _settings_defaults(server_url: str | None, token: str | None) -> tuple[str, str | None]:
-    if server_url is None or token is None:
-        s = load_settings()
-        server_url = server_url or s.server_url
-        if token is None and s.token is not None:
-            token = s.token.get_secret_value()
-    return _checked_url(server_url), token
-
-
-def _checked_url(server_url: str) -> str:
-    """``server_url`` without its trailing slash, once it is sure to be an ``http(s)`` URL with
-    a host and a port that exists: ``ValueError`` naming it otherwise, when the client is made,
-    rather than an error of the standard library at its first call."""
-    parts = urlsplit(server_url)
-    # Shown without what comes before an "@": a URL may carry credentials.
-    shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
-    try:
-        parts.port  # noqa: B018 - parsing the port is the check
-    except ValueError as err:
-        raise ValueError(f"server URL {shown!r}: {err}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"server URL {shown!r} is not an http:// or https:// URL with a host")
-    return server_url.rstrip("/")
-
-
-def _raise_for(response: httpx.Response | Reply) -> None:
-    if response.is_success:
-        return
-    try:
-        body = response.json()
-        error, detail = str(body["error"]), str(body["detail"])
-    except (ValueError, KeyError, TypeError):
-        error, detail = "http_error", response.text[:200] or response.reason_phrase
-    raise ClientError(response.status_code, error, detail)
-
-
-def _gate_body(
-    idempotency_key: str,
-    action: Action | Mapping[str, Any],
-    requester: RequesterIn | Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """The body of a gate's request, checked here: what the server would refuse (422) is
-    refused before it is sent, as :class:`ActionError` in one line."""
-    try:
-        body = GateIn(
-            idempotency_key=idempotency_key,
-            action=action if isinstance(action, Action) else parse_action(action),
-            requester=requester
-            if isinstance(requester, RequesterIn)
-            else RequesterIn.model_validate(requester or {}),
-        )
-    except ValidationError as err:
-        raise ActionError(validation_message(err, "gate")) from err
-    return body.model_dump(mode="json")
-
-
-def _backoff(attempt: int) -> float:
-    return float(min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2))
-
-
-# The sync and async clients share everything but the I/O: the helpers below hold the rules
-# (what to retry, how long to sleep, what an answer means), the classes only do the calls.
-
-
-def _retry_delay(err: ClientError, attempt: int, deadline: float | None) -> float:
-    """How long to sleep before retrying after ``err``; re-raises it when retrying is wrong.
-
-    Only what may change is retried (:attr:`ClientError.transient`), and never past the
-    deadline: the gate fails closed, it does not wait forever on a caller's behalf.
+    ``outcome`` is how it ended (:class:`~sluicegate.gate.GateOutcome`), ``answer`` the
+    server's answer; the message names who denied and why.
     """
-    if not err.transient:
-        raise err
-    if deadline is None:
-        return _backoff(attempt)
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise err
-    return min(_backoff(attempt), left)
+
+    def __init__(self, answer: RequestOut | GateOutcome) -> None:
+        outcome = answer if isinstance(answer, GateOutcome) else GateOutcome.of(answer)
+        super().__init__(403, outcome.request.status, outcome.message)
+        self.outcome = outcome
+        self.answer = outcome.request
 
 
-def _poll_timeout(deadline: float | None) -> float:
-    """The next long poll's timeout; 0 or less means the deadline has passed."""
-    if deadline is None:
-        return _LONG_POLL
-    left = deadline - time.monotonic()
-    return min(_LONG_POLL, max(left, 0.1)) if left > 0 else 0.0
-
-
-def _settle(answer: RequestOut, timeout: float | None) -> RequestOut:
-    """``answer`` if the step may proceed; else :class:`GateRefused`, or a timeout error."""
-    if answer.may_proceed:
-        return answer
-    if not answer.terminal:
-        raise ClientError(408, "timeout", f"request {answer.id} is still pending after {timeout} s")
-    raise GateRefused(answer)
-
-
-def _decision_body(verdict: Verdict | str, comment: str, fingerprint: str | None) -> dict[str, Any]:
-    return {"verdict": Verdict(verdict).value, "comment": comment, "fingerprint": fingerprint}
-
-
-def _list_params(**given: Any) -> dict[str, Any]:
-    return {k: v for k, v in given.items() if v is not None}
-
-
-def _wait_params(timeout: float) -> dict[str, Any]:
-    # The HTTP timeout outlives the long poll, so a slow answer is not taken for a dead server.
-    return {"params": {"timeout": timeout}, "timeout": timeout + 10}
+def _passed(outcome: GateOutcome, timeout: float | None) -> RequestOut:
+    """The answer of a gate that lets its step go on; else what :meth:`gate` raises."""
+    if outcome.proceed:
+        return outcome.request
+    if not outcome.request.terminal:
+        raise ClientError(
+            408, "timeout", f"request {outcome.request.id} is still pending after {timeout} s"
+        )
+    raise GateRefused(outcome)
 
 
 class SluicegateClient:
-    """Blocking client. ``server_url`` and ``token`` default to the settings."""
+    """Blocking client. ``server_url`` and ``token`` default to the settings.
+
+    :param timeout: seconds an ordinary call may take (a long poll takes its own).
+    :param transport: an httpx transport (tests: ``httpx.MockTransport``); the environment's
+        proxies do not apply to it.
+    """
 
     def __init__(
         self,
@@ -232,27 +77,12 @@ class SluicegateClient:
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.server_url, token = _settings_defaults(server_url, token)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        # Straight through http.client (sluicegate.direct says why), unless a proxy or a
-        # transport asks for httpx.
-        self._direct: DirectConnection | None = None
-        self._http: httpx.Client | None = None
-        if transport is None and not _proxies_in_environment():
-            self._direct = DirectConnection(
-                self.server_url, headers, timeout=timeout, tls=_tls(self.server_url)
-            )
-        else:
-            self._http = httpx.Client(
-                **_httpx_options(self.server_url, headers, timeout, transport)
-            )
+        self.server_url, options = httpx_options(server_url, token, timeout, transport)
+        self._http = httpx.Client(**options)
 
     def close(self) -> None:
-        """Close the connection."""
-        if self._direct is not None:
-            self._direct.close()
-        if self._http is not None:
-            self._http.close()
+        """Close the connections."""
+        self._http.close()
 
     def __enter__(self) -> SluicegateClient:
         return self
@@ -260,94 +90,29 @@ class SluicegateClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **options: Any) -> Any:
-        """One whole call: the answer's JSON (``options`` as :meth:`_start` takes)."""
-        return self._start(method, path, **options)()
+    def call(self, call: ApiCall[T]) -> T:
+        """Make one API call (:mod:`sluicegate.calls`) and read its answer.
 
-    def _start(
-        self,
-        method: str,
-        path: str,
-        *,
-        timeout: float | None = None,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-    ) -> Callable[[], Any]:
-        """Send the request now (its own connection) and return the function that reads the
-        answer's JSON, raising what the call raises. Through httpx the whole call is made
-        when the answer is read."""
-        direct = self._direct
-        if direct is None:
-            return lambda: self._through_httpx(method, path, timeout, json, params)
+        :raises ClientError: the server answered with an error.
+        :raises UnreachableError: no answer (refused, timed out, not HTTP).
+        """
         try:
-            direct.send(method, path, json_body=json, params=params, timeout=timeout)
-        except UnreachableError as err:
-            failure = err
-
-            def failed() -> Any:
-                raise failure
-
-            return failed
-
-        def read() -> Any:
-            reply = direct.receive()
-            _raise_for(reply)
-            return reply.json()
-
-        return read
-
-    def _through_httpx(
-        self,
-        method: str,
-        path: str,
-        timeout: float | None,
-        json: Any,
-        params: Mapping[str, Any] | None,
-    ) -> Any:
-        assert self._http is not None
-        try:
-            response = self._http.request(
-                method, path, json=json, params=params, timeout=timeout or httpx.USE_CLIENT_DEFAULT
-            )
+            response = self._http.request(**request_args(call))
         except httpx.TransportError as err:
-            raise UnreachableError(f"cannot reach {self.server_url}: {err}") from err
-        _raise_for(response)
-        return response.json()
+            raise unreachable(self.server_url, err) from err
+        return read_answer(call, response)
 
-    def open_gate(
-        self,
-        idempotency_key: str,
-        action: Action | Mapping[str, Any],
-        requester: RequesterIn | Mapping[str, Any] | None = None,
-    ) -> RequestOut:
-        """Open (or reattach to) a gate; answers allowed, denied or the request."""
-        return self.start_open_gate(idempotency_key, action, requester)()
-
-    def start_open_gate(
-        self,
-        idempotency_key: str,
-        action: Action | Mapping[str, Any],
-        requester: RequesterIn | Mapping[str, Any] | None = None,
-    ) -> Callable[[], RequestOut]:
-        """Send :meth:`open_gate` now and read its answer when the returned function is
-        called; the server works on it in between (an Airflow gate sends it as soon as the
-        task's templates are rendered and reads it in ``execute``). Nothing else may go
-        through this client before the answer is read. A failure to send is raised when
-        reading, as :meth:`open_gate` raises it; through httpx (a proxy, a given transport)
-        the whole call is made then."""
-        read = self._start(
-            "POST", "/api/v1/requests", json=_gate_body(idempotency_key, action, requester)
-        )
-        return lambda: RequestOut.model_validate(read())
+    def open_gate(self, idempotency_key: str, action: Act, requester: Who = None) -> RequestOut:
+        """Open (or reattach to) a gate, once: answers allowed, denied or the request."""
+        return self.call(calls.open_gate(idempotency_key, action, requester))
 
     def get(self, request_id: str) -> RequestOut:
         """The request now."""
-        return RequestOut.model_validate(self._call("GET", f"/api/v1/requests/{request_id}"))
+        return self.call(calls.get(request_id))
 
-    def wait(self, request_id: str, timeout: float = _LONG_POLL) -> RequestOut:
+    def wait(self, request_id: str, timeout: float = calls.LONG_POLL) -> RequestOut:
         """One long poll: returns when terminal or after ``timeout`` seconds."""
-        path = f"/api/v1/requests/{request_id}/wait"
-        return RequestOut.model_validate(self._call("GET", path, **_wait_params(timeout)))
+        return self.call(calls.wait(request_id, timeout))
 
     def decide(
         self,
@@ -357,19 +122,15 @@ class SluicegateClient:
         fingerprint: str | None = None,
     ) -> RequestOut:
         """Approve or deny (needs a review token)."""
-        body = _decision_body(verdict, comment, fingerprint)
-        path = f"/api/v1/requests/{request_id}/decisions"
-        return RequestOut.model_validate(self._call("POST", path, json=body))
+        return self.call(calls.decide(request_id, verdict, comment, fingerprint))
 
     def cancel(self, request_id: str, reason: str = "") -> RequestOut:
         """Withdraw a request (needs the request token that opened it)."""
-        path = f"/api/v1/requests/{request_id}/cancel"
-        return RequestOut.model_validate(self._call("POST", path, json={"reason": reason}))
+        return self.call(calls.cancel(request_id, reason))
 
     def release(self, request_id: str) -> RequestOut:
         """Record that the gated step went ahead (``gate.released``)."""
-        path = f"/api/v1/requests/{request_id}/release"
-        return RequestOut.model_validate(self._call("POST", path))
+        return self.call(calls.release(request_id))
 
     def list(
         self,
@@ -381,83 +142,33 @@ class SluicegateClient:
         before: str | None = None,
     ) -> RequestPage:
         """A page of requests, newest first."""
-        params = _list_params(status=status, dataset=dataset, job=job, limit=limit, before=before)
-        return RequestPage.model_validate(self._call("GET", "/api/v1/requests", params=params))
+        return self.call(
+            calls.list_requests(status=status, dataset=dataset, job=job, limit=limit, before=before)
+        )
 
     def verify_audit(self) -> VerifyOut:
         """The server's audit chain check."""
-        return VerifyOut.model_validate(self._call("GET", "/api/v1/audit/verify"))
-
-    def wait_until_done(self, request_id: str, *, deadline: float | None = None) -> RequestOut:
-        """Long-poll until terminal; unreachable servers are retried with backoff.
-
-        ``deadline`` is a ``time.monotonic()`` value; past it, the last answer is returned
-        (still pending): the caller decides, and a gate never treats that as approval.
-        """
-        attempt = 0
-        last: RequestOut | None = None
-        while (poll := _poll_timeout(deadline)) > 0:
-            try:
-                last = self.wait(request_id, timeout=poll)
-            except ClientError as err:
-                time.sleep(_retry_delay(err, attempt, deadline))
-                attempt += 1
-                continue
-            attempt = 0
-            if last.terminal:
-                return last
-        return last if last is not None else self.get(request_id)
+        return self.call(calls.verify_audit())
 
     def gate(
         self,
         idempotency_key: str,
-        action: Action | Mapping[str, Any],
-        requester: RequesterIn | Mapping[str, Any] | None = None,
+        action: Act,
+        requester: Who = None,
         *,
         timeout: float | None = None,
     ) -> RequestOut:
-        """Open a gate and block until the step may proceed; raise :class:`GateRefused` if not.
+        """Open a gate and block until the step may go on (:meth:`sluicegate.gate.Gate.open`
+        with ``wait``): the answer that lets it, its release recorded.
 
         Fails closed: an unreachable server is retried until ``timeout`` (seconds; None waits
-        as long as it takes), then the last error is raised.
+        as long as it takes), then the last error is raised; a request still pending then is
+        a ``ClientError`` (408 ``timeout``).
+
+        :raises GateRefused: denied, expired (``on_timeout: deny``) or cancelled.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        answer = self.open_until(idempotency_key, action, requester, deadline=deadline)
-        if not answer.terminal:
-            answer = self.wait_until_done(answer.id, deadline=deadline)
-        answer = _settle(answer, timeout)
-        self.record_release(answer)
-        return answer
-
-    def open_until(
-        self,
-        idempotency_key: str,
-        action: Action | Mapping[str, Any],
-        requester: RequesterIn | Mapping[str, Any] | None = None,
-        *,
-        deadline: float | None = None,
-    ) -> RequestOut:
-        """:meth:`open_gate`, retrying an unreachable server (or a 5xx) with backoff until
-        ``deadline`` (a ``time.monotonic()`` value; None: as long as it takes), then raising
-        the last error. Other errors (a bad token, a bad action) are raised at once."""
-        attempt = 0
-        while True:
-            try:
-                return self.open_gate(idempotency_key, action, requester)
-            except ClientError as err:
-                time.sleep(_retry_delay(err, attempt, deadline))
-                attempt += 1
-
-    def record_release(self, answer: RequestOut) -> None:
-        """Record that the step went on (``release``) when ``answer`` is a request that let it
-        (:attr:`RequestOut.releases`). A failure only logs: the approval stands, and the
-        step must not fail for a missing audit row of its release."""
-        if not answer.releases:
-            return
-        try:
-            self.release(answer.id)
-        except ClientError as err:
-            log.warning("could not record the release of request %s: %s", answer.id, err)
+        outcome = Gate(self).open(idempotency_key, action, requester, wait=True, timeout=timeout)
+        return _passed(outcome, timeout)
 
 
 class AsyncSluicegateClient:
@@ -471,11 +182,8 @@ class AsyncSluicegateClient:
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.server_url, token = _settings_defaults(server_url, token)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.AsyncClient(
-            **_httpx_options(self.server_url, headers, timeout, transport)
-        )
+        self.server_url, options = httpx_options(server_url, token, timeout, transport)
+        self._http = httpx.AsyncClient(**options)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -487,36 +195,27 @@ class AsyncSluicegateClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _call(
-        self, method: str, path: str, *, timeout: float | None = None, **kw: Any
-    ) -> Any:
+    async def call(self, call: ApiCall[T]) -> T:
+        """:meth:`SluicegateClient.call`, awaited."""
         try:
-            response = await self._http.request(
-                method, path, timeout=timeout or httpx.USE_CLIENT_DEFAULT, **kw
-            )
+            response = await self._http.request(**request_args(call))
         except httpx.TransportError as err:
-            raise UnreachableError(f"cannot reach {self.server_url}: {err}") from err
-        _raise_for(response)
-        return response.json()
+            raise unreachable(self.server_url, err) from err
+        return read_answer(call, response)
 
     async def open_gate(
-        self,
-        idempotency_key: str,
-        action: Action | Mapping[str, Any],
-        requester: RequesterIn | Mapping[str, Any] | None = None,
+        self, idempotency_key: str, action: Act, requester: Who = None
     ) -> RequestOut:
-        """Open (or reattach to) a gate."""
-        body = _gate_body(idempotency_key, action, requester)
-        return RequestOut.model_validate(await self._call("POST", "/api/v1/requests", json=body))
+        """Open (or reattach to) a gate, once."""
+        return await self.call(calls.open_gate(idempotency_key, action, requester))
 
     async def get(self, request_id: str) -> RequestOut:
         """The request now."""
-        return RequestOut.model_validate(await self._call("GET", f"/api/v1/requests/{request_id}"))
+        return await self.call(calls.get(request_id))
 
-    async def wait(self, request_id: str, timeout: float = _LONG_POLL) -> RequestOut:
+    async def wait(self, request_id: str, timeout: float = calls.LONG_POLL) -> RequestOut:
         """One long poll."""
-        path = f"/api/v1/requests/{request_id}/wait"
-        return RequestOut.model_validate(await self._call("GET", path, **_wait_params(timeout)))
+        return await self.call(calls.wait(request_id, timeout))
 
     async def decide(
         self,
@@ -526,19 +225,15 @@ class AsyncSluicegateClient:
         fingerprint: str | None = None,
     ) -> RequestOut:
         """Approve or deny (needs a review token)."""
-        body = _decision_body(verdict, comment, fingerprint)
-        path = f"/api/v1/requests/{request_id}/decisions"
-        return RequestOut.model_validate(await self._call("POST", path, json=body))
+        return await self.call(calls.decide(request_id, verdict, comment, fingerprint))
 
     async def cancel(self, request_id: str, reason: str = "") -> RequestOut:
         """Withdraw a request (needs the request token that opened it)."""
-        path = f"/api/v1/requests/{request_id}/cancel"
-        return RequestOut.model_validate(await self._call("POST", path, json={"reason": reason}))
+        return await self.call(calls.cancel(request_id, reason))
 
     async def release(self, request_id: str) -> RequestOut:
         """Record that the gated step went ahead (``gate.released``)."""
-        path = f"/api/v1/requests/{request_id}/release"
-        return RequestOut.model_validate(await self._call("POST", path))
+        return await self.call(calls.release(request_id))
 
     async def list(
         self,
@@ -550,68 +245,23 @@ class AsyncSluicegateClient:
         before: str | None = None,
     ) -> RequestPage:
         """A page of requests, newest first."""
-        params = _list_params(status=status, dataset=dataset, job=job, limit=limit, before=before)
-        return RequestPage.model_validate(
-            await self._call("GET", "/api/v1/requests", params=params)
+        return await self.call(
+            calls.list_requests(status=status, dataset=dataset, job=job, limit=limit, before=before)
         )
 
-    async def wait_until_done(
-        self, request_id: str, *, deadline: float | None = None
-    ) -> RequestOut:
-        """Long-poll until terminal (see :meth:`SluicegateClient.wait_until_done`)."""
-        attempt = 0
-        last: RequestOut | None = None
-        while (poll := _poll_timeout(deadline)) > 0:
-            try:
-                last = await self.wait(request_id, timeout=poll)
-            except ClientError as err:
-                await asyncio.sleep(_retry_delay(err, attempt, deadline))
-                attempt += 1
-                continue
-            attempt = 0
-            if last.terminal:
-                return last
-        return last if last is not None else await self.get(request_id)
+    async def verify_audit(self) -> VerifyOut:
+        """The server's audit chain check."""
+        return await self.call(calls.verify_audit())
 
     async def gate(
         self,
         idempotency_key: str,
-        action: Action | Mapping[str, Any],
-        requester: RequesterIn | Mapping[str, Any] | None = None,
+        action: Act,
+        requester: Who = None,
         *,
         timeout: float | None = None,
     ) -> RequestOut:
-        """Open a gate and wait until the step may proceed (see :meth:`SluicegateClient.gate`)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        answer = await self.open_until(idempotency_key, action, requester, deadline=deadline)
-        if not answer.terminal:
-            answer = await self.wait_until_done(answer.id, deadline=deadline)
-        answer = _settle(answer, timeout)
-        await self.record_release(answer)
-        return answer
-
-    async def open_until(
-        self,
-        idempotency_key: str,
-        action: Action | Mapping[str, Any],
-        requester: RequesterIn | Mapping[str, Any] | None = None,
-        *,
-        deadline: float | None = None,
-    ) -> RequestOut:
-        """:meth:`SluicegateClient.open_until`, awaited."""
-        attempt = 0
-        while True:
-            try:
-                return await self.open_gate(idempotency_key, action, requester)
-            except ClientError as err:
-                await asyncio.sleep(_retry_delay(err, attempt, deadline))
-                attempt += 1
-
-    async def record_release(self, answer: RequestOut) -> None:
-        """:meth:`SluicegateClient.record_release`, awaited."""
-        if not answer.releases:
-            return
-        try:
-            await self.release(answer.id)
-        except ClientError as err:
-            log.warning("could not record the release of request %s: %s", answer.id, err)
+        """:meth:`SluicegateClient.gate`, awaited."""
+        gate = AsyncGate(self)
+        outcome = await gate.open(idempotency_key, action, requester, wait=True, timeout=timeout)
+        return _passed(outcome, timeout)

@@ -12,6 +12,7 @@ adapter) can map it to one exit code or status code without knowing every case::
     │   └── MigrationError            the schema could not be brought up to date
     ├── NotFoundError                 a request (or other object) does not exist
     ├── ForbiddenError                this identity may not do that (self-approval, ineligible)
+    ├── ForeignRequestError           a request a run carries is not this gate's (client side)
     ├── TransitionError               an illegal status transition (e.g. approved -> denied)
     │   └── ConflictError             a compare-and-set lost: someone else changed it first
     ├── AuditError                    the audit log cannot be read or written
@@ -35,6 +36,7 @@ __all__ = [
     "DatasetError",
     "ExpiredError",
     "ForbiddenError",
+    "ForeignRequestError",
     "MigrationError",
     "NotFoundError",
     "PolicyError",
@@ -98,6 +100,20 @@ class NotFoundError(SluicegateError):
 
 class ForbiddenError(SluicegateError):
     """The identity is known but may not do this: self-approval, not eligible, not the owner."""
+
+
+class ForeignRequestError(SluicegateError):
+    """A request handed to a gate (a run launched for an approved request carries its id) was
+    not opened by this gate: another orchestrator, another step, or another action. Nothing
+    runs on it; ``reason`` says which one differs."""
+
+    def __init__(self, request_id: str, step: str, reason: str) -> None:
+        super().__init__(
+            f"the run names request {request_id} for step {step!r}, but {reason}; nothing runs"
+        )
+        self.request_id = request_id
+        self.step = step
+        self.reason = reason
 
 
 class TransitionError(SluicegateError):

@@ -1,10 +1,19 @@
 """Signed review links: one per reviewer and request, expiring, usable once.
 
-A link carries ``[request id, reviewer id, expiry, nonce]`` and an HMAC-SHA256 over them with
-the server's secret key. The signature binds the link to its reviewer, and the link is a
-bearer credential: whoever holds it decides as that reviewer (once: the nonce is recorded when
-the link is used). So a link is sent only where its reviewer alone reads it (a direct
-message), never to a channel that others read, the requester or the job's owner among them.
+A link token is ``<claims>.<timestamp>.<signature>``, made by itsdangerous'
+:class:`~itsdangerous.TimestampSigner` (HMAC-SHA256 with the server's secret key, under this
+purpose's own salt, so no signature made for a session or a form is ever a link's). The claims
+are ``[request id, reviewer id, lifetime in seconds, nonce]``; the timestamp is when it was
+signed, and the link expires a lifetime after it. The signature binds the link to its request
+and its reviewer, and the link is a bearer credential: whoever holds it decides as that
+reviewer (once: the nonce is spent when the link is used, see
+:meth:`sluicegate.workflow.Workflow.decide`). So a link is sent only where its reviewer alone
+reads it (a direct message), never to a channel that others read, the requester or the job's
+owner among them.
+
+Keys rotate: a link is signed with the current key and verified with it or any previous one
+(:class:`sluicegate.server.keys.SigningKeys`). Links in the format before this one (``v1.``)
+no longer verify.
 """
 
 from __future__ import annotations
@@ -12,12 +21,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+
+from itsdangerous import BadSignature, TimestampSigner
 
 from sluicegate.exceptions import ForbiddenError
 from sluicegate.model import utcnow
@@ -27,16 +37,20 @@ __all__ = [
     "LinkClaims",
     "LinkError",
     "claimed_reviewer",
+    "oldest_first",
     "sign_link",
     "verify_link",
 ]
 
 DEFAULT_LINK_TTL = timedelta(hours=24)
-_VERSION = "v1"
+_SALT = "sluicegate.review-link"
+
+#: One key, or several with the current one first (:attr:`SigningKeys.verifying`).
+Keys = bytes | Sequence[bytes]
 
 
 class LinkError(ForbiddenError):
-    """A link that is malformed, tampered with, expired, for another request, or used."""
+    """A link that is malformed, tampered with, expired, or for another request."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,24 @@ class LinkClaims:
     nonce: str
 
 
+def oldest_first(keys: Keys) -> list[bytes]:
+    """``keys`` (the current one first) in the order itsdangerous takes them: the newest,
+    which signs, last."""
+    return [keys] if isinstance(keys, bytes) else list(reversed(keys))
+
+
+class _Signer(TimestampSigner):
+    """itsdangerous' signer, with the signing moment settable (links made in the past, for
+    tests and for a clock the caller holds)."""
+
+    def __init__(self, keys: Keys, at: datetime | None = None) -> None:
+        super().__init__(oldest_first(keys), salt=_SALT, digest_method=hashlib.sha256)
+        self._at = None if at is None else int(at.timestamp())
+
+    def get_timestamp(self) -> int:
+        return super().get_timestamp() if self._at is None else self._at
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -57,12 +89,8 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _mac(key: bytes, payload: str) -> bytes:
-    return hmac.new(key, f"{_VERSION}.{payload}".encode(), hashlib.sha256).digest()
-
-
 def sign_link(
-    key: bytes,
+    key: Keys,
     request_id: str,
     reviewer: str,
     *,
@@ -70,32 +98,32 @@ def sign_link(
     now: datetime | None = None,
 ) -> str:
     """A link token for ``reviewer`` to decide ``request_id`` until ``now + ttl``."""
-    expires = int(((now or utcnow()) + ttl).timestamp())
-    payload = _b64(json.dumps([request_id, reviewer, expires, secrets.token_hex(16)]).encode())
-    return f"{_VERSION}.{payload}.{_b64(_mac(key, payload))}"
+    claims = [request_id, reviewer, int(ttl.total_seconds()), secrets.token_hex(16)]
+    payload = _b64(json.dumps(claims).encode())
+    return _Signer(key, now).sign(payload).decode()
 
 
 def verify_link(
-    key: bytes | Sequence[bytes], token: str, request_id: str, *, now: datetime | None = None
+    key: Keys, token: str, request_id: str, *, now: datetime | None = None
 ) -> LinkClaims:
     """The claims of a genuine, unexpired link for ``request_id``; else :class:`LinkError`.
 
-    ``key`` may be several keys (the current one and those rotated out): a link signed by any
-    of them verifies. Whether it was used already is the store's to say
+    ``key`` may be several keys (the current one first, then those rotated out): a link
+    signed by any of them verifies. Whether it was used already is the store's to say
     (:meth:`Store.use_link`).
     """
-    keys = (key,) if isinstance(key, bytes) else tuple(key)
+    if token.count(".") != 2:
+        raise LinkError("this link is malformed")
     try:
-        version, payload, signature = token.split(".")
-        given = _unb64(signature)
-    except (ValueError, binascii.Error) as err:
-        raise LinkError("this link is malformed") from err
-    if version != _VERSION or not any(hmac.compare_digest(given, _mac(k, payload)) for k in keys):
-        raise LinkError("this link's signature is not valid (it was altered or is not ours)")
+        payload, signed_at = _Signer(key).unsign(token, return_timestamp=True)
+    except BadSignature as err:
+        raise LinkError(
+            "this link's signature is not valid (it was altered or is not ours)"
+        ) from err
     try:
-        rid, reviewer, expires, nonce = json.loads(_unb64(payload))
-        expires_at = datetime.fromtimestamp(int(expires), tz=timezone.utc)
-    except (ValueError, TypeError, binascii.Error) as err:  # signed but unreadable: our bug
+        rid, reviewer, lifetime, nonce = json.loads(_unb64(payload.decode()))
+        expires_at = signed_at.astimezone(timezone.utc) + timedelta(seconds=int(lifetime))
+    except (ValueError, TypeError, OverflowError, binascii.Error) as err:  # signed: our bug
         raise LinkError("this link is malformed") from err
     if rid != request_id:
         raise LinkError("this link is for another request")
@@ -111,7 +139,7 @@ def claimed_reviewer(token: str) -> str | None:
     so it is never an actor.
     """
     try:
-        _, payload, _ = token.split(".")
+        payload, _, _ = token.split(".")
         claims = json.loads(_unb64(payload))
     except (ValueError, TypeError, binascii.Error):
         return None

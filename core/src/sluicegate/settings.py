@@ -39,6 +39,7 @@ from pydantic_settings import (
 )
 
 from sluicegate.exceptions import ConfigError
+from sluicegate.timefmt import parse_duration
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -248,8 +249,6 @@ class Settings(BaseSettings):
     @field_validator("link_ttl")
     @classmethod
     def _link_ttl(cls, value: str) -> str:
-        from sluicegate.policy import parse_duration
-
         parse_duration(value)
         return value
 

@@ -1,12 +1,38 @@
-"""Times and durations as reviewers read them, the same on the review pages and in chat."""
+"""Times and durations: as people write them in the policy and settings, and as reviewers
+read them, the same on the review pages and in chat."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 from sluicegate.model import Status
 
-__all__ = ["span", "time_left", "when"]
+__all__ = ["parse_duration", "span", "time_left", "when"]
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(value: str | int) -> timedelta:
+    """``"24h"``, ``"1h30m"``, ``"2d"``, ``"90s"`` or a number of seconds, as a timedelta.
+
+    A ValueError names the value when it is not one of those, not positive, or over a year.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"duration {value!r} is not a duration")
+    if isinstance(value, int):
+        seconds = value
+    else:
+        match = _DURATION.match(value.strip())
+        if not value.strip() or match is None:
+            raise ValueError(f"duration {value!r} is not like 30s, 15m, 24h, 2d or 1h30m")
+        d, h, m, s = (int(g) if g else 0 for g in match.groups())
+        seconds = ((d * 24 + h) * 60 + m) * 60 + s
+    if seconds <= 0:
+        raise ValueError(f"duration {value!r} must be positive")
+    if seconds > 366 * 86400:
+        raise ValueError(f"duration {value!r} is longer than a year")
+    return timedelta(seconds=seconds)
 
 
 def when(moment: datetime) -> str:

@@ -7,11 +7,19 @@ never drift apart.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sluicegate.model import Action, Channel, ParentRun, Verdict, no_nul
+from sluicegate.model import (
+    Action,
+    Channel,
+    ClassificationSource,
+    OnTimeout,
+    Requester,
+    Verdict,
+    no_nul,
+)
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -37,20 +45,25 @@ class _In(BaseModel):
     _no_nul = field_validator("*", mode="after")(classmethod(lambda cls, v: no_nul(v)))
 
 
-class RequesterIn(_In):
-    """The requester as a pipeline describes it; the principal comes from the token."""
+class RequesterIn(Requester):
+    """The requester as a gate's body gives it: a :class:`~sluicegate.model.Requester` with
+    the API's restrictions. Its principal comes from the token, never the body, and
+    ``try_number`` and ``map_index`` are integers as the document says, never a boolean or a
+    string of digits. :meth:`with_principal` makes the requester the server stores."""
 
-    orchestrator: str = Field("api", min_length=1, max_length=64)
-    job: str = Field("", max_length=512)
-    run_id: str = Field("", max_length=512)
-    step: str = Field("", max_length=512)
-    # Strict: an integer, as the document says, never a boolean or a string of digits.
-    try_number: int = Field(0, ge=0, strict=True)
-    map_index: int = Field(-1, strict=True)
-    owner: str | None = Field(None, max_length=512)
-    triggered_by: str | None = Field(None, max_length=512)
-    #: The orchestrator run the gate belongs to (its OpenLineage parent); adapters fill it.
-    parent: ParentRun | None = None
+    try_number: Annotated[int, Field(ge=0, strict=True)] = 0
+    map_index: Annotated[int, Field(strict=True)] = -1
+
+    @field_validator("principal")
+    @classmethod
+    def _principal_from_the_token(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError("the principal comes from the token, never from the body")
+        return value
+
+    def with_principal(self, principal: str) -> Requester:
+        """The requester as asked, with the principal of the token that asked."""
+        return Requester.model_construct(**{**dict(self), "principal": principal})
 
 
 class GateIn(_In):
@@ -58,7 +71,7 @@ class GateIn(_In):
 
     idempotency_key: str = Field(min_length=1, max_length=512)
     action: Action
-    requester: RequesterIn = Field(default_factory=lambda: RequesterIn())
+    requester: RequesterIn = Field(default_factory=RequesterIn)
 
 
 class DecisionIn(_In):
@@ -104,19 +117,19 @@ class RequestOut(BaseModel):
     fingerprint: str | None = None
     comment_on_deny: bool = False
     #: What the rule does at the deadline: ``deny`` (the default) or ``allow``.
-    on_timeout: Literal["deny", "allow"] = "deny"
+    on_timeout: OnTimeout = "deny"
     groups: list[str] = []
-    action: dict[str, Any] | None = None
+    action: Action | None = None
     classifications: dict[str, list[str]] = Field(
         default_factory=dict,
         description="each dataset (namespace::name) with its effective classifications",
     )
-    classification_sources: dict[str, list[dict[str, Any]]] = Field(
+    classification_sources: dict[str, list[ClassificationSource]] = Field(
         default_factory=dict,
         description="each dataset's classifications with where each came from: "
         "{classification, source, path: [{namespace, name, job}]} (path: through lineage)",
     )
-    requester: dict[str, Any] | None = None
+    requester: Requester | None = None
     decisions: list[DecisionOut] = []
     lineage_run_id: str | None = None
 
@@ -124,20 +137,6 @@ class RequestOut(BaseModel):
     def terminal(self) -> bool:
         """True once the answer can no longer change."""
         return self.status in TERMINAL_STATUSES
-
-    @property
-    def may_proceed(self) -> bool:
-        """True only when the gated step may run: allowed by policy, approved, or expired
-        under a rule whose timeout allows (``on_timeout: allow``)."""
-        if self.status == "expired":
-            return self.on_timeout == "allow"
-        return self.status in ("allowed", "approved")
-
-    @property
-    def releases(self) -> bool:
-        """True when going on should be recorded (``release``): a request let the step pass
-        (approved, or expired under ``on_timeout: allow``); a policy answer has no request."""
-        return self.may_proceed and self.status != "allowed"
 
     @property
     def outcome(self) -> str:

@@ -1,29 +1,15 @@
-"""What a Dagster step is about to do, told the way the Sluicegate server expects it.
+"""What a Dagster step is about to do, as the core's typed ``Action`` and ``Requester``.
 
 Everything comes from what Dagster already holds about the step, so that most assets need
 nothing but a tag:
 
 - the action's kind from the tag ``sluicegate/action`` of the asset (or of the op, for a plain
   op), or the gate's ``kind=`` argument;
-- its outputs: the assets the step materializes; its inputs: their upstream assets. Each is
-  named the OpenLineage way (:mod:`sluicegate.datasets`), so that a policy written for the
-  warehouse's tables matches, from the first of these the asset has:
-
-  1. ``dagster/table_name`` (or ``dagster/relation_identifier``) metadata in the namespace of
-     the ``sluicegate/namespace`` metadata: ``crm.public.customers`` in ``postgres://prod:5432``;
-  2. ``dagster/uri`` metadata: ``postgres://prod:5432/crm/public/customers``,
-     ``s3://bucket/key``;
-  3. ``dagster/table_name`` in the resource's ``asset_namespace``;
-  4. the asset key in the namespace of the ``sluicegate/namespace`` metadata: the key
-     ``crm/public/customers`` in ``postgres://prod:5432`` is ``crm.public.customers``;
-  5. the asset key as is (``crm/customers``) in the resource's ``asset_namespace``.
-
-  A ``dagster/uri`` or a table name that cannot be named fails the step without retrying
-  (``Failure``): a dataset named otherwise would be one that no policy rule classifies. A
+- its outputs: the assets the step materializes; its inputs: their upstream assets, each named
+  the OpenLineage way (:mod:`dagster_sluicegate.assets`, through the core's conversion). A
   partitioned asset is named as the table or file it partitions (the partition goes to the
-  reviewer's facts and to the key). ``sluicegate/classifications`` metadata (``["pii"]``)
-  adds classifications; the server adds its own, and lineage's. ``inputs=``/``outputs=``
-  given to the gate (dicts, URIs, OpenLineage datasets) go through the same conversion;
+  reviewer's facts and to the key). ``inputs=``/``outputs=`` given to the gate (dicts, URIs,
+  OpenLineage datasets) go through the same conversion;
 - the summary, destination and environment from the ``sluicegate/summary``,
   ``sluicegate/destination`` and ``sluicegate/environment`` metadata (metadata, not tags:
   Dagster allows only short plain tag values);
@@ -37,11 +23,13 @@ nothing but a tag:
 - the lineage parent: the OpenLineage run dagster-openlineage (0.2) emits for what the step
   is part of, so a lineage backend shows the gate under it (see :func:`lineage_parent`).
 
-The idempotency key, ``dagster:{root run id}:{step key}[:{partition}]:{digest}``, the digest
-that of the whole action as sent (:func:`sluicegate.idempotency.action_digest`), stays the same
-when a run is re-executed with the same action (the new run's root is the first run), so a
-re-execution reattaches to the request the first run opened; a re-execution whose action
-changed opens a new request and is asked about again.
+An action or a dataset that cannot be told fails the step without retrying (``Failure``): a
+retry would not tell it either, and a guess could be let through by the policy's default.
+
+The idempotency key, ``dagster:{root run id}:{step key}[:{partition}]:{digest}``
+(:func:`sluicegate.idempotency.gate_key`), stays the same when a run is re-executed with the
+same action (the new run's root is the first run), so a re-execution reattaches to the request
+the first run opened; a re-execution whose action changed opens a new request.
 """
 
 from __future__ import annotations
@@ -52,17 +40,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import AssetKey, AssetSpec, Failure, OpExecutionContext
+from dagster import AssetSpec, Failure, OpExecutionContext
 
-from sluicegate.datasets import to_asset, to_assets
-from sluicegate.exceptions import DatasetError
-from sluicegate.idempotency import action_digest
+from dagster_sluicegate.assets import asset_dataset, given_datasets, upstream_datasets
+from sluicegate.exceptions import ActionError
+from sluicegate.idempotency import gate_key
+from sluicegate.model import Action, Requester, parse_action, parse_requester
 
 __all__ = [
     "ACTION_TAG",
-    "CLASSIFICATIONS_METADATA",
     "DEFAULT_LINEAGE_NAMESPACE",
-    "NAMESPACE_METADATA",
     "StepFacts",
     "lineage_parent",
     "op_context",
@@ -72,13 +59,6 @@ ACTION_TAG = "sluicegate/action"
 SUMMARY_METADATA = "sluicegate/summary"
 DESTINATION_METADATA = "sluicegate/destination"
 ENVIRONMENT_METADATA = "sluicegate/environment"
-CLASSIFICATIONS_METADATA = "sluicegate/classifications"
-NAMESPACE_METADATA = "sluicegate/namespace"
-TABLE_NAME_METADATA = "dagster/table_name"
-#: Dagster's other key for a table name (``TableMetadataSet.relation_identifier``).
-RELATION_METADATA = "dagster/relation_identifier"
-#: Dagster's ``UriMetadataSet``: where the asset lives (``s3://bucket/key``).
-URI_METADATA = "dagster/uri"
 #: Run tag Dagster+ (and some launchers) set to the user who launched a run.
 USER_RUN_TAG = "dagster/user"
 #: dagster-openlineage's namespace when neither ``OPENLINEAGE_NAMESPACE`` nor a repository
@@ -94,24 +74,21 @@ def op_context(context: Any) -> OpExecutionContext:
     return inner
 
 
-def _scalar(value: Any) -> Any:
-    """A metadata value a reviewer can read, or None for what does not belong on the page."""
-    value = getattr(value, "value", value)  # MetadataValue wrappers hold the plain value
-    if isinstance(value, (str, int, float, bool)):
-        return value
-    return None
-
-
 @dataclass(frozen=True)
 class StepFacts:
     """The step's action, requester and idempotency key (see the module's docstring)."""
 
     key: str
-    action: dict[str, Any]
-    requester: dict[str, Any]
+    action: Action
+    requester: Requester
     #: Asset keys the step materializes (user strings); empty for a plain op.
     assets: tuple[str, ...]
     partition: str | None
+
+    @property
+    def step(self) -> str:
+        """The step key."""
+        return self.requester.step
 
     @classmethod
     def of(
@@ -128,8 +105,12 @@ class StepFacts:
         environment: str | None = None,
         context_data: Mapping[str, Any] | None = None,
     ) -> StepFacts:
+        """Read the step of ``context``; the keyword arguments override what Dagster holds.
+
+        :raises Failure: (no retry) no action kind, or an action or dataset that cannot be
+            told to the server.
+        """
         ctx = op_context(context)
-        run = ctx.run
         step = ctx.get_step_execution_context().step.key
         specs = _specs(ctx)
         tags: dict[str, str] = {}
@@ -146,58 +127,58 @@ class StepFacts:
                 allow_retries=False,
             )
         partition = ctx.partition_key if ctx.has_partition_key else None
-        outs = _given(outputs, "outputs") if outputs is not None else [
-            _dataset(spec.key, spec, asset_namespace) for spec in specs
-        ]  # fmt: skip
-        ins = (
-            _given(inputs, "inputs")
-            if inputs is not None
-            else _upstream(ctx, specs, asset_namespace)
-        )
-        names = ", ".join(o["name"] for o in outs) or step
-        facts: dict[str, Any] = _reviewer_facts(specs[0]) if specs else {"op": ctx.op.name}
-        if len(specs) > 1:  # a multi-asset step: every key, the first asset's other facts
-            del facts["asset"]
-            facts["assets"] = [spec.key.to_user_string() for spec in specs]
-        if partition is not None:
-            facts["partition"] = partition
-        facts.update(context_data or {})
-        action: dict[str, Any] = {
-            "kind": kind,
-            "summary": summary or meta.get(SUMMARY_METADATA) or f"{kind} {names}",
-            "inputs": ins,
-            "outputs": outs,
-            "context": facts,
-        }
-        destination = destination or meta.get(DESTINATION_METADATA)
-        environment = environment or meta.get(ENVIRONMENT_METADATA)
-        if destination:
-            action["destination"] = destination
-        if environment:
-            action["environment"] = environment
-        owners = list(dict.fromkeys(o for spec in specs for o in spec.owners))
+        try:
+            outs = given_datasets(outputs, "outputs") if outputs is not None else [
+                asset_dataset(spec.key, spec, asset_namespace) for spec in specs
+            ]  # fmt: skip
+            ins = (
+                given_datasets(inputs, "inputs")
+                if inputs is not None
+                else upstream_datasets(ctx, specs, asset_namespace)
+            )
+            names = ", ".join(o["name"] for o in outs) or step
+            action = parse_action(
+                {
+                    "kind": kind,
+                    "summary": summary or meta.get(SUMMARY_METADATA) or f"{kind} {names}",
+                    "inputs": ins,
+                    "outputs": outs,
+                    "destination": destination or meta.get(DESTINATION_METADATA) or None,
+                    "environment": environment or meta.get(ENVIRONMENT_METADATA) or None,
+                    "context": _reviewer_facts(ctx, specs, partition, context_data),
+                }
+            )
+            requester = parse_requester(_requester(ctx, specs, step, lineage_namespace))
+        except ActionError as err:  # DatasetError too; a retry would be refused alike
+            raise Failure(description=f"Sluicegate: {err}", allow_retries=False) from None
+        run = ctx.run
         root = run.root_run_id or run.run_id
-        requester = {
-            "orchestrator": "dagster",
-            # One asset: its key, as dagster-openlineage names the asset's job; anything else:
-            # the step in its job (the job alone is __ASSET_JOB for every asset step).
-            "job": specs[0].key.to_user_string() if len(specs) == 1 else f"{ctx.job_name}.{step}",
-            "run_id": run.run_id,
-            "step": step,
-            "try_number": ctx.retry_number,
-            "owner": ",".join(owners) or None,
-            "triggered_by": run.tags.get(USER_RUN_TAG),
-            "parent": lineage_parent(ctx, specs, lineage_namespace),
-        }
-        key = f"dagster:{root}:{step}" + (f":{partition}" if partition is not None else "")
-        key += f":{action_digest(action)}"
+        where = ("dagster", root, step, *([partition] if partition is not None else []))
         return cls(
-            key=key,
+            key=gate_key(*where, action=action),
             action=action,
             requester=requester,
             assets=tuple(spec.key.to_user_string() for spec in specs),
             partition=partition,
         )
+
+
+def _requester(
+    ctx: OpExecutionContext, specs: Sequence[AssetSpec], step: str, namespace: str | None
+) -> dict[str, Any]:
+    owners = list(dict.fromkeys(o for spec in specs for o in spec.owners))
+    return {
+        "orchestrator": "dagster",
+        # One asset: its key, as dagster-openlineage names the asset's job; anything else:
+        # the step in its job (the job alone is __ASSET_JOB for every asset step).
+        "job": specs[0].key.to_user_string() if len(specs) == 1 else f"{ctx.job_name}.{step}",
+        "run_id": ctx.run.run_id,
+        "step": step,
+        "try_number": ctx.retry_number,
+        "owner": ",".join(owners) or None,
+        "triggered_by": ctx.run.tags.get(USER_RUN_TAG),
+        "parent": lineage_parent(ctx, specs, namespace),
+    }
 
 
 def lineage_parent(
@@ -255,104 +236,42 @@ def _specs(ctx: OpExecutionContext) -> list[AssetSpec]:
     return [assets_def.get_asset_spec(k) for k in sorted(ctx.selected_asset_keys)]
 
 
-def _unnamed(err: DatasetError) -> Failure:
-    # Not retryable: a retry would not name it either.
-    return Failure(description=f"Sluicegate: {err}", allow_retries=False)
-
-
-def _given(items: Sequence[Any], where: str) -> list[dict[str, Any]]:
-    """The gate's own ``inputs``/``outputs`` as the API's assets."""
-    try:
-        return to_assets(items, where=where)
-    except DatasetError as err:
-        raise _unnamed(err) from None
-
-
-def _dataset(key: AssetKey, spec: AssetSpec | None, namespace: str) -> dict[str, Any]:
-    """The asset ``key`` as a dataset, named from its spec's metadata (see the module's
-    docstring); raises ``Failure`` if that metadata does not name one."""
-    metadata = spec.metadata if spec is not None else {}
-    table = _plain(metadata, TABLE_NAME_METADATA, RELATION_METADATA)
-    uri = _plain(metadata, URI_METADATA)
-    own = _plain(metadata, NAMESPACE_METADATA)
-    asset = f"asset {key.to_user_string()!r}"
-    try:
-        # a dagster/uri is checked even where a table name wins: a bad one fails the step
-        by_uri = None if uri is None else to_asset(uri, where=f"{asset} {URI_METADATA}")
-        if table is not None and own is not None:
-            named = to_asset({"namespace": own, "name": table}, where=asset)
-        elif by_uri is not None:
-            named = by_uri
-        elif table is not None:
-            named = to_asset({"namespace": namespace, "name": table}, where=asset)
-        else:
-            name = "/".join(key.path)
-            named = to_asset({"namespace": own or namespace, "name": name}, where=asset)
-    except DatasetError as err:
-        raise _unnamed(err) from None
-    out: dict[str, Any] = {"namespace": named["namespace"], "name": named["name"]}
-    given = getattr(metadata.get(CLASSIFICATIONS_METADATA), "value", None) or metadata.get(
-        CLASSIFICATIONS_METADATA
-    )
-    if isinstance(given, str):
-        given = given.split(",")
-    labels = [str(c).strip() for c in (given or []) if str(c).strip()]
-    if labels:
-        out["classifications"] = labels
-    return out
-
-
-def _plain(metadata: Mapping[str, Any], *keys: str) -> Any:
-    """The plain value of the first of ``keys`` in ``metadata`` (None when none is there): a
-    value that is there but empty or not text is returned as is, so that naming refuses it."""
-    for k in keys:
-        if k in metadata:
-            value = getattr(metadata[k], "value", metadata[k])
-            return str(value) if isinstance(value, (int, float)) else value
+def _scalar(value: Any) -> Any:
+    """A metadata value a reviewer can read, or None for what does not belong on the page."""
+    value = getattr(value, "value", value)  # MetadataValue wrappers hold the plain value
+    if isinstance(value, (str, int, float, bool)):
+        return value
     return None
 
 
-def _upstream(
-    ctx: OpExecutionContext, specs: Sequence[AssetSpec], namespace: str
-) -> list[dict[str, Any]]:
-    """The upstream assets of the step's assets, named as the upstream assets name themselves
-    when this code location defines them (their table name and namespace metadata)."""
-    seen: dict[AssetKey, None] = {}
-    for spec in specs:
-        for dep in spec.deps:
-            seen.setdefault(dep.asset_key)
-    own = {spec.key for spec in specs}
-    out = []
-    for key in seen:
-        if key in own:
-            continue
-        out.append(_dataset(key, _known_spec(ctx, key), namespace))
-    return out
-
-
-def _known_spec(ctx: OpExecutionContext, key: AssetKey) -> AssetSpec | None:
-    """The spec of an upstream asset if the job holds its definition, else None."""
-    try:
-        graph = ctx.get_step_execution_context().job_def.asset_layer.asset_graph
-        if graph.has(key):
-            return graph.get(key).to_asset_spec()
-    except Exception:  # an upstream from another code location: named by its key
-        return None
-    return None
-
-
-def _reviewer_facts(spec: AssetSpec) -> dict[str, Any]:
-    facts: dict[str, Any] = {"asset": spec.key.to_user_string()}
-    if spec.description:
-        facts["description"] = spec.description
-    if spec.owners:
-        facts["owners"] = list(spec.owners)
-    if spec.kinds:
-        facts["kinds"] = sorted(spec.kinds)
-    if spec.group_name:
-        facts["group"] = spec.group_name
-    for name, value in spec.metadata.items():
-        plain = _scalar(value)
-        if plain is not None and not name.startswith("sluicegate/"):
-            facts[f"metadata.{name}"] = plain
+def _reviewer_facts(
+    ctx: OpExecutionContext,
+    specs: Sequence[AssetSpec],
+    partition: str | None,
+    given: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What the reviewer sees of the step: the first asset's facts (every key of a
+    multi-asset step), or the op's name; the partition; then ``context_data``."""
+    if not specs:
+        facts: dict[str, Any] = {"op": ctx.op.name}
+    else:
+        spec = specs[0]
+        facts = {"asset": spec.key.to_user_string()}
+        if len(specs) > 1:
+            facts = {"assets": [s.key.to_user_string() for s in specs]}
+        if spec.description:
+            facts["description"] = spec.description
+        if spec.owners:
+            facts["owners"] = list(spec.owners)
+        if spec.kinds:
+            facts["kinds"] = sorted(spec.kinds)
+        if spec.group_name:
+            facts["group"] = spec.group_name
+        for name, value in spec.metadata.items():
+            plain = _scalar(value)
+            if plain is not None and not name.startswith("sluicegate/"):
+                facts[f"metadata.{name}"] = plain
+    if partition is not None:
+        facts["partition"] = partition
+    facts.update(given or {})
     return facts

@@ -1,22 +1,26 @@
-"""The gate itself: ask the server whether a step may run, and wait as the step was told to.
+"""The gate as a call: the step's facts to the core's :class:`~sluicegate.gate.Gate`, and its
+outcome to Dagster's way to go on, fail or end.
 
-:func:`request_approval` is what the decorator and the gate op call before the step's body:
+:func:`request_approval` is what the decorator and the gate op call before the step's body. It
+opens the gate (or, in a run the sensor launched, attaches to the request the run carries) in
+one call of the core gate, which retries an unreachable server, waits, and records the release,
+and maps the :class:`~sluicegate.gate.GateOutcome`:
 
-- allowed by policy: returns at once (one round trip, nobody notified);
-- denied by policy, denied by a reviewer, expired under ``on_timeout: deny``, cancelled:
-  raises ``Failure(allow_retries=False)`` naming who denied and why; nothing runs;
-- needs approval, ``wait="step"``: long-polls in the step, up to the resource's
-  ``max_wait_seconds``, and returns the moment the request is approved; still pending then,
-  it fails with a retryable ``Failure`` (a retry reattaches to the same request);
-- needs approval, ``wait="sensor"``: records the request on the run (run tags the
+- ``proceed`` (allowed by the policy, approved, expired under ``on_timeout: allow``): returns
+  the answer; the body runs;
+- refused (denied by the policy or a reviewer, expired under ``on_timeout: deny``, cancelled):
+  ``Failure(allow_retries=False)`` naming who denied and why; nothing runs;
+- still pending, ``wait="step"``: the gate long-polled up to the resource's
+  ``max_wait_seconds``; a retryable ``Failure`` (a retry reattaches to the same request);
+- still pending, ``wait="sensor"``: records the request on the run (run tags the
   :func:`~dagster_sluicegate.sensor.approval_sensor` reads) and returns None: the step ends
   without output, so nothing downstream runs and no worker waits; the sensor launches the
   gated assets (or job) once the request is approved.
 
-A run the sensor launched carries the request (``sluicegate/request.<step>`` run tag): the
-gate checks that request instead of opening one, and refuses it unless it was opened for this
-same step and this same action (its fingerprint) and lets the step go on. Every gate that lets
-a request's step go on records it (``release``) for the audit log.
+A run the sensor launched carries the request (``sluicegate/request.<step>`` run tag): the gate
+takes it up instead of opening one, and refuses it unless it was opened for this same step and
+this same action (its fingerprint). Fails closed: a server that cannot be reached in time fails
+the step (retryable), one that refuses the call (a bad token) fails it without retries.
 """
 
 from __future__ import annotations
@@ -24,16 +28,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from typing import Any, Literal
 
-from dagster import Failure, MetadataValue
+from dagster import Failure, MetadataValue, OpExecutionContext
 
 from dagster_sluicegate.describe import StepFacts, op_context
 from dagster_sluicegate.resource import SluicegateResource
-from sluicegate.client import GateRefused, SluicegateClient
-from sluicegate.exceptions import ClientError
-from sluicegate.model import Action
+from sluicegate.exceptions import ClientError, ForeignRequestError
+from sluicegate.gate import Gate, GateOutcome, OutcomeKind
 from sluicegate.wire import RequestOut
 
 __all__ = [
@@ -71,82 +73,26 @@ def step_tag(kind: str, step: str) -> str:
     return f"sluicegate/{kind}.{safe}"
 
 
-def approvers(answer: RequestOut) -> list[str]:
-    return [d.reviewer for d in answer.decisions if d.verdict.value == "approve"]
-
-
-def approval_metadata(answer: RequestOut) -> dict[str, Any]:
+def approval_metadata(answer: RequestOut | GateOutcome) -> dict[str, Any]:
     """What the materialization (or the op's output) shows of the approval: the request,
     its approvers, and the whole ``sluicegate_approval`` OpenLineage facet as JSON."""
     from openlineage.client.serde import Serde
 
     from sluicegate.lineage.facet import facet_of_answer
 
+    outcome = answer if isinstance(answer, GateOutcome) else GateOutcome.of(answer)
+    request = outcome.request
     md: dict[str, Any] = {
-        "sluicegate/status": answer.status,
-        "sluicegate/rule": answer.rule or "",
+        "sluicegate/status": request.status,
+        "sluicegate/rule": outcome.rule or "",
     }
-    if answer.status != "allowed":  # a policy answer opens no request
-        md["sluicegate/request_id"] = answer.id
-        md["sluicegate/approvers"] = ", ".join(approvers(answer))
-        if answer.review_url:
-            md["sluicegate/review_url"] = MetadataValue.url(answer.review_url)
-    md["sluicegate/approval"] = MetadataValue.json(Serde.to_dict(facet_of_answer(answer)))
+    if outcome.is_request:  # the policy's own answer opens no request
+        md["sluicegate/request_id"] = request.id
+        md["sluicegate/approvers"] = ", ".join(outcome.approvers)
+        if request.review_url:
+            md["sluicegate/review_url"] = MetadataValue.url(request.review_url)
+    md["sluicegate/approval"] = MetadataValue.json(Serde.to_dict(facet_of_answer(request)))
     return md
-
-
-def _refused(answer: RequestOut) -> Failure:
-    metadata: dict[str, Any] = {
-        "sluicegate/request_id": answer.id,
-        "sluicegate/status": answer.status,
-    }
-    if answer.review_url:
-        metadata["sluicegate/review_url"] = MetadataValue.url(answer.review_url)
-    return Failure(
-        description=f"Sluicegate: {GateRefused(answer).detail}",  # who denied, and why
-        metadata=metadata,
-        allow_retries=False,  # a retry would only reattach to the same refusal
-    )
-
-
-def _unreachable(err: ClientError, what: str) -> Failure:
-    # Fail closed. An unreachable server or a 5xx may pass: retryable, and a retry reattaches.
-    # A 4xx (a key that is another gate's, a bad action) will be refused again: no retry.
-    return Failure(description=f"Sluicegate: {what}: {err}", allow_retries=err.transient)
-
-
-def _open(client: SluicegateClient, facts: StepFacts, deadline: float) -> RequestOut:
-    """Open (or reattach to) the gate; an unreachable server is retried until ``deadline``."""
-    try:
-        return client.open_until(facts.key, facts.action, facts.requester, deadline=deadline)
-    except ClientError as err:
-        raise _unreachable(err, "could not open the gate") from err
-
-
-def _launched_for(client: SluicegateClient, facts: StepFacts, request_id: str) -> RequestOut:
-    """The request a sensor-launched run carries, if it is this step's and this action's."""
-    try:
-        answer = client.get(request_id)
-    except ClientError as err:
-        raise _unreachable(err, f"could not read request {request_id}") from err
-    requester = answer.requester or {}
-    expected = Action.model_validate(facts.action).fingerprint()
-    mismatch = (
-        "it was not opened by Dagster"
-        if requester.get("orchestrator") != "dagster"
-        else f"it was opened for step {requester.get('step')!r}"
-        if requester.get("step") != facts.requester["step"]
-        else "it was approved for a different action"
-        if answer.fingerprint != expected
-        else None
-    )
-    if mismatch:
-        raise Failure(
-            description=f"Sluicegate: the run names request {request_id} for step "
-            f"{facts.requester['step']!r}, but {mismatch}; nothing runs",
-            allow_retries=False,
-        )
-    return answer
 
 
 def request_approval(
@@ -165,52 +111,84 @@ def request_approval(
         lineage_namespace=sluicegate.lineage_namespace,
         **action,
     )
-    step = facts.requester["step"]
-    deadline = time.monotonic() + sluicegate.max_wait_seconds
-    with sluicegate.get_client() as client:
-        carried = ctx.run.tags.get(step_tag("request", step))
-        if carried:
-            answer = _launched_for(client, facts, carried)
-        else:
-            answer = _open(client, facts, deadline)
-        if answer.requester is None:  # an older server's policy answer: who asked is known here
-            answer = answer.model_copy(update={"requester": facts.requester})
-        ctx.log.info(
-            f"Sluicegate: {answer.outcome}"
-            + (f"; review at {answer.review_url}" if answer.review_url else "")
-        )
-        if not answer.terminal and wait == "sensor":
-            _park(ctx, facts, answer)
+    outcome = _pass(ctx, facts, sluicegate, wait)
+    request = outcome.request
+    review = f"; review at {request.review_url}" if request.review_url else ""
+    ctx.log.info(f"Sluicegate: {outcome.message}{review}")
+    if outcome.kind is OutcomeKind.PENDING:
+        if wait == "sensor":
+            _park(ctx, facts, request)
             return None
-        if not answer.terminal:
-            answer = client.wait_until_done(answer.id, deadline=deadline)
-        if not answer.terminal:
-            raise Failure(
-                description=f"Sluicegate: request {answer.id} is still pending after "
-                f"{sluicegate.max_wait_seconds:.0f} s (review at {answer.review_url}); a retry "
-                "or a re-execution reattaches to it, wait='sensor' ends the run instead",
-                allow_retries=True,
-            )
-        if not answer.may_proceed:
-            raise _refused(answer)
-        client.record_release(answer)
-    return answer
+        raise Failure(
+            description=f"Sluicegate: request {request.id} is still pending after "
+            f"{sluicegate.max_wait_seconds:.0f} s (review at {request.review_url}); a retry "
+            "or a re-execution reattaches to it, wait='sensor' ends the run instead",
+            allow_retries=True,
+        )
+    if not outcome.proceed:
+        raise _refused(outcome)
+    if request.requester is None:  # an older server's policy answer: who asked is known here
+        request = request.model_copy(update={"requester": facts.requester})
+    return request
 
 
-def _park(ctx: Any, facts: StepFacts, answer: RequestOut) -> None:
-    """Record on the run that this step waits for ``answer``, for the sensor."""
-    step = facts.requester["step"]
+def _pass(
+    ctx: OpExecutionContext, facts: StepFacts, sluicegate: SluicegateResource, wait: Wait
+) -> GateOutcome:
+    """One call of the core gate: open (or take up the request the run carries), wait in the
+    step unless the sensor waits, settle."""
+    carried = ctx.run.tags.get(step_tag("request", facts.step))
+    waits = wait == "step"
+    timeout = sluicegate.max_wait_seconds  # bounds the retries of an unreachable server too
+    try:
+        with sluicegate.get_client() as client:
+            gate = Gate(client)
+            if carried:
+                return gate.attach(
+                    carried, facts.action, facts.requester, wait=waits, timeout=timeout
+                )
+            return gate.open(facts.key, facts.action, facts.requester, wait=waits, timeout=timeout)
+    except ForeignRequestError as err:
+        raise Failure(description=f"Sluicegate: {err}", allow_retries=False) from err
+    except ClientError as err:
+        # Fail closed. Unreachable or a passing 5xx: retryable, and a retry reattaches. A 4xx
+        # (a bad token, a key that is another gate's) would be refused again: no retry.
+        what = f"could not read request {carried}" if carried else "could not open the gate"
+        if waits:  # the same retries apply while it waits, until the same deadline
+            what += ", or wait for its answer"
+        raise Failure(
+            description=f"Sluicegate: {what}: {err}", allow_retries=err.transient
+        ) from err
+
+
+def _refused(outcome: GateOutcome) -> Failure:
+    request = outcome.request
+    metadata: dict[str, Any] = {
+        "sluicegate/request_id": request.id,
+        "sluicegate/status": request.status,
+    }
+    if request.review_url:
+        metadata["sluicegate/review_url"] = MetadataValue.url(request.review_url)
+    return Failure(
+        description=f"Sluicegate: {outcome.message}",  # who denied, and why
+        metadata=metadata,
+        allow_retries=False,  # a retry would only reattach to the same refusal
+    )
+
+
+def _park(ctx: OpExecutionContext, facts: StepFacts, request: RequestOut) -> None:
+    """Record on the run that this step waits for ``request``, for the sensor."""
     waiting = {
-        "step": step,
-        "request_id": answer.id,
+        "step": facts.step,
+        "request_id": request.id,
         "assets": list(facts.assets),
         "partition": facts.partition,
     }
     ctx.instance.add_run_tags(
         ctx.run.run_id,
-        {GATE_RUN_TAG: "waiting", step_tag("waiting", step): json.dumps(waiting)},
+        {GATE_RUN_TAG: "waiting", step_tag("waiting", facts.step): json.dumps(waiting)},
     )
     ctx.log.info(
-        f"Sluicegate: request {answer.id} waits for approval; the run ends here and the "
+        f"Sluicegate: request {request.id} waits for approval; the run ends here and the "
         "approval sensor launches this step again once it is approved"
     )

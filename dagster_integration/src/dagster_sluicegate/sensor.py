@@ -2,14 +2,15 @@
 
 A step gated with ``wait="sensor"`` ends its run at the gate and leaves run tags behind
 (``sluicegate/gate: waiting``, and ``sluicegate/waiting.<step>`` naming the request, the
-assets and the partition). On each tick the sensor reads those runs from the Dagster instance,
-asks the Sluicegate server about each request, and for each approved one requests a run of the
-gated assets (or of the job) with ``run_key`` = the request id, so Dagster launches exactly one
-run per approval, tagged with the request and its approvers (``sluicegate/request_id``,
-``sluicegate/approvers``, and ``sluicegate/request.<step>``, which the gate in the new run
-checks instead of opening a new request). Refused requests (denied, expired, cancelled) launch
-nothing. A request is marked settled on the waiting run once its outcome is final: launched
-(seen as a run carrying it), or refused.
+assets and the partition). On each tick the sensor reads those runs from the Dagster instance
+and each request's outcome through the core gate (``Gate.wait`` without waiting or settling:
+the gate of the launched run records the release). For each outcome that lets its step go on,
+it requests a run of the gated assets (or of the job) with ``run_key`` = the request id, so
+Dagster launches exactly one run per approval, tagged with the request and its approvers
+(``sluicegate/request_id``, ``sluicegate/approvers``, and ``sluicegate/request.<step>``, which
+the gate in the new run takes up instead of opening a new request). Refused requests (denied,
+expired, cancelled) launch nothing. A request is marked settled on the waiting run once its
+outcome is final: launched (seen as a run carrying it), or refused.
 
 Nothing runs while people decide: the latency from the decision to the step running again is
 bounded by the sensor's interval (``minimum_interval_seconds``) plus the run's start.
@@ -38,11 +39,11 @@ from dagster_sluicegate.gate import (
     GATE_RUN_TAG,
     REQUEST_ID_TAG,
     WAITING_TAG_PREFIX,
-    approvers,
     step_tag,
 )
 from dagster_sluicegate.resource import SluicegateResource
 from sluicegate.exceptions import ClientError
+from sluicegate.gate import Gate, OutcomeKind
 
 __all__ = ["approval_sensor"]
 
@@ -86,6 +87,7 @@ def approval_sensor(
         runs = instance.get_runs(RunsFilter(tags={GATE_RUN_TAG: "waiting"}), limit=lookback_runs)
         launched = 0
         with sluicegate.get_client() as client:
+            gate = Gate(client)
             for run in runs:
                 waiting = {
                     entry["step"]: entry
@@ -98,19 +100,19 @@ def approval_sensor(
                     if step in settled or not in_scope(run, entry):
                         continue
                     rid = entry["request_id"]
-                    try:
-                        answer = client.get(rid)
+                    try:  # its outcome now: no wait, and no release (the launched run's gate)
+                        outcome = gate.wait(rid, timeout=0, settle=False)
                     except ClientError as err:  # fail closed: launch nothing, ask next tick
                         context.log.warning(f"Sluicegate: cannot read request {rid}: {err}")
                         continue
-                    if not answer.terminal:
+                    if outcome.kind is OutcomeKind.PENDING:
                         continue
-                    outcome: str
-                    if not answer.may_proceed:
-                        context.log.info(f"Sluicegate: request {rid} {answer.status}: not launched")
-                        outcome = answer.status
+                    ended: str
+                    if not outcome.proceed:
+                        context.log.info(f"Sluicegate: {outcome.message}: not launched")
+                        ended = outcome.kind.value
                     elif instance.get_runs(RunsFilter(tags={REQUEST_ID_TAG: rid}), limit=1):
-                        outcome = "launched"
+                        ended = "launched"
                     else:
                         launched += 1
                         yield RunRequest(
@@ -124,12 +126,12 @@ def approval_sensor(
                             tags={
                                 REQUEST_ID_TAG: rid,
                                 step_tag("request", step): rid,
-                                APPROVERS_TAG: ",".join(approvers(answer)),
+                                APPROVERS_TAG: ",".join(outcome.approvers),
                             },
                         )
                         continue  # settled once a run carrying it is seen
                     settled.add(step)
-                    tags: dict[str, str] = {step_tag("settled", step): outcome}
+                    tags: dict[str, str] = {step_tag("settled", step): ended}
                     if set(waiting) <= settled:
                         tags[GATE_RUN_TAG] = "settled"
                     instance.add_run_tags(run.run_id, tags)

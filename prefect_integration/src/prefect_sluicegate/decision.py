@@ -1,7 +1,7 @@
 """``GateDecision``: the run input a paused flow run is resumed with.
 
 The Sluicegate server resumes the run with ``{"request_id", "status"}`` once the request ends
-(core: ``sluicegate.notify.prefect.run_input``). Neither field has a default, so Prefect
+(core: ``sluicegate.notify.channels.prefect.run_input``). Neither field has a default, so Prefect
 refuses a bare resume from its UI or API (the input fails the schema) and the run stays
 paused. Even a complete input is only a wake-up call: the gate asks the Sluicegate server for
 the decision before it lets the flow go on, so a hand-made input approves nothing.

@@ -18,9 +18,10 @@ reattaches:
 Two gates on the same action in one task would share a request; pass ``step=`` to tell them
 apart.
 
-Datasets are Prefect ``Asset`` objects (named by their key), URIs, dicts and OpenLineage
-datasets, named the OpenLineage way by :mod:`sluicegate.datasets`; one that cannot be named
-raises :class:`~sluicegate.exceptions.DatasetError` before anything is sent.
+Datasets: a Prefect ``Asset`` is turned into its key (a URI); that, and every other
+declaration (URIs, dicts, OpenLineage datasets), is named the OpenLineage way by the core's one
+conversion, :func:`sluicegate.datasets.to_asset`. One that cannot be named raises
+:class:`~sluicegate.exceptions.DatasetError` before anything is sent.
 
 The lineage parent is the run openlineage-prefect emits for the task (or, directly in a flow,
 the flow) the gate runs in: see :func:`lineage_parent`.
@@ -39,8 +40,9 @@ from typing import Any
 from prefect.assets import Asset
 from prefect.context import FlowRunContext, TaskRunContext
 
-from sluicegate.datasets import to_assets
+from sluicegate.datasets import to_asset
 from sluicegate.idempotency import action_digest
+from sluicegate.model import Action, ParentRun, Requester
 
 __all__ = [
     "assets",
@@ -57,7 +59,7 @@ DEFAULT_NAMESPACE = "default"
 _RUN_SUFFIX = re.compile(r"-[a-f0-9]+$")
 
 
-def idempotency_key(flow_run_id: str, step: str, action: Mapping[str, Any]) -> str:
+def idempotency_key(flow_run_id: str, step: str, action: Action | Mapping[str, Any]) -> str:
     """The gate's key for ``action`` at ``step`` of the flow run (see the module's docstring).
 
     :raises ActionError: ``action`` is not a valid action.
@@ -65,9 +67,9 @@ def idempotency_key(flow_run_id: str, step: str, action: Mapping[str, Any]) -> s
     return f"prefect:{flow_run_id}:{step}:{action_digest(action)}"
 
 
-def lineage_parent(flow_ctx: FlowRunContext, task_ctx: TaskRunContext | None) -> dict[str, str]:
+def lineage_parent(flow_ctx: FlowRunContext, task_ctx: TaskRunContext | None) -> ParentRun:
     """The OpenLineage run openlineage-prefect emits for the task the gate runs in (directly in
-    a flow: for the flow run), as the gate's ``parent``: ``{namespace, name, run_id}``.
+    a flow: for the flow run), as the gate's ``parent``.
 
     Its naming, read from openlineage-prefect 0.0.1b22 (``prefect_adapter/listener.py``):
     the namespace is ``OPENLINEAGE_NAMESPACE`` (a deployment sets it in its job variables'
@@ -99,7 +101,7 @@ def lineage_parent(flow_ctx: FlowRunContext, task_ctx: TaskRunContext | None) ->
         if started is not None
         else uuid.UUID(str(run.id))
     )
-    return {"namespace": namespace, "name": name, "run_id": str(run_id)}
+    return ParentRun(namespace=namespace, name=name, run_id=run_id)
 
 
 def static_uuid(instant: datetime, data: bytes) -> uuid.UUID:
@@ -125,7 +127,7 @@ def requester_of(
     task_ctx: TaskRunContext | None,
     *,
     owner: str | None = None,
-) -> dict[str, Any]:
+) -> Requester:
     """The requester: the flow (and task), its run, and who triggered it, with the lineage
     parent pointing at the task's (else the flow's) OpenLineage run."""
     flow_run = flow_ctx.flow_run
@@ -134,21 +136,21 @@ def requester_of(
     task_name = task_ctx.task.name if task_ctx is not None else ""
     created_by = getattr(flow_run, "created_by", None)
     tries = task_ctx.task_run.run_count if task_ctx is not None else flow_run.run_count
-    return {
-        "orchestrator": "prefect",
-        "job": f"{flow_name}.{task_name}" if task_name else flow_name,
-        "run_id": str(flow_run.id),
-        "step": task_name,
-        "try_number": max(int(tries or 0), 0),
-        "owner": owner,
-        "triggered_by": getattr(created_by, "display_value", None) or None,
-        "parent": lineage_parent(flow_ctx, task_ctx),
-    }
+    return Requester(
+        orchestrator="prefect",
+        job=f"{flow_name}.{task_name}" if task_name else flow_name,
+        run_id=str(flow_run.id),
+        step=task_name,
+        try_number=max(int(tries or 0), 0),
+        owner=owner,
+        triggered_by=getattr(created_by, "display_value", None) or None,
+        parent=lineage_parent(flow_ctx, task_ctx),
+    )
 
 
 def gate_identity(
     step: str | None, *, owner: str | None = None
-) -> tuple[FlowRunContext, str, dict[str, Any]]:
+) -> tuple[FlowRunContext, str, Requester]:
     """``(flow run context, step, requester)`` of a gate called here, ``step`` defaulting to
     the task's name (``flow`` directly in a flow); RuntimeError outside a flow run."""
     flow_ctx = FlowRunContext.get()
@@ -160,12 +162,17 @@ def gate_identity(
     return flow_ctx, step, requester_of(flow_ctx, task_ctx, owner=owner)
 
 
-def assets(items: Sequence[Any], *, where: str) -> list[dict[str, Any]]:
-    """Datasets as the API's assets (see the module's docstring); ``where`` (``inputs``)
-    names them in the error.
+def assets(items: Sequence[Any] | Any, *, where: str) -> list[dict[str, Any]]:
+    """Datasets as the API's assets (see the module's docstring): a Prefect ``Asset`` by its
+    key, anything else as given, each through :func:`~sluicegate.datasets.to_asset`. A lone
+    declaration counts as a list of one; ``where`` (``inputs``) names them in an error
+    (``inputs[0]: cannot name ...``).
 
     :raises DatasetError: one of them cannot be named.
     """
     if isinstance(items, (str, Mapping, Asset)):
         items = [items]
-    return to_assets([i.key if isinstance(i, Asset) else i for i in items], where=where)
+    return [
+        to_asset(item.key if isinstance(item, Asset) else item, where=f"{where}[{i}]")
+        for i, item in enumerate(items)
+    ]

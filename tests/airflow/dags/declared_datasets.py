@@ -96,9 +96,9 @@ def inline_asset_export() -> None:
 inline_asset_export()
 
 
-def _fail_first_try(context: Any) -> None:
-    """A ``pre_execute`` that fails the first try after the gate has asked (a retryable
-    failure, as a lost worker or a flaky hook would be)."""
+def _fail_first_try(context: Any, result: Any = None) -> None:
+    """A ``post_execute`` that fails the first try after the gate has asked and passed (a
+    retryable failure, as a lost worker or a flaky hook would be)."""
     if context["ti"].try_number == 1:
         raise AirflowException("the first try fails after the gate has asked")
 
@@ -120,7 +120,7 @@ def retry_changed_action() -> None:
         # what the reviewers read changes from one try to the next (a row count, a query)
         context_data={"attempt": "{{ ti.try_number }}"},
         poll_seconds=5.0,
-        pre_execute=_fail_first_try,
+        post_execute=_fail_first_try,
     )
 
     @task

@@ -37,6 +37,11 @@ def _more_rows(context: Any) -> None:
     context["task"].sluicegate_action["context"]["rows"] = 999999
 
 
+def _fails(context: Any) -> None:
+    """A ``pre_execute`` that fails the task before it executes."""
+    raise RuntimeError("the task failed before execute")
+
+
 def _gated(dag_id: str, kind: str, inputs: list[dict[str, str]], **gate: object) -> None:
     @dag(
         dag_id=dag_id,
@@ -79,11 +84,13 @@ _gated("routine_read", "read", [ORDERS])
 _gated("read_becomes_export", "read", [ORDERS], pre_execute=_to_pii_export)
 # rendered with 120000 rows, executed with 999999: the same dict, changed in place
 _gated("read_context_changed", "read", [ORDERS], pre_execute=_more_rows)
+# a PII export whose task fails before execute: it must ask nobody
+_gated("pii_export_fails_before_execute", "export", [CUSTOMERS], pre_execute=_fails)
 
 
 @dag(dag_id="wait_for_request", start_date=datetime(2026, 1, 1), schedule=None, catchup=False)
 def wait_for_request() -> None:
-    from sluicegate_airflow.operators import ApprovalSensor
+    from sluicegate_airflow.sensors import ApprovalSensor
 
     @task
     def publish() -> None:

@@ -28,6 +28,7 @@ from sluicegate.links import sign_link
 from sluicegate.settings import load_settings
 
 if TYPE_CHECKING:
+    from sluicegate.model import Requester
     from sluicegate.policy import Policy
 
 __all__ = [
@@ -112,7 +113,7 @@ def print_audit_commands(echo: Echo, *, db_url: str, folder: Path, policy: Path)
 
 
 def eligible_reviewers(
-    policy: Policy, groups: Sequence[str], requester: Mapping[str, Any] | None
+    policy: Policy, groups: Sequence[str], requester: Requester | Mapping[str, Any] | None
 ) -> list[str]:
     """The reviewers who may decide a request of ``groups`` (never its requester, owner or
     trigger), in policy order."""
@@ -201,7 +202,7 @@ def run_demo(
         f"head {verified.head}"
     )
     print_audit_commands(echo, db_url=db_url, folder=folder, policy=Path(settings.policy or ""))
-    emitter = st.approvals.lineage.emitter if st.approvals.lineage else None
+    emitter = st.workflow.lineage.emitter if st.workflow.lineage else None
     if lineage_file is not None:
         events = _event_types(lineage_file)
         echo(f"Lineage: {len(events)} OpenLineage events ({', '.join(events)}) in {lineage_file}")

@@ -1,5 +1,10 @@
 """Send OpenLineage events without ever holding the caller: bounded queues, one thread each.
 
+(Longer than 400 lines on purpose: the emitter's one promise, that every event ends as exactly
+one of sent, failed or dropped for each backend, is kept jointly by its queues, its sender
+threads, its backoff and its shutdown; the secret redaction and log filters at the end serve
+only it.)
+
 openlineage-python's ``emit()`` is synchronous and raises: its HTTP transport retries with
 backoff (about 9 s against a dead backend) and then raises. :class:`LineageEmitter` puts each
 event on a queue and returns at once; a daemon thread per backend sends them.

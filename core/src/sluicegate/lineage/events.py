@@ -34,9 +34,9 @@ from sluicegate.lineage.facet import (
     FACET_NAME,
     GATE_STATUSES,
     PRODUCER,
+    ApprovalClassification,
     ApprovalDecision,
     ApprovalRequester,
-    ClassificationSource,
     SluicegateApprovalRunFacet,
 )
 from sluicegate.lineage.readback import (
@@ -49,6 +49,7 @@ from sluicegate.model import (
     Action,
     ApprovalRequest,
     Asset,
+    ClassificationSource,
     Decision,
     ParentRun,
     Requester,
@@ -76,7 +77,7 @@ GATE_JOB_NAMESPACE = "sluicegate"
 EVENT_TYPES: tuple[str, ...] = ("START", "OTHER", "COMPLETE", "FAIL", "ABORT")
 
 #: Where each dataset's classifications came from: dataset key ``namespace::name`` -> sources
-#: (facet objects, or plain ``{classification, source, path}`` mappings as the graph gives them).
+#: (the model's, or plain ``{classification, source, path}`` mappings as the graph gives them).
 ClassificationProvenance = Mapping[str, Sequence[ClassificationSource | Mapping[str, Any]]]
 
 
@@ -217,14 +218,14 @@ def _utc_iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat()
 
 
-def _sources(facts: GateFacts) -> dict[str, list[ClassificationSource]]:
+def _sources(facts: GateFacts) -> dict[str, list[ApprovalClassification]]:
     return {
-        key: [ClassificationSource.coerce(s) for s in sources]
+        key: [ApprovalClassification.of(s) for s in sources]
         for key, sources in facts.classifications.items()
     }
 
 
-def _tags(asset: Asset, sources: Mapping[str, list[ClassificationSource]]) -> dict[str, Any]:
+def _tags(asset: Asset, sources: Mapping[str, list[ApprovalClassification]]) -> dict[str, Any]:
     """The dataset's ``tags`` facet: every effective classification, each tag's ``source``
     saying whether the pipeline declared it or Sluicegate derived it (a receiver, Sluicegate's
     own included, must never keep a derived one as the dataset's own: see ``readback``)."""
@@ -243,7 +244,7 @@ def _tags(asset: Asset, sources: Mapping[str, list[ClassificationSource]]) -> di
     return {"tags": tags_dataset.TagsDatasetFacet(tags=fields, producer=PRODUCER)}
 
 
-def _approval_facet(facts: GateFacts, sources: dict[str, list[ClassificationSource]]) -> RunFacet:
+def _approval_facet(facts: GateFacts, sources: dict[str, list[ApprovalClassification]]) -> RunFacet:
     return SluicegateApprovalRunFacet(
         status=facts.status,
         requiredApprovals=facts.required_approvals,

@@ -24,17 +24,18 @@ from openlineage.client.facet_v2 import RunFacet
 from openlineage.client.utils import RedactMixin
 
 from sluicegate import __version__
-from sluicegate.model import Requester
+from sluicegate.model import ClassificationSource, LineageHop, Requester
+from sluicegate.wire import RequestOut
 
 __all__ = [
     "FACET_NAME",
     "GATE_STATUSES",
     "PRODUCER",
     "SCHEMA_URL",
+    "ApprovalClassification",
     "ApprovalDecision",
     "ApprovalRequester",
     "ClassificationHop",
-    "ClassificationSource",
     "GateStatus",
     "SluicegateApprovalRunFacet",
     "facet_of_answer",
@@ -72,10 +73,19 @@ class ClassificationHop(RedactMixin):
 
     _skip_redact: ClassVar[list[str]] = ["namespace", "name", "job"]
 
+    @classmethod
+    def of(cls, hop: LineageHop | Mapping[str, Any]) -> ClassificationHop:
+        """The facet's form of a :class:`~sluicegate.model.LineageHop` (or its JSON)."""
+        if isinstance(hop, LineageHop):
+            return cls(namespace=hop.namespace, name=hop.name, job=hop.job)
+        return cls(namespace=hop["namespace"], name=hop["name"], job=hop.get("job"))
+
 
 @attr.define(kw_only=True)
-class ClassificationSource(RedactMixin):
-    """Why a dataset has a classification: who gave it (``source``) and the lineage ``path``.
+class ApprovalClassification(RedactMixin):
+    """Why a dataset has a classification, as the facet writes it: the facet's form of a
+    :class:`~sluicegate.model.ClassificationSource` (attrs, as openlineage-python serializes
+    facets), made from it directly by :meth:`of`.
 
     ``source`` is ``pipeline`` (the step declared it), ``policy`` (a ``classify`` rule) or
     ``lineage`` (inherited from upstream); ``path`` lists the hops from the dataset where the
@@ -89,15 +99,14 @@ class ClassificationSource(RedactMixin):
     _skip_redact: ClassVar[list[str]] = ["classification", "source", "path"]
 
     @classmethod
-    def coerce(cls, value: ClassificationSource | Mapping[str, Any]) -> ClassificationSource:
-        """``value`` itself, or the source a plain ``{classification, source, path}`` names."""
-        if isinstance(value, ClassificationSource):
-            return value
-        hops = [
-            hop if isinstance(hop, ClassificationHop) else ClassificationHop(**hop)
-            for hop in value.get("path", ())
-        ]
-        return cls(classification=value["classification"], source=value["source"], path=hops)
+    def of(cls, found: ClassificationSource | Mapping[str, Any]) -> ApprovalClassification:
+        """From the model's :class:`~sluicegate.model.ClassificationSource`, or a plain
+        ``{classification, source, path}`` as a lineage graph reports it."""
+        if isinstance(found, ClassificationSource):
+            hops = [ClassificationHop.of(hop) for hop in found.path]
+            return cls(classification=found.classification, source=found.source, path=hops)
+        hops = [ClassificationHop.of(hop) for hop in found.get("path", ())]
+        return cls(classification=found["classification"], source=found["source"], path=hops)
 
 
 @attr.define(kw_only=True)
@@ -169,7 +178,7 @@ class SluicegateApprovalRunFacet(RunFacet):
     rule: str | None = None
     decisions: list[ApprovalDecision] = attr.field(factory=list)
     reviewUrl: str | None = None
-    classifications: dict[str, list[ClassificationSource]] = attr.field(factory=dict)
+    classifications: dict[str, list[ApprovalClassification]] = attr.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
         if not self._producer:
@@ -182,31 +191,31 @@ class SluicegateApprovalRunFacet(RunFacet):
 
 
 def facet_of_answer(
-    answer: Any,
+    answer: RequestOut,
     *,
     status: str | None = None,
-    requester: Mapping[str, Any] | None = None,
+    requester: Requester | Mapping[str, Any] | None = None,
 ) -> SluicegateApprovalRunFacet:
-    """The facet of a gate as the API answered it (a :class:`sluicegate.wire.RequestOut`):
-    what an adapter hands to its orchestrator's own OpenLineage integration.
+    """The facet of a gate as the API answered it: what an adapter hands to its
+    orchestrator's own OpenLineage integration.
 
     :param requester: the requester the adapter sent, for an answer that carries none (an
         older server leaves it out of a policy's allow or deny); the answer's own, which also
         names the principal, wins.
     """
     is_request = answer.status not in ("allowed", "denied") or bool(answer.decisions)
-    asked = answer.requester or requester or {}
+    asked = Requester.model_validate(answer.requester or requester or {})
     return SluicegateApprovalRunFacet(
         status=status or answer.status,
         requiredApprovals=answer.required_approvals,
         approvals=answer.approvals,
-        requester=ApprovalRequester.of(Requester.model_validate(asked)),
+        requester=ApprovalRequester.of(asked),
         requestId=answer.id if is_request else None,
         rule=answer.rule,
         decisions=[ApprovalDecision.of(d) for d in answer.decisions],
         reviewUrl=answer.review_url if is_request else None,
         classifications={
-            key: [ClassificationSource.coerce(c) for c in found]
-            for key, found in (answer.classification_sources or {}).items()
+            key: [ApprovalClassification.of(c) for c in found]
+            for key, found in answer.classification_sources.items()
         },
     )

@@ -1,5 +1,8 @@
 """The dataset graph the server builds from OpenLineage run events; labels flow down it.
 
+(Longer than 400 lines on purpose: it is one data structure whose invariants, set out below,
+hold across every method; split, they would be read in several places and kept in none.)
+
 A run event says that a job read some datasets and wrote others; the graph keeps one edge
 ``input --(job)--> output`` for every input x output pair. A dataset's *effective*
 classifications are

@@ -20,11 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sluicegate.lineage.graph import Hop, LineageGraph, Provenance, Subgraph
-from sluicegate.lineage.ingest import DERIVED_REASON
 from sluicegate.model import Action, ClassificationSource, LineageHop
 from sluicegate.policy import Policy
 from sluicegate.store import Store
-from sluicegate.store.lineage import LineageTables
+from sluicegate.store.lineage import LEGACY_DERIVED_REASON, LineageTables
 
 __all__ = ["Classified", "LineageIndex"]
 
@@ -79,7 +78,7 @@ class LineageIndex:
                 for tag_id, ns, name, label, source in tags:
                     # An earlier version's copy of a label this server derived is no fact
                     # about the dataset; the graph derives it again if the policy still does.
-                    if source != DERIVED_REASON:
+                    if source != LEGACY_DERIVED_REASON:
                         self.graph.add_tags((ns, name), {label: source})
                     self._tag_cursor = tag_id
                 for edge_id, jns, jname, sns, sname, dns, dname in edges:

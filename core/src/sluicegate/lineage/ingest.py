@@ -33,10 +33,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sluicegate.lineage.readback import DERIVED_SOURCE, gated_step, is_derived
+from sluicegate.lineage.readback import gated_step, is_derived
 
 __all__ = [
-    "DERIVED_REASON",
     "MAX_NAME_LENGTH",
     "LineageRecord",
     "LineageRejected",
@@ -69,7 +68,7 @@ class LineageRejected(ValueError):
     ``status`` is the HTTP answer Marquez gives to the same problem (422: a required field is
     missing; 400: a value of the wrong type or form), ``code`` the error code of the answer and
     ``reason`` the label it is counted under (``missing_field``, ``invalid_field``, or what
-    :mod:`sluicegate.server.lineage_api` found wrong with the body).
+    :mod:`sluicegate.server.api.lineage` found wrong with the body).
     """
 
     def __init__(
@@ -319,12 +318,6 @@ def _tag_source(tag: Mapping[str, Any]) -> str:
     if isinstance(source, str) and source:
         where += f", source {source[:64]}"
     return where
-
-
-#: How earlier versions stored each tag of a gate's event, which they kept like any other
-#: (a gate's tags name no column): rows with this reason are derived, never a dataset's own.
-#: This version stores none.
-DERIVED_REASON = _tag_source({"source": DERIVED_SOURCE})
 
 
 def _string(obj: Mapping[str, Any], key: str, prefix: str, *, empty: bool = False) -> str:

@@ -3,10 +3,11 @@ header.
 
 A ``request`` token opens and cancels gates and can never decide. Deciding needs a ``review``
 identity whose principal is a reviewer in the policy; eligibility for a given request is the
-workflow's to check (:mod:`sluicegate.approvals`). Reading the audit log (its export and its
+workflow's to check (:mod:`sluicegate.workflow`). Reading the audit log (its export and its
 verification) needs an ``audit`` token, and only that: a pipeline's token, a reviewer's token
 and an SSO user are refused, so that who can read the whole trail is one explicit list.
-Signed links are the review pages' business (:mod:`sluicegate.links`).
+Signed links are the review pages' business (:mod:`sluicegate.server.pages.auth`). Token
+lookups are cached briefly (:mod:`sluicegate.server.tokens`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi import Request
 
 from sluicegate.policy import Policy
 from sluicegate.server.errors import ApiError
-from sluicegate.server.state import state_of
+from sluicegate.server.wiring import state_of
 
 __all__ = [
     "Identity",

@@ -2,7 +2,7 @@
 
 A scrape reports the whole server. With ``serve --workers N`` each process counts into its own
 files in ``PROMETHEUS_MULTIPROC_DIR`` (a private directory the parent makes before it starts
-them: :func:`sluicegate.server.app.run_workers`) and any process answering a scrape adds all of
+them: :func:`sluicegate.server.run.run_workers`) and any process answering a scrape adds all of
 them up (Prometheus' multiprocess mode); a single process counts in memory and writes no file.
 The pending gauge is read from the database at scrape time, so every replica reports the same,
 true number; replicas on several machines are summed by Prometheus as usual.
@@ -25,8 +25,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from sluicegate.model import Status
-from sluicegate.store import Store
+from sluicegate.model import Channel, Status, Verdict
+from sluicegate.store import DecisionOutcome, Store
 
 __all__ = ["CONTENT_TYPE", "MULTIPROC_ENV", "Metrics"]
 
@@ -162,6 +162,29 @@ class Metrics:
         """One committed write batch of ``calls`` writes (``Writer.on_commit``)."""
         self.write_batches.inc()
         self.write_calls.inc(calls)
+
+    def count_decision(self, outcome: DecisionOutcome, verdict: Verdict, channel: Channel) -> None:
+        """A recorded decision; if it ended its request, the end and the time it took."""
+        self.decisions.labels(verdict.value, channel.value).inc()
+        if outcome.ended is None:
+            return
+        self.ended.labels(outcome.ended.value).inc()
+        req = outcome.request
+        last = req.decisions[-1].decided_at if req.decisions else None
+        if last is not None:
+            self.latency.observe(max(0.0, (last - req.created_at).total_seconds()))
+
+    def count_notification(self, channel: str, outcome: str) -> None:
+        """One notification send's outcome (the dispatcher's ``on_result``)."""
+        self.notifications.labels(channel, outcome).inc()
+
+    def count_lineage_sent(self, outcome: str) -> None:
+        """One of the requests' own lineage events, sent or failed (the emitter's)."""
+        self.lineage_emitted.labels(outcome).inc()
+
+    def count_lineage_dropped(self, reason: str) -> None:
+        """One of the requests' own lineage events, dropped unsent (the emitter's)."""
+        self.lineage_dropped.labels(reason).inc()
 
     def render(self) -> bytes:
         """The text exposition format: every process's counts, and the database's gauge."""

@@ -5,28 +5,89 @@ follows these tables by id (:meth:`LineageTables.since`) to stay current. Edges 
 keyed by a hash of their names, so an event reported twice, or by two replicas, adds nothing.
 
 Earlier versions stored the tags Sluicegate derived (its gates' own events, read back) as
-datasets' own (their reason is ``ingest.DERIVED_REASON``). Such rows stay, and the graph skips
-them (``LineageIndex.refresh``); a real tag for the same dataset and label takes their key, so
-that the first one to arrive is stored all the same.
+datasets' own (their reason is :data:`LEGACY_DERIVED_REASON`). Such rows stay, and the graph
+skips them (``LineageIndex.refresh``); a real tag for the same dataset and label takes their
+key, so that the first one to arrive is stored all the same.
+
+What is stored comes from :func:`sluicegate.lineage.ingest.parse_event`; this module asks only
+for the shape it reads (:class:`ReceivedEvent`), so the store does not import the lineage
+package, which imports the store.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from sluicegate.lineage.ingest import DERIVED_REASON, LineageRecord
 from sluicegate.model import canonical_json, utcnow
-from sluicegate.store.repository import Store
+from sluicegate.store.facade import Store
 from sluicegate.store.schema import lineage_edges, lineage_events, lineage_tags
 
-__all__ = ["EdgeRow", "LineageTables", "TagRow"]
+__all__ = ["LEGACY_DERIVED_REASON", "EdgeRow", "LineageTables", "ReceivedEvent", "TagRow"]
+
+#: The reason under which earlier versions stored each tag of a gate's event, which they kept
+#: like any other (a gate's tags name no column): rows with this reason are derived, never a
+#: dataset's own. This version stores none. Written out, not computed: it names rows already
+#: in databases, and must not follow a change in how tags are described today.
+LEGACY_DERIVED_REASON = "OpenLineage tags facet, source SLUICEGATE"
+
+Dataset = tuple[str, str]
+
+
+class ReceivedEvent(Protocol):
+    """What the tables keep of one received event (a
+    :class:`~sluicegate.lineage.ingest.LineageRecord` is one)."""
+
+    @property
+    def kind(self) -> str:
+        """``run``, ``job`` or ``dataset``."""
+
+    @property
+    def event_type(self) -> str | None:
+        """The run event's ``eventType``."""
+
+    @property
+    def event_time(self) -> str:
+        """The event's ``eventTime``, as sent."""
+
+    @property
+    def producer(self) -> str:
+        """The event's ``producer``."""
+
+    @property
+    def run_id(self) -> str | None:
+        """The run's id (None for a job or dataset event)."""
+
+    @property
+    def job(self) -> Dataset | None:
+        """The event's job, (namespace, name)."""
+
+    @property
+    def moved_by(self) -> Dataset | None:
+        """The job its edges are filed under (None: no edges)."""
+
+    @property
+    def inputs(self) -> Sequence[Dataset]:
+        """The datasets read."""
+
+    @property
+    def outputs(self) -> Sequence[Dataset]:
+        """The datasets written."""
+
+    @property
+    def tags(self) -> Sequence[tuple[Dataset, str, str]]:
+        """(dataset, classification, where it came from) of each tag."""
+
+    @property
+    def body(self) -> Mapping[str, Any]:
+        """The event as received."""
+
 
 #: (id, job namespace, job name, source namespace, source name, target namespace, target name)
 EdgeRow = tuple[int, str, str, str, str, str, str]
@@ -90,13 +151,13 @@ class LineageTables:
             index_elements=["tag_key"]
         )
 
-    def record(self, records: Sequence[LineageRecord], now: datetime | None = None) -> None:
+    def record(self, records: Sequence[ReceivedEvent], now: datetime | None = None) -> None:
         """Store events and their edges and tags in one write."""
         when = now or utcnow()
         with self.store.write() as conn:
             self._record(conn, records, when)
 
-    def _record(self, conn: Connection, records: Sequence[LineageRecord], when: datetime) -> None:
+    def _record(self, conn: Connection, records: Sequence[ReceivedEvent], when: datetime) -> None:
         events: list[dict[str, Any]] = []
         edges: dict[str, dict[str, Any]] = {}
         tags: dict[str, dict[str, Any]] = {}
@@ -161,7 +222,7 @@ class LineageTables:
         """
         for i in range(0, len(keys), _CHUNK):
             held = conn.execute(
-                _DERIVED_HOLDING, {"keys": keys[i : i + _CHUNK], "reason": DERIVED_REASON}
+                _DERIVED_HOLDING, {"keys": keys[i : i + _CHUNK], "reason": LEGACY_DERIVED_REASON}
             ).scalars()
             for key in list(held):
                 conn.execute(_RENAME, {"old": key, "new": _key("derived", key)})

@@ -1,7 +1,7 @@
 """Review-page sessions in the database: started by signing in, checked by every page request.
 
 A session belongs to the review token it was made from. The browser's cookie carries a random
-secret (signed by the server, see :mod:`sluicegate.server._pages_auth`); the table keeps only
+secret (signed by the server, see :mod:`sluicegate.server.pages.auth`); the table keeps only
 the secret's sha256. A session is live while it is not ended (sign-out), not past its expiry,
 and its token is neither revoked nor expired. That is checked in the database on every page
 request, so revoking a token or signing out ends the session on every replica at once, and a
@@ -17,10 +17,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete, insert, or_, select, update
 
-from sluicegate import audit
 from sluicegate.model import utcnow
-from sluicegate.store.repository import Store, TokenInfo
+from sluicegate.store import audit
+from sluicegate.store.facade import Store
 from sluicegate.store.schema import sessions, tokens
+from sluicegate.store.tokens import TokenInfo
 
 __all__ = ["LiveSession", "SessionTable", "session_id"]
 
