@@ -53,6 +53,26 @@ def test_nested_environment_variables_and_file_sections_merge(
     assert "xoxb-very-secret" not in repr(s) and "xoxb-very-secret" not in str(s)
 
 
+def test_notify_channels_from_the_file_or_the_environment_as_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings().notify.channels == []
+    config = tmp_path / "conf.yaml"
+    config.write_text(
+        "notify:\n  channels:\n    - {type: console}\n"
+        "    - {type: my_co.pager.PagerChannel, api_key: pager-very-secret}\n"
+    )
+    listed = load_settings(config).notify.channels
+    assert listed == [
+        {"type": "console"},
+        {"type": "my_co.pager.PagerChannel", "api_key": "pager-very-secret"},
+    ]
+    # A custom channel's config may hold its secret: never in a repr.
+    assert "pager-very-secret" not in repr(load_settings(config))
+    monkeypatch.setenv("SLUICEGATE_NOTIFY__CHANNELS", '[{"type": "noop"}]')
+    assert load_settings().notify.channels == [{"type": "noop"}]
+
+
 def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     other = tmp_path / "other.yaml"
     other.write_text("port: 7000\n")
@@ -77,6 +97,14 @@ def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         (
             {"env": ("SLUICEGATE_DB_URL", "mysql://db")},
             "SLUICEGATE_DB_URL: database URL scheme 'mysql' is not supported",
+        ),
+        (
+            {"env": ("SLUICEGATE_NOTIFY__CHANNELS", '[{"kind": "console"}]')},
+            "SLUICEGATE_NOTIFY__CHANNELS: channel 0 needs a type",
+        ),
+        (
+            {"file": "notify: {channels: [console]}\n"},
+            "conf.yaml: notify.channels.0: Input should be a valid dictionary",
         ),
         (
             {"env": ("SLUICEGATE_SERVER_URL", "ftp://x")},

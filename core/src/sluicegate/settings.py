@@ -116,10 +116,31 @@ class NotifySettings(_Section):
     without a renewal: the dispatcher renews it every third of that while it sends, so it
     lapses only when that server stops (a crash) or cannot write to the database; then another
     replica sends the row. Shorter means a quicker takeover after a crash, more renewals.
+
+    ``channels`` switches on more channels of the registry (:mod:`sluicegate.notify.channels`)
+    beyond those the sections above configure: each a mapping with a ``type`` (``console``,
+    ``noop``, or the dotted path of a channel class of one's own, ``my_co.pager.PagerChannel``)
+    and that channel's config (``timeout`` defaults to ``notify.timeout``). In the environment,
+    ``SLUICEGATE_NOTIFY__CHANNELS`` holds them as a JSON list. A channel that cannot be imported
+    or configured stops the server at startup, naming it.
     """
 
     timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
     lease: Annotated[float, Field(ge=0.3, le=3600)] = 60.0
+    # repr=False: a custom channel's config may hold its secrets, which must not reach a log.
+    channels: list[dict[str, Any]] = Field(default_factory=list, repr=False)
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_types(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, config in enumerate(value):
+            kind = config.get("type")
+            if not isinstance(kind, str) or not kind.strip():
+                raise ValueError(
+                    f"channel {i} needs a type (a kind such as console, or a dotted path); "
+                    f"it has the keys {sorted(config)}"
+                )
+        return value
 
 
 class PrefectSettings(_Section):

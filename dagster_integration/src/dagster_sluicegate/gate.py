@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from typing import Any, Literal
 
 from dagster import Failure, MetadataValue, OpExecutionContext
@@ -113,8 +114,6 @@ def request_approval(
     )
     outcome = _pass(ctx, facts, sluicegate, wait)
     request = outcome.request
-    review = f"; review at {request.review_url}" if request.review_url else ""
-    ctx.log.info(f"Sluicegate: {outcome.message}{review}")
     if outcome.kind is OutcomeKind.PENDING:
         if wait == "sensor":
             _park(ctx, facts, request)
@@ -135,19 +134,27 @@ def request_approval(
 def _pass(
     ctx: OpExecutionContext, facts: StepFacts, sluicegate: SluicegateResource, wait: Wait
 ) -> GateOutcome:
-    """One call of the core gate: open (or take up the request the run carries), wait in the
-    step unless the sensor waits, settle."""
+    """The core gate: open (or take up the request the run carries), then, for a request that
+    waits, wait in the step unless the sensor waits; the outcome settled. The answer is logged
+    as soon as it is known, so the review link is in the run's log while the step waits."""
     carried = ctx.run.tags.get(step_tag("request", facts.step))
     waits = wait == "step"
-    timeout = sluicegate.max_wait_seconds  # bounds the retries of an unreachable server too
+    # One deadline for opening and waiting; it bounds the retries of an unreachable server too.
+    deadline = time.monotonic() + sluicegate.max_wait_seconds
     try:
         with sluicegate.get_client() as client:
             gate = Gate(client)
+            timeout = sluicegate.max_wait_seconds
             if carried:
-                return gate.attach(
-                    carried, facts.action, facts.requester, wait=waits, timeout=timeout
-                )
-            return gate.open(facts.key, facts.action, facts.requester, wait=waits, timeout=timeout)
+                outcome = gate.attach(carried, facts.action, facts.requester, timeout=timeout)
+            else:
+                outcome = gate.open(facts.key, facts.action, facts.requester, timeout=timeout)
+            _log(ctx, outcome)
+            if outcome.kind is OutcomeKind.PENDING and waits:
+                left = max(0.0, deadline - time.monotonic())
+                outcome = gate.wait(outcome.request.id, timeout=left)
+                _log(ctx, outcome)
+            return outcome
     except ForeignRequestError as err:
         raise Failure(description=f"Sluicegate: {err}", allow_retries=False) from err
     except ClientError as err:
@@ -159,6 +166,11 @@ def _pass(
         raise Failure(
             description=f"Sluicegate: {what}: {err}", allow_retries=err.transient
         ) from err
+
+
+def _log(ctx: OpExecutionContext, outcome: GateOutcome) -> None:
+    review = outcome.request.review_url
+    ctx.log.info(f"Sluicegate: {outcome.message}" + (f"; review at {review}" if review else ""))
 
 
 def _refused(outcome: GateOutcome) -> Failure:

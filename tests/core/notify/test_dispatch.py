@@ -60,7 +60,7 @@ def test_a_gate_posts_buttons_and_each_decision_updates_the_message(
     assert chat_api.decide(rid, "alice").status_code == 200
     (update,) = chat.wait_for("/api/chat.update", 1, timeout=10)
     assert update.body["ts"] == post.answer["ts"]
-    assert "1 of 2 approved" in json.dumps(update.body["blocks"])
+    assert "1 of 2 approvals" in json.dumps(update.body["blocks"])
 
     assert chat_api.decide(rid, "bob").status_code == 200
     updates = chat.wait_for("/api/chat.update", 3, timeout=10)  # bob's decision, then the end

@@ -33,7 +33,7 @@ from sluicegate.notify.channels.slack_blocks import (
 from sluicegate.notify.channels.teams import teams_card
 from sluicegate.notify.channels.webhook import webhook_body
 from sluicegate.notify.signing import sign_webhook, verify_slack_request, verify_webhook
-from sluicegate.notify.view import MessageView
+from sluicegate.notify.view import RequestView
 from tests.core.support.fakechat import (
     FakeChat,
     block_actions_payload,
@@ -60,7 +60,7 @@ def web_client(fake: FakeChat) -> WebClient:
 
 
 @pytest.fixture
-def view() -> MessageView:
+def view() -> RequestView:
     now = utcnow()
     req = ApprovalRequest.open(
         idempotency_key="k1",
@@ -77,7 +77,7 @@ def view() -> MessageView:
         timeout=timedelta(hours=1),
         now=now,
     )
-    return MessageView.of(req, review_url=f"https://sg.example.com/r/{req.id}", now=now)
+    return RequestView.of(req, review_url=f"https://sg.example.com/r/{req.id}", now=now)
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def view() -> MessageView:
 
 
 def test_post_then_update_the_same_message(
-    fake: FakeChat, web_client: WebClient, view: MessageView
+    fake: FakeChat, web_client: WebClient, view: RequestView
 ) -> None:
     posted = web_client.chat_postMessage(
         channel="#data-approvals", **slack_message(view, buttons=True)
@@ -190,7 +190,7 @@ def test_the_token_may_come_in_the_form_as_slack_allows(fake: FakeChat) -> None:
     assert httpx.post(fake.api_url + "auth.test").json()["error"] == "not_authed"
 
 
-def test_ephemeral_dm_and_modal(fake: FakeChat, web_client: WebClient, view: MessageView) -> None:
+def test_ephemeral_dm_and_modal(fake: FakeChat, web_client: WebClient, view: RequestView) -> None:
     dm = web_client.conversations_open(users="U0ALICE0001")["channel"]["id"]
     assert web_client.chat_postMessage(channel=dm, text="for you")["channel"] == dm
     ephemeral = web_client.chat_postEphemeral(channel="C0APPROVALS", user="U0ALICE0001", text="hi")
@@ -267,7 +267,7 @@ def test_failures_are_injected_per_path(fake: FakeChat) -> None:
 # Webhooks and response_url
 
 
-def test_slack_incoming_webhook_takes_our_message(fake: FakeChat, view: MessageView) -> None:
+def test_slack_incoming_webhook_takes_our_message(fake: FakeChat, view: RequestView) -> None:
     answer = WebhookClient(fake.slack_webhook_url()).send_dict(slack_message(view, buttons=False))
     assert (answer.status_code, answer.body) == (200, "ok")
     call = fake.calls("/slack-webhook/")[0]
@@ -280,14 +280,14 @@ def test_slack_incoming_webhook_takes_our_message(fake: FakeChat, view: MessageV
     assert (empty.status_code, empty.body) == (400, "no_text")
 
 
-def test_teams_workflows_webhook_answers_202(fake: FakeChat, view: MessageView) -> None:
+def test_teams_workflows_webhook_answers_202(fake: FakeChat, view: RequestView) -> None:
     body = teams_card(view)
     answer = httpx.post(fake.teams_webhook_url(), json=body)
     assert answer.status_code == 202 and answer.content == b""
     assert fake.calls("/teams-webhook/")[0].body == body
 
 
-def test_generic_hook_records_the_signed_delivery(fake: FakeChat, view: MessageView) -> None:
+def test_generic_hook_records_the_signed_delivery(fake: FakeChat, view: RequestView) -> None:
     raw = json.dumps(webhook_body(view, event="request.created")).encode()
     now = int(time.time())
     headers = {"Content-Type": "application/json", **sign_webhook("s3cret", raw, timestamp=now)}

@@ -39,7 +39,7 @@ from sluicegate.model import ApprovalRequest, utcnow
 from sluicegate.notify.channels import SKIPPED, Channels, Delivery, scheme_of
 from sluicegate.notify.errors import BACKOFF, SendError
 from sluicegate.notify.planner import Planner, plan_followups
-from sluicegate.notify.view import MessageView
+from sluicegate.notify.view import RequestView
 from sluicegate.settings import Settings
 from sluicegate.store import Store
 from sluicegate.store.notifications import OutboxRow, OutboxTable
@@ -242,13 +242,14 @@ class Dispatcher:
 
     # ---- what channels may ask (DeliveryContext)
 
-    def view_of(self, request: ApprovalRequest) -> MessageView:
+    def view_of(self, request: ApprovalRequest) -> RequestView:
         """The message view of ``request`` now, with its reviewers and review page."""
-        return MessageView.of(
+        return RequestView.of(
             request,
             review_url=f"{self.settings.server_url}/r/{request.id}",
             now=utcnow(),
             eligible=self.planner.eligible(request),
+            classifier=self.planner.policy,
         )
 
     def result_of(self, request_id: str, target: str) -> dict[str, Any] | None:

@@ -85,7 +85,7 @@ def dataset_text(d: DatasetLine, escape: Escape) -> str:
     """``namespace::name — pii (given by the pipeline)``, escaped and capped."""
     text = clip(d.qualified, 400, escape)
     if d.classifications:
-        labels = ", ".join(f"{c} ({s})" for c, s in d.classifications)
+        labels = ", ".join(f"{c.classification} ({c.source})" for c in d.classifications)
         text += f" — {clip(labels, 300, escape)}"
     return text
 

@@ -1,26 +1,33 @@
 """What every channel says about a request: one view, read once from the request.
 
-:meth:`MessageView.of` reads an :class:`~sluicegate.model.ApprovalRequest` into plain,
-formatted facts (times in UTC, requester fields in a fixed order, the datasets with the
-classifications the server found); each channel (:mod:`sluicegate.notify.channels`) turns the
-view into its own document. Pure data, no I/O, no escaping: escaping belongs to each channel.
+:meth:`RequestView.of` reads an :class:`~sluicegate.model.ApprovalRequest` into plain,
+formatted facts (times in UTC, requester fields in a fixed order, the datasets with their
+classifications); each channel (:mod:`sluicegate.notify.channels`) turns the view into its own
+document, and the review pages (:mod:`sluicegate.server.pages.view`) extend it with what only a
+page shows (the context, the requirement). So a Slack message, a Teams card, a webhook body and
+the review page say the same progress, the same classifications, the same rule. Pure data, no
+I/O, no escaping: escaping belongs to each channel and to the pages' templates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple, Protocol
 
 from sluicegate.model import ApprovalRequest, Asset, Status, Verdict
 from sluicegate.timefmt import span, time_left
 
 __all__ = [
+    "DEFAULT_RULE",
     "END_EVENTS",
     "EVENTS",
+    "ClassificationLine",
+    "Classifier",
     "DatasetLine",
     "DecisionLine",
-    "MessageView",
+    "RequestView",
     "check_event",
     "iso_utc",
 ]
@@ -39,6 +46,9 @@ EVENTS = (
 #: The events that end a request (``request.<terminal status>``).
 END_EVENTS = frozenset(f"request.{s.value}" for s in Status if s.terminal)
 
+#: What a view says for the rule of a request that no named rule matched.
+DEFAULT_RULE = "(the policy's default)"
+
 
 def check_event(event: str) -> None:
     """Raise ValueError unless ``event`` is one of :data:`EVENTS`."""
@@ -48,6 +58,27 @@ def check_event(event: str) -> None:
         )
 
 
+class Classifier(Protocol):
+    """Who says what a dataset is classified as, and why (the :class:`~sluicegate.policy.Policy`).
+
+    Asked only for requests stored before the gate recorded its findings.
+    """
+
+    def classification_sources(self, asset: Asset) -> Mapping[str, str]:
+        """Each effective classification of ``asset`` and where it came from."""
+        ...
+
+
+class ClassificationLine(NamedTuple):
+    """One classification of a dataset, where it came from, and the lineage it came through."""
+
+    classification: str
+    #: ``given by the pipeline``, ``classify rule on crm::raw, through lineage``...
+    source: str
+    #: ``crm::raw (job etl::load) → crm::customers``, or ``""`` when not through lineage.
+    path: str = ""
+
+
 @dataclass(frozen=True)
 class DatasetLine:
     """One dataset of the action, as every channel shows it."""
@@ -55,8 +86,8 @@ class DatasetLine:
     role: str  # "input" | "output"
     namespace: str
     name: str
-    #: (classification, where it came from), sorted by classification.
-    classifications: tuple[tuple[str, str], ...]
+    #: Sorted by classification.
+    classifications: tuple[ClassificationLine, ...]
 
     @property
     def qualified(self) -> str:
@@ -76,11 +107,12 @@ class DecisionLine:
 
 
 @dataclass(frozen=True)
-class MessageView:
-    """What every channel says about one request, read once from the request.
+class RequestView:
+    """What every channel (and the review page) says about one request, read once.
 
     All times are timezone-aware UTC. ``requester`` holds ``(key, label, value)`` for each
-    requester field (value ``""`` when the pipeline gave none), in a fixed order.
+    requester field (value ``""`` when the pipeline gave none), in a fixed order. ``rule`` is
+    ``""`` when no named rule matched (see :attr:`rule_label`).
     """
 
     request_id: str
@@ -119,15 +151,21 @@ class MessageView:
         now: datetime,
         eligible: Sequence[str] = (),
         policy_note: str = "",
-    ) -> MessageView:
+        classifier: Classifier | None = None,
+    ) -> RequestView:
         """The view of ``request`` at ``now`` (a naive ``now`` is taken as UTC).
 
         Classifications are those the server found when the gate opened
-        (``request.classifications``), else the dataset's own, "given by the pipeline".
+        (``request.classifications``). A request stored before the gate recorded them is
+        answered by ``classifier`` (the policy: the pipeline's labels plus its own ``classify``
+        rules, which is what the server would find now, lineage aside); with no classifier,
+        by the dataset's own labels, "given by the pipeline".
         """
         now = _utc(now)
         datasets = tuple(
-            DatasetLine(role, asset.namespace, asset.name, _classifications(request, asset))
+            DatasetLine(
+                role, asset.namespace, asset.name, _classifications(request, asset, classifier)
+            )
             for role, assets in (
                 ("input", request.action.inputs),
                 ("output", request.action.outputs),
@@ -180,12 +218,22 @@ class MessageView:
         )
 
     @property
+    def rule_label(self) -> str:
+        """The rule's name, or :data:`DEFAULT_RULE` when no named rule matched."""
+        return self.rule or DEFAULT_RULE
+
+    @property
     def progress(self) -> str:
-        """Quorum progress: ``1 of 2 approved``, and denials when there are any."""
-        text = f"{self.approvals} of {self.required_approvals} approved"
+        """Quorum progress: ``1 of 2 approvals``, and ``1 of 2 denials`` when there are any.
+
+        Counted against what is needed, so a reviewer reads how far the request is from
+        either end (``1 of 2 approved`` could be read as one of two reviewers).
+        """
+        noun = "approval" if self.required_approvals == 1 else "approvals"
+        text = f"{self.approvals} of {self.required_approvals} {noun}"
         if self.denials:
-            noun = "denial" if self.denials == 1 else "denials"
-            text += f", {self.denials} {noun} (of {self.required_denials} that end it)"
+            noun = "denial" if self.required_denials == 1 else "denials"
+            text += f", {self.denials} of {self.required_denials} {noun}"
         return text
 
     @property
@@ -254,8 +302,28 @@ def _distinct(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def _classifications(request: ApprovalRequest, asset: Asset) -> tuple[tuple[str, str], ...]:
+def _classifications(
+    request: ApprovalRequest, asset: Asset, classifier: Classifier | None
+) -> tuple[ClassificationLine, ...]:
     found = request.classifications.get(str(asset))
-    if found is None:
-        return tuple((c, "given by the pipeline") for c in asset.classifications)
-    return tuple(sorted((c.classification, c.source) for c in found))
+    if found is not None:
+        lines = [
+            ClassificationLine(
+                c.classification,
+                c.source,
+                " → ".join(
+                    [f"{h.namespace}::{h.name} (job {h.job})" for h in c.path] + [str(asset)]
+                )
+                if c.path
+                else "",
+            )
+            for c in found
+        ]
+    elif classifier is not None:
+        lines = [
+            ClassificationLine(c, why)
+            for c, why in classifier.classification_sources(asset).items()
+        ]
+    else:
+        lines = [ClassificationLine(c, "given by the pipeline") for c in asset.classifications]
+    return tuple(sorted(lines))

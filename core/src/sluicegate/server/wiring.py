@@ -87,7 +87,8 @@ class ServerState:
 
         # Notifications: planned in the change's own transaction, sent by the dispatcher.
         outbox = OutboxTable(store)
-        # Which channels: the registry's (notify.channels), from the settings.
+        # Which channels: the registry's, from the settings' sections and notify.channels (one
+        # that cannot load is a ConfigError here: the server does not start without it).
         planner = Planner(outbox, policy, Channels.from_settings(settings))
         store.on_change.append(planner)
         dispatcher = Dispatcher(

@@ -37,8 +37,10 @@ from sluicegate.notify.channels.slack_blocks import (
 )
 from sluicegate.notify.channels.teams import escape_teams, teams_card
 from sluicegate.notify.channels.webhook import webhook_body
-from sluicegate.notify.view import EVENTS, MessageView
+from sluicegate.notify.view import EVENTS, RequestView
+from sluicegate.policy import load_policy
 from tests.core.support.fakechat import block_kit_problems, view_problems
+from tests.core.support.paths import ROOT
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 SERVER = "https://sluicegate.example.com"
@@ -111,8 +113,8 @@ def decision(reviewer: str, verdict: Verdict, comment: str = "", minutes: int = 
     )
 
 
-def view_of(req: ApprovalRequest, **over: Any) -> MessageView:
-    return MessageView.of(
+def view_of(req: ApprovalRequest, **over: Any) -> RequestView:
+    return RequestView.of(
         req,
         review_url=f"{SERVER}/r/{req.id}",
         now=over.pop("now", NOW),
@@ -192,8 +194,12 @@ def test_view_holds_every_fact_of_the_request() -> None:
     ]
     # The server's findings (lineage included) win over the pipeline's own labels...
     assert view.datasets[0].classifications == (
-        ("pii", "given by the pipeline"),
-        ("restricted", "classify rule on crm::raw, through lineage"),
+        ("pii", "given by the pipeline", ""),
+        (
+            "restricted",
+            "classify rule on crm::raw, through lineage",
+            "crm::raw (job etl::load) → postgres://prod:5432::crm.public.customers",
+        ),
     )
     # ...and a dataset the server did not list keeps its own (here: none).
     assert view.datasets[1].classifications == ()
@@ -206,9 +212,9 @@ def test_view_holds_every_fact_of_the_request() -> None:
         "triggered_by": "dave",
         "principal": "",
     }
-    assert view.rule == "pii-export"
+    assert view.rule == view.rule_label == "pii-export"
     assert (view.required_approvals, view.approvals, view.denials) == (2, 1, 0)
-    assert view.progress == "1 of 2 approved"
+    assert view.progress == "1 of 2 approvals"
     assert [(d.reviewer, d.verdict, d.comment) for d in view.decisions] == [
         ("alice", "approve", "fine by me")
     ]
@@ -223,7 +229,20 @@ def test_view_holds_every_fact_of_the_request() -> None:
 
 def test_view_falls_back_to_the_assets_own_classifications() -> None:
     view = view_of(make_request())
-    assert view.datasets[0].classifications == (("pii", "given by the pipeline"),)
+    assert view.datasets[0].classifications == (("pii", "given by the pipeline", ""),)
+
+
+def test_a_request_stored_before_the_gate_recorded_findings_asks_the_policy() -> None:
+    # The same answer the review page gives: the pipeline's labels plus the classify rules.
+    policy = load_policy(ROOT / "examples" / "policy.yaml")
+    view = RequestView.of(make_request(), review_url=SERVER, now=NOW, classifier=policy)
+    customers, bucket = view.datasets
+    assert [(c.classification, c.source) for c in customers.classifications] == [
+        ("pii", "given by the pipeline"),
+        ("prod", "classify[1] 'postgres://prod:5432::*'"),
+    ]
+    assert bucket.classifications == ()
+    assert "prod (classify[1]" in json.dumps(slack_message(view, buttons=True))
 
 
 def test_a_pending_request_past_its_deadline_is_not_pending_for_reviewers() -> None:
@@ -239,7 +258,7 @@ def test_progress_counts_denials_too() -> None:
         approvals=2,
         decisions=(decision("alice", Verdict.APPROVE), decision("bob", Verdict.DENY, "no")),
     )
-    assert view_of(req).progress == "1 of 2 approved, 1 denial (of 1 that end it)"
+    assert view_of(req).progress == "1 of 2 approvals, 1 of 1 denial"
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,7 +293,7 @@ def test_slack_message_while_pending_has_approve_and_deny_buttons() -> None:
     for fact in (
         "Export customers to the partner bucket",
         "pii-export",
-        "1 of 2 approved",
+        "1 of 2 approvals",
         "airflow",
         "export_customers.publish",
         "carol",
@@ -287,7 +306,7 @@ def test_slack_message_while_pending_has_approve_and_deny_buttons() -> None:
         "ok",
     ):
         assert fact in text, fact
-    assert message["text"].startswith("Approval needed for export (1 of 2 approved): Export")
+    assert message["text"].startswith("Approval needed for export (1 of 2 approvals): Export")
 
 
 def test_slack_block_ids_are_stable_across_updates() -> None:
@@ -540,7 +559,7 @@ def test_teams_card_while_pending_points_everyone_to_the_review_page() -> None:
     facts = {
         f["title"]: f["value"] for e in card["body"] if e["type"] == "FactSet" for f in e["facts"]
     }
-    assert facts["Approvals"] == "1 of 2 approved"
+    assert facts["Approvals"] == "1 of 2 approvals"
     assert facts["Rule"] == "pii-export"
     assert facts["Owner"] == "carol"
     assert (
@@ -749,18 +768,18 @@ def test_followup_sentences() -> None:
     pending = view_of(make_request(decisions=(decision("alice", Verdict.APPROVE),)))
     rid = pending.request_id
     assert followup_text(pending, event="decision.recorded") == (
-        f"alice approved (1 of 2 approved): Export customers to the partner bucket (request {rid})"
+        f"alice approved (1 of 2 approvals): Export customers to the partner bucket (request {rid})"
     )
     assert followup_text(pending, event="reminder").startswith(
-        "Reminder: still waiting for approval (1 of 2 approved, 23 h 0 min left): Export"
+        "Reminder: still waiting for approval (1 of 2 approvals, 23 h 0 min left): Export"
     )
     assert followup_text(pending, event="escalation").startswith("Escalation: no decision yet")
     assert followup_text(pending, event="request.created").startswith(
-        "Approval needed for export (1 of 2 approved): Export"
+        "Approval needed for export (1 of 2 approvals): Export"
     )
     expired = view_of(make_request(status=Status.EXPIRED))
     assert followup_text(expired, event="request.expired").startswith(
-        "Expired without a decision (0 of 2 approved; on timeout: deny): Export"
+        "Expired without a decision (0 of 2 approvals; on timeout: deny): Export"
     )
     cancelled = view_of(make_request(status=Status.CANCELLED))
     assert followup_text(cancelled, event="request.cancelled").startswith(

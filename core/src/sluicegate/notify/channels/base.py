@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sluicegate.exceptions import ConfigError
 from sluicegate.model import ApprovalRequest
-from sluicegate.notify.view import MessageView
+from sluicegate.notify.view import RequestView
 
 if TYPE_CHECKING:
     from sluicegate.policy import Reviewer
@@ -111,7 +111,7 @@ class Change:
 class DeliveryContext(Protocol):
     """What the dispatcher lends a channel while it sends (see :class:`Delivery`)."""
 
-    def view_of(self, request: ApprovalRequest) -> MessageView:
+    def view_of(self, request: ApprovalRequest) -> RequestView:
         """The message view of ``request`` now, with its reviewers and review page."""
         ...
 
@@ -147,7 +147,7 @@ class Delivery:
         return self.target.partition(":")[2]
 
     @cached_property
-    def view(self) -> MessageView:
+    def view(self) -> RequestView:
         """The request's message view, built on first use (a resume needs none)."""
         return self.context.view_of(self.request)
 

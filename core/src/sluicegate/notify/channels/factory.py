@@ -8,8 +8,11 @@ dotted path too, so a channel's dependencies (slack_sdk for Slack) load only whe
 :func:`register_channel` adds a kind to the default factory.
 
 :class:`Channels` is what one server sends through: the channels its settings configure (each
-built-in kind's :meth:`~.base.ChannelConfig.from_settings`) plus any explicit configs. The
-planner and the dispatcher reach every channel through it and name none.
+built-in kind's :meth:`~.base.ChannelConfig.from_settings`, then each config listed in
+``notify.channels``) plus any explicit configs. The planner and the dispatcher reach every
+channel through it and name none. A channel that cannot be imported or configured is a
+:class:`~sluicegate.exceptions.ConfigError` naming it: the server refuses to start rather than
+run without a channel its operator switched on.
 """
 
 from __future__ import annotations
@@ -47,8 +50,10 @@ def _import(path: str) -> Any:
         raise ConfigError(f"notification channel type {path!r} is not a kind or a dotted path")
     try:
         return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"notification channel type {path!r} cannot be imported: {err}") from err
+    except Exception as err:  # a boundary: whatever a custom module raises, fail closed
+        raise ConfigError(
+            f"notification channel type {path!r} cannot be imported: {type(err).__name__}: {err}"
+        ) from err
 
 
 class ChannelFactory:
@@ -75,20 +80,29 @@ class ChannelFactory:
         if not isinstance(kind, str) or not kind:
             raise ConfigError(f"a notification channel config needs a type: {sorted(config)}")
         cls = self.resolve(kind)
-        return cls(cls.config_class.from_dict(config))
+        config_obj = cls.config_class.from_dict(config)
+        try:
+            return cls(config_obj)
+        except ConfigError:
+            raise
+        except Exception as err:  # a boundary: a custom channel's own check, fail closed
+            raise ConfigError(
+                f"notification channel {kind!r} cannot be configured: {type(err).__name__}: {err}"
+            ) from err
 
     def from_settings(
         self, settings: Settings, extra: Iterable[Mapping[str, Any]] = ()
     ) -> Channels:
-        """The channels ``settings`` configure, in registration order, then those of
-        ``extra`` (explicit configs, custom kinds included)."""
+        """The channels ``settings`` configure: their sections', in registration order, then
+        ``notify.channels``, then those of ``extra`` (explicit configs, custom kinds included)."""
         made: list[Channel] = []
         for kind in self.kinds:
             cls = self.resolve(kind)
             config = cls.config_class.from_settings(settings)
             if config is not None:
                 made.append(cls(config))
-        made += [self.create(c) for c in extra]
+        listed = [{"timeout": settings.notify.timeout, **c} for c in settings.notify.channels]
+        made += [self.create(c) for c in (*listed, *extra)]
         return Channels(made)
 
 

@@ -33,7 +33,7 @@ from pydantic import SecretStr
 from sluicegate.notify.channels._http import HttpChannel, retry_after
 from sluicegate.notify.channels.base import SKIPPED, Change, ChannelConfig, Delivery, scheme_of
 from sluicegate.notify.errors import BACKOFF, SendError
-from sluicegate.notify.view import MessageView
+from sluicegate.notify.view import RequestView
 from sluicegate.settings import Settings
 
 __all__ = ["SlackChannel", "SlackConfig"]
@@ -170,7 +170,7 @@ class SlackChannel(HttpChannel):
         person = delivery.context.reviewer(reviewer)
         if person is None or not person.slack_id:
             raise SendError(f"reviewer {reviewer!r} has no slack_id in the policy", None)
-        view: MessageView = delivery.view
+        view: RequestView = delivery.view
         may_decide = reviewer in view.eligible
         if may_decide and view.pending:
             # A DM is read by its reviewer alone: its page link may name them.

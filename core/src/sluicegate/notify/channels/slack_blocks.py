@@ -1,6 +1,6 @@
 """What Slack shows of a request: Block Kit messages, the deny modal, one-line follow-ups.
 
-Pure builders, no I/O, over :class:`~sluicegate.notify.view.MessageView`, built with
+Pure builders, no I/O, over :class:`~sluicegate.notify.view.RequestView`, built with
 ``slack_sdk.models`` (its blocks and views check Block Kit's documented limits as they are
 serialised) and returned as the JSON dicts Slack's Web API and incoming webhooks take:
 
@@ -39,7 +39,7 @@ from sluicegate.notify.text import (
     pack,
     units,
 )
-from sluicegate.notify.view import MessageView, check_event
+from sluicegate.notify.view import RequestView, check_event
 
 if TYPE_CHECKING:
     from slack_sdk.models import blocks as bk
@@ -120,7 +120,7 @@ def _section(block_id: str, text: str) -> bk.SectionBlock:
     return bk.SectionBlock(block_id=block_id, text=_mrkdwn(text))
 
 
-def _status_text(view: MessageView) -> str:
+def _status_text(view: RequestView) -> str:
     if view.pending:
         return f"*Status:* pending · {view.progress} · {view.time_left}"
     return f"*Status:* {_clip(view.outcome, 1000)} · {view.progress}"
@@ -133,13 +133,13 @@ def _clip_lines(text: str, limit: int) -> str:
     return pack(text.split("\n"), limit, lambda n: "…")
 
 
-def _facts(view: MessageView) -> bk.SectionBlock:
+def _facts(view: RequestView) -> bk.SectionBlock:
     from slack_sdk.models import blocks as bk
 
     fields = [f"*Action*\n{_clip(view.kind, 100)}"]
     if view.environment:
         fields[0] += f" in {_clip(view.environment, 100)}"
-    fields.append(f"*Rule*\n{_clip(view.rule or '(default)', 500)}")
+    fields.append(f"*Rule*\n{_clip(view.rule_label, 500)}")
     requester = "\n".join(
         f"{label}: {_clip(value, 300)}" for _, label, value in view.requester if value
     )
@@ -155,7 +155,7 @@ def _facts(view: MessageView) -> bk.SectionBlock:
     )
 
 
-def slack_message(view: MessageView, *, buttons: bool) -> dict[str, Any]:
+def slack_message(view: RequestView, *, buttons: bool) -> dict[str, Any]:
     """``{"text", "blocks"}``: the arguments of ``chat.postMessage`` / ``chat.update``, or the
     body of an incoming webhook.
 
@@ -204,7 +204,7 @@ def slack_message(view: MessageView, *, buttons: bool) -> dict[str, Any]:
     return {"text": _fallback(view), "blocks": [b.to_dict() for b in blocks[:_BLOCKS]]}
 
 
-def _actions(view: MessageView) -> bk.ActionsBlock:
+def _actions(view: RequestView) -> bk.ActionsBlock:
     from slack_sdk.models import blocks as bk
 
     confirm_text = (
@@ -238,7 +238,7 @@ def _actions(view: MessageView) -> bk.ActionsBlock:
     return bk.ActionsBlock(block_id="sluicegate_actions", elements=[approve, deny, page])
 
 
-def _review_text(view: MessageView) -> str:
+def _review_text(view: RequestView) -> str:
     """Where to decide without buttons: the review page, for everyone alike."""
     page = _link(view.review_url, "Open the review page")
     return (
@@ -248,7 +248,7 @@ def _review_text(view: MessageView) -> str:
     )
 
 
-def _fallback(view: MessageView) -> str:
+def _fallback(view: RequestView) -> str:
     """The notification text (and what screen readers say): one escaped sentence."""
     if view.pending:
         lead = f"Approval needed for {view.kind} ({view.progress})"
@@ -260,7 +260,7 @@ def _fallback(view: MessageView) -> str:
     return f"{lead}: {_clip(one_line(view.summary or '(no summary given)'), room)}{tail}"
 
 
-def slack_deny_modal(view: MessageView, *, private_metadata: str) -> dict[str, Any]:
+def slack_deny_modal(view: RequestView, *, private_metadata: str) -> dict[str, Any]:
     """The ``views.open`` view asking a denying reviewer why.
 
     Its one input is ``block_id`` ``comment`` / ``action_id`` ``comment``, so the submission
@@ -318,7 +318,7 @@ def slack_ephemeral(text: str) -> dict[str, Any]:
     return {"response_type": "ephemeral", "replace_original": False, "text": _clip(text, _FALLBACK)}
 
 
-def followup_text(view: MessageView, *, event: str) -> str:
+def followup_text(view: RequestView, *, event: str) -> str:
     """One sentence for the channel about ``event``, escaped for Slack mrkdwn.
 
     For example ``Approved by alice, bob: Export customers to the partner bucket (request

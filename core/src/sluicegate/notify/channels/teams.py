@@ -30,7 +30,7 @@ from sluicegate.model import Status, Verdict
 from sluicegate.notify.channels._http import HttpChannel
 from sluicegate.notify.channels.base import SKIPPED, ChannelConfig, Delivery
 from sluicegate.notify.text import ELLIPSIS, LINE_BREAKS, ZWSP, clip, dataset_text, more
-from sluicegate.notify.view import MessageView
+from sluicegate.notify.view import RequestView
 from sluicegate.settings import Settings
 from sluicegate.timefmt import when
 
@@ -83,7 +83,7 @@ _STATUS_COLOR = {
 }
 
 
-def teams_card(view: MessageView) -> dict[str, Any]:
+def teams_card(view: RequestView) -> dict[str, Any]:
     """The body of a Teams Workflows webhook: a message holding one Adaptive Card (1.4).
 
     Its one action is ``Action.OpenUrl`` to the review page (see the module's docstring).
@@ -105,7 +105,7 @@ def teams_card(view: MessageView) -> dict[str, Any]:
     }
 
 
-def _card(view: MessageView, scale: float) -> dict[str, Any]:
+def _card(view: RequestView, scale: float) -> dict[str, Any]:
     def cap(n: int) -> int:
         return max(1, int(n * scale))
 
@@ -115,7 +115,7 @@ def _card(view: MessageView, scale: float) -> dict[str, Any]:
     ]
     if view.destination:
         facts.append(("Destination", clip(view.destination, cap(500), esc)))
-    facts.append(("Rule", clip(view.rule or "(default)", cap(300), esc)))
+    facts.append(("Rule", clip(view.rule_label, cap(300), esc)))
     facts.append(("Approvals", view.progress))
     facts.append(("Time left", view.time_left) if view.pending else ("Ended", view.status))
     facts.extend((label, clip(value, cap(300), esc)) for _, label, value in view.requester if value)
@@ -163,7 +163,7 @@ def _card(view: MessageView, scale: float) -> dict[str, Any]:
     }
 
 
-def _decisions(view: MessageView, count: int, comment: int) -> list[dict[str, Any]]:
+def _decisions(view: RequestView, count: int, comment: int) -> list[dict[str, Any]]:
     shown = view.decisions[-count:]
     rows = []
     for d in shown:

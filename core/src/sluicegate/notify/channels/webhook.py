@@ -20,13 +20,13 @@ from pydantic import SecretStr
 from sluicegate.notify.channels._http import HttpChannel
 from sluicegate.notify.channels.base import ChannelConfig, Delivery
 from sluicegate.notify.signing import sign_webhook
-from sluicegate.notify.view import MessageView, check_event, iso_utc
+from sluicegate.notify.view import RequestView, check_event, iso_utc
 from sluicegate.settings import Settings
 
 __all__ = ["WebhookChannel", "WebhookConfig", "webhook_body"]
 
 
-def webhook_body(view: MessageView, *, event: str) -> dict[str, Any]:
+def webhook_body(view: RequestView, *, event: str) -> dict[str, Any]:
     """A plain JSON document for a generic receiver: stable keys, ISO-8601 UTC times.
 
     Every key is always present (``null`` where there is no value).
@@ -64,7 +64,8 @@ def webhook_body(view: MessageView, *, event: str) -> dict[str, Any]:
                     "namespace": d.namespace,
                     "name": d.name,
                     "classifications": [
-                        {"classification": c, "source": s} for c, s in d.classifications
+                        {"classification": c.classification, "source": c.source}
+                        for c in d.classifications
                     ],
                 }
                 for d in view.datasets

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from sluicegate.lineage.graph import Subgraph
 from sluicegate.lineage.ingest import LineageRejected, parse_event
+from sluicegate.model import ClassificationSource
 from sluicegate.server.api._lineage_body import read_body
 from sluicegate.server.auth import Identity, require_any
 from sluicegate.server.errors import ApiError
@@ -102,21 +103,10 @@ class SubgraphOut(BaseModel):
     truncated: bool
 
 
-class HopOut(BaseModel):
-    namespace: str
-    name: str
-    job: str
-
-
-class SourceOut(BaseModel):
-    classification: str
-    source: str
-    path: list[HopOut]
-
-
 class ClassificationsOut(BaseModel):
     dataset: DatasetRef
-    classifications: list[SourceOut]
+    #: The one class of the concept, as the requests' ``classification_sources`` answer it too.
+    classifications: list[ClassificationSource]
 
 
 def _subgraph_out(g: Subgraph) -> SubgraphOut:
@@ -151,7 +141,7 @@ async def classifications(
     found = st.lineage.sources_of(namespace, name)
     return ClassificationsOut(
         dataset=DatasetRef(namespace=namespace, name=name),
-        classifications=[SourceOut.model_validate(c.model_dump()) for c in found],
+        classifications=list(found),
     )
 
 

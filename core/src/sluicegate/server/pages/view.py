@@ -1,9 +1,10 @@
 """Rendering the review pages: the Jinja2 environment, security headers, and view models.
 
-Templates see plain, already formatted values (:class:`RequestView`), so they hold layout
-only. Autoescaping is on for every template: summaries, context and comments are untrusted
-text and always appear as text. Every page answers a server error as a page too
-(:func:`answers_in_html`), never as the API's JSON.
+Templates see plain, already formatted values (:class:`PageView`: the one
+:class:`~sluicegate.notify.view.RequestView` every notification channel says, plus the page's
+own facts), so they hold layout only. Autoescaping is on for every template: summaries,
+context and comments are untrusted text and always appear as text. Every page answers a
+server error as a page too (:func:`answers_in_html`), never as the API's JSON.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from sluicegate import timefmt
-from sluicegate.model import ApprovalRequest, Asset, Status
+from sluicegate.model import ApprovalRequest
+from sluicegate.notify.view import RequestView
 from sluicegate.server.errors import ERROR_PAGE, UNAVAILABLE
 from sluicegate.server.pages.auth import Viewer
 from sluicegate.server.wiring import ServerState
 
 __all__ = [
     "CONTEXT_DISPLAY_BYTES",
-    "RequestView",
+    "PageView",
     "answers_in_html",
     "message",
     "redirect",
@@ -48,6 +50,8 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+# Views hold aware UTC datetimes; the pages write them as every channel does.
+_env.filters["when"] = timefmt.when
 
 # The one inline stylesheet is allowed by its hash, so the policy needs no 'unsafe-inline'.
 _STYLE_HASH = base64.b64encode(
@@ -112,65 +116,14 @@ def _error_page(status: int, detail: str) -> Response:
 
 
 @dataclass(frozen=True)
-class DatasetView:
-    """A dataset as the page shows it."""
+class PageView(RequestView):
+    """What the review page and the inbox show: the one :class:`RequestView` every channel
+    says, plus what only a page has room for (the context, the requirement, when it opened)."""
 
-    role: str  # input | output
-    name: str  # namespace::name
-    #: (classification, where it came from, the lineage path as text or ""), sorted.
-    classifications: list[tuple[str, str, str]]
-
-
-@dataclass(frozen=True)
-class DecisionView:
-    """A decision as the page shows it."""
-
-    reviewer: str
-    verdict: str
-    comment: str
-    channel: str
-    at: str
-
-
-@dataclass(frozen=True)
-class RequestView:
-    """Everything the review page and the inbox show about a request, formatted."""
-
-    id: str
-    status: str
-    pending: bool
-    summary: str
-    kind: str
-    environment: str
-    destination: str
-    fingerprint: str
-    datasets: list[DatasetView]
     context: str
     context_note: str
-    requester: list[tuple[str, str]]
-    rule: str
     requirement: str
-    comment_on_deny: bool
-    on_timeout: str
-    decisions: list[DecisionView]
-    progress: str
-    time_left: str
     created: str
-
-
-def time_left(req: ApprovalRequest, now: datetime) -> str:
-    """How long a pending request still waits, or how it ended."""
-    return timefmt.time_left(req.status, req.expires_at, now)
-
-
-def progress(req: ApprovalRequest) -> str:
-    """Quorum progress: ``1 of 2 approvals``, and denials if any."""
-    noun = "approval" if req.required_approvals == 1 else "approvals"
-    text = f"{req.approvals} of {req.required_approvals} {noun}"
-    if req.denials:
-        noun = "denial" if req.required_denials == 1 else "denials"
-        text += f", {req.denials} of {req.required_denials} {noun}"
-    return text
 
 
 def _size(n: int) -> str:
@@ -200,62 +153,14 @@ def _requirement(req: ApprovalRequest) -> str:
     return text + f"; {req.required_denials} denials end it"
 
 
-def _classifications(
-    st: ServerState, req: ApprovalRequest, asset: Asset
-) -> list[tuple[str, str, str]]:
-    """What the gate found when it opened (requests stored before that: the policy's view)."""
-    found = req.classifications.get(str(asset))
-    if found is None:
-        return [(c, why, "") for c, why in sorted(st.policy.classification_sources(asset).items())]
-    out = []
-    for c in found:
-        path = " → ".join([f"{h.namespace}::{h.name} (job {h.job})" for h in c.path] + [str(asset)])
-        out.append((c.classification, c.source, path if c.path else ""))
-    return out
-
-
-def request_view(st: ServerState, req: ApprovalRequest, now: datetime) -> RequestView:
-    """Format ``req`` for the pages (classifications are the policy's effective ones)."""
-    datasets = [
-        DatasetView(role, str(asset), _classifications(st, req, asset))
-        for role, assets in (("input", req.action.inputs), ("output", req.action.outputs))
-        for asset in assets
-    ]
+def request_view(st: ServerState, req: ApprovalRequest, now: datetime) -> PageView:
+    """Format ``req`` for the pages: the channels' view of it, with the page-only facts."""
+    view = RequestView.of(req, review_url=st.review_url(str(req.id)), now=now, classifier=st.policy)
     context, note = pretty_context(req.action.context)
-    r = req.requester
-    requester = [
-        ("Orchestrator", r.orchestrator),
-        ("Job", r.job),
-        ("Run id", r.run_id),
-        ("Step", r.step),
-        ("Owner", r.owner or ""),
-        ("Triggered by", r.triggered_by or ""),
-        ("Principal", r.principal or ""),
-    ]
-    return RequestView(
-        id=str(req.id),
-        status=req.status.value,
-        pending=req.status is Status.PENDING and not req.is_expired(now),
-        summary=req.action.summary,
-        kind=req.action.kind,
-        environment=req.action.environment or "",
-        destination=req.action.destination or "",
-        fingerprint=req.fingerprint,
-        datasets=datasets,
+    return PageView(
+        **{f.name: getattr(view, f.name) for f in fields(RequestView)},
         context=context,
         context_note=note,
-        requester=requester,
-        rule=req.rule or "(the policy's default)",
         requirement=_requirement(req),
-        comment_on_deny=req.comment_on_deny,
-        on_timeout=req.on_timeout,
-        decisions=[
-            DecisionView(
-                d.reviewer, d.verdict.value, d.comment, d.channel.value, timefmt.when(d.decided_at)
-            )
-            for d in req.decisions
-        ],
-        progress=progress(req),
-        time_left=time_left(req, now),
         created=timefmt.when(req.created_at),
     )

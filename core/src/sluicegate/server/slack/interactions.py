@@ -39,7 +39,7 @@ from sluicegate.notify.signing import (
     SlackSignatureError,
     verify_slack_request,
 )
-from sluicegate.notify.view import MessageView
+from sluicegate.notify.view import RequestView
 from sluicegate.server.errors import ApiError
 from sluicegate.server.slack.payloads import (
     BlockActions,
@@ -139,7 +139,7 @@ async def _ask_for_a_comment(
         req = await st.writer.get(request_id)
     except NotFoundError:
         return "That request no longer exists."
-    view = MessageView.of(req, review_url=st.review_url(request_id), now=utcnow())
+    view = RequestView.of(req, review_url=st.review_url(request_id), now=utcnow())
     meta = json.dumps({"request_id": request_id, "fingerprint": req.fingerprint})
     try:
         await asyncio.to_thread(
