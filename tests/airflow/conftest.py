@@ -1,5 +1,6 @@
 """Airflow test setup: a throwaway AIRFLOW_HOME, set before anything imports Airflow, and the
-``env`` the gate tests share (Airflow's database, the test DAGs, a Sluicegate server).
+``env`` the gate tests share (Airflow's database, the test DAGs, a Sluicegate server: the
+adapters' shared harness, tests/gate_harness.py).
 
 Airflow reads AIRFLOW_HOME (and writes airflow.cfg into it) when ``airflow`` is first
 imported, so it is set here at conftest import time, not in a fixture. This folder only runs
@@ -15,10 +16,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from tests.gate_harness import GateHarness, gate_harness
 
 _home = tempfile.mkdtemp(prefix="sluicegate-airflow-home-")
 atexit.register(shutil.rmtree, _home, ignore_errors=True)
@@ -42,11 +42,38 @@ if importlib.util.find_spec("airflow") is None:
 
 
 @pytest.fixture(scope="session")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """test_gate.Env: made once per test process (a migration of Airflow's database and a
-    server start), for every module whose tests run DAGs through the gate. Each test tells its
-    own DAG runs and requests apart by run id, and the marks it checks by DAG id."""
-    from test_gate import gate_env
+def airflow_db() -> None:
+    """Airflow's database migrated (`airflow db migrate`, as a user does) and the test DAGs
+    serialized into it, once per test process."""
+    import subprocess
+    import sys
 
-    with gate_env(tmp_path_factory) as made:
-        yield made
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True
+    )
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    assert not bag.import_errors, bag.import_errors
+    sync_bag_to_db(bag, "dags-folder", None)
+
+
+def _point_airflow_at(gate: GateHarness) -> None:
+    conn = {"conn_type": "sluicegate", "host": gate.url, "password": gate.request_token}
+    os.environ["AIRFLOW_CONN_SLUICEGATE_DEFAULT"] = json.dumps(conn)
+    os.environ["SLUICEGATE_TEST_MARKS"] = str(gate.marks)
+
+
+#: The Sluicegate server the gate tests share, made once per test process (a server start on
+#: Airflow's migrated database), for every module whose tests run DAGs through the gate. Each
+#: test tells its own DAG runs and requests apart by run id, and the marks it checks by DAG id.
+env = gate_harness(
+    requester="airflow-prod",
+    reviewers=("alice", "bob", "carol"),
+    auditor="internal-audit",
+    scope="session",
+    needs=("airflow_db",),
+    ready=_point_airflow_at,
+)

@@ -13,9 +13,9 @@ import json
 import threading
 from typing import Any
 
-import httpx
 import pytest
-from test_gate import Env, _dag, reviewer, states
+from test_gate import TASK_EVENTS, _dag, states
+from tests.gate_harness import GateHarness
 
 CUSTOMERS = ("postgres://prod:5432", "crm.public.customers")
 PARTNER_FILE = ("s3://partner-share", "exports/customers.csv")
@@ -25,62 +25,39 @@ def _names(assets: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(a["namespace"], a["name"]) for a in assets]
 
 
-def _request_of(env: Env, dag_id: str, run_id: str, **params: Any) -> dict[str, Any]:
-    (req,) = [
-        r
-        for r in env.requests(job=f"{dag_id}.approve_export", **params)
-        if r["requester"]["run_id"] == run_id
-    ]
-    return req
-
-
-def _gates_opened(env: Env) -> float:
-    """How many gates the server has answered, whatever the answer (its metrics)."""
-    r = httpx.get(f"{env.server.url}/metrics")
-    assert r.status_code == 200, r.text
-    prefix = "sluicegate_gates_opened_total{"
-    return sum(float(line.split()[-1]) for line in r.text.splitlines() if line.startswith(prefix))
-
-
-def _task_events(env: Env, job: str) -> list[dict[str, Any]]:
-    path = env.task_events
+def _task_events(job: str) -> list[dict[str, Any]]:
+    path = TASK_EVENTS
     lines = path.read_text().splitlines() if path.exists() else []
     return [e for e in map(json.loads, filter(None, lines)) if e["job"]["name"] == job]
 
 
 @pytest.mark.parametrize("dag_id", ["asset_inlet_export", "openlineage_inlet_export"])
 def test_a_pii_table_declared_as_an_inlet_makes_the_export_wait_for_the_stewards(
-    env: Env, dag_id: str
+    env: GateHarness, dag_id: str
 ) -> None:
-    thread = reviewer(env, [("bob", "deny", "not this partner")])
+    thread = env.reviewer([("bob", "deny", "not this partner")])
     run = _dag(dag_id).test()
     thread.join(5)
     # The gate waited (deferred) for a request, which bob denied: the export never ran.
     assert states(run)["approve_export"] == "failed"
     assert not env.ran(f"{dag_id}.export")
-    req = _request_of(env, dag_id, run.run_id, status="denied")
+    req = env.only_request(run.run_id, job=f"{dag_id}.approve_export", status="denied")
     assert req["rule"] == "pii-export"
     assert _names(req["action"]["inputs"]) == [CUSTOMERS]
     assert _names(req["action"]["outputs"]) == [PARTNER_FILE]
     # Airflow's own OpenLineage events of the gate task name the datasets the same way.
-    start = next(
-        e for e in _task_events(env, f"{dag_id}.approve_export") if e["eventType"] == "START"
-    )
+    start = next(e for e in _task_events(f"{dag_id}.approve_export") if e["eventType"] == "START")
     assert _names(start["inputs"]) == [CUSTOMERS]
     assert _names(start["outputs"]) == [PARTNER_FILE]
 
 
-def test_an_asset_inlet_of_a_gated_taskflow_task_is_named_too(env: Env) -> None:
-    thread = reviewer(env, [("bob", "deny", "not this partner")])
+def test_an_asset_inlet_of_a_gated_taskflow_task_is_named_too(env: GateHarness) -> None:
+    thread = env.reviewer([("bob", "deny", "not this partner")])
     run = _dag("inline_asset_export").test()
     thread.join(5)
     assert states(run)["export"] == "failed"
     assert not env.ran("inline_asset_export.export")
-    (req,) = [
-        r
-        for r in env.requests(job="inline_asset_export.export", status="denied")
-        if r["requester"]["run_id"] == run.run_id
-    ]
+    req = env.only_request(run.run_id, job="inline_asset_export.export", status="denied")
     assert req["rule"] == "pii-export"
     assert _names(req["action"]["inputs"]) == [CUSTOMERS]  # postgresql://prod, normalized
 
@@ -93,9 +70,9 @@ def test_an_asset_inlet_of_a_gated_taskflow_task_is_named_too(env: Env) -> None:
     ],
 )
 def test_an_inlet_that_names_no_dataset_fails_the_task_saying_why(
-    env: Env, capfd: pytest.CaptureFixture[str], dag_id: str, said: str
+    env: GateHarness, capfd: pytest.CaptureFixture[str], dag_id: str, said: str
 ) -> None:
-    asked = _gates_opened(env)
+    asked = env.gates_opened()
     run = _dag(dag_id).test()
     printed = "".join(capfd.readouterr())
     assert states(run)["approve_export"] == "failed"
@@ -103,10 +80,10 @@ def test_an_inlet_that_names_no_dataset_fails_the_task_saying_why(
     assert "AirflowFailException" in printed  # failed without retrying
     assert f"Sluicegate: {said}" in printed
     assert "pass inputs=/outputs= to the gate" in printed  # and how to declare it instead
-    assert _gates_opened(env) == asked  # the server was not even asked
+    assert env.gates_opened() == asked  # the server was not even asked
 
 
-def test_a_retry_whose_rendered_action_changed_is_asked_about_again(env: Env) -> None:
+def test_a_retry_whose_rendered_action_changed_is_asked_about_again(env: GateHarness) -> None:
     # Try 1 renders {"attempt": "1"}, asks in execute, is approved, then fails after execute
     # (a post_execute); try 2 renders {"attempt": "2"}. Had try 2 reattached to try 1's
     # request, it would have gone on with the approval of an action nobody saw: it must wait
@@ -122,7 +99,7 @@ def test_a_retry_whose_rendered_action_changed_is_asked_about_again(env: Env) ->
                 if r["id"] in already or r["id"] in approved:
                     continue
                 for who in ("alice", "bob"):
-                    _decide(env, r["id"], who, "approve")
+                    env.decide(r["id"], who, "approve")
                 approved.add(r["id"])
                 if r["action"]["context"] == {"attempt": "2"}:
                     return
@@ -153,21 +130,13 @@ def test_a_retry_whose_rendered_action_changed_is_asked_about_again(env: Env) ->
         assert r["fingerprint"].removeprefix("sha256:").startswith(r["idempotency_key"][-16:])
 
 
-def _decide(env: Env, rid: str, who: str, verdict: str, comment: str = "") -> None:
-    httpx.post(
-        f"{env.server.url}/api/v1/requests/{rid}/decisions",
-        json={"verdict": verdict, "comment": comment},
-        headers=env.auth(who),
-    ).raise_for_status()
-
-
 def test_a_gate_the_server_refuses_fails_without_using_up_its_retries(
-    env: Env, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    env: GateHarness, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # A token the server does not know (revoked, or mistyped into the connection): a 4xx will
     # be the same on every try, so the task fails on its first try (it has two retries), with
     # the server's reason; an unreachable server or a 5xx still retries (another test).
-    conn = {"conn_type": "sluicegate", "host": env.server.url, "password": "sgreq_revoked"}
+    conn = {"conn_type": "sluicegate", "host": env.url, "password": "sgreq_revoked"}
     monkeypatch.setenv("AIRFLOW_CONN_SLUICEGATE_REFUSED", json.dumps(conn))
     run = _dag("refused_gate_retries").test()
     printed = "".join(capfd.readouterr())

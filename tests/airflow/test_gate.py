@@ -5,112 +5,24 @@ a person would, once the request shows up; the DAG resumes by itself (the trigge
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.core.support.serverproc import POLICY, ServerProcess, expiring_server
+from tests.core.support.serverproc import expiring_server
+from tests.gate_harness import PATIENCE, GateHarness
 
 from sluicegate.store import Store
 
 DAGS = Path(__file__).parent / "dags"
-
-#: How long a test waits for what should happen (a request to show up, a run to end, an event
-#: to be written) before it fails: generous, since the suites run side by side on a loaded
-#: machine (dev.py); only a broken gate makes a test wait this long.
-PATIENCE = 300.0
-
-
-class Env:
-    def __init__(self, server: ServerProcess, tokens: dict[str, str], marks: Path) -> None:
-        self.server, self.tokens, self.marks = server, tokens, marks
-        self.gate_events = server.workdir / "gates.jsonl"
-        self.task_events = Path(os.environ["AIRFLOW_HOME"]) / "airflow-openlineage.jsonl"
-
-    def auth(self, who: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[who]}"}
-
-    def requests(self, **params: Any) -> list[dict[str, Any]]:
-        r = httpx.get(
-            f"{self.server.url}/api/v1/requests", params=params, headers=self.auth("alice")
-        )
-        assert r.status_code == 200, r.text
-        items: list[dict[str, Any]] = r.json()["items"]
-        return items
-
-    def ran(self, name: str) -> bool:
-        return (self.marks / name).exists()
-
-    def audit(self, job: str, run_id: str) -> list[str]:
-        """The kinds of the audit rows of ``job``'s run ``run_id`` (those of its request too),
-        as an auditor exports them."""
-        r = httpx.get(
-            f"{self.server.url}/api/v1/audit",
-            params={"job": job},
-            headers=self.auth("internal-audit"),
-        )
-        assert r.status_code == 200, r.text
-        rows = [json.loads(line) for line in r.text.splitlines()]
-        mine = [row for row in rows if row["data"].get("run_id") == run_id]
-        requests = {row["request_id"] for row in mine} - {None}
-        return [row["kind"] for row in rows if row in mine or row["request_id"] in requests]
-
-    def reattached(self) -> float:
-        """How many opens the server answered with a request it already had (its metrics)."""
-        r = httpx.get(f"{self.server.url}/metrics")
-        assert r.status_code == 200, r.text
-        for line in r.text.splitlines():
-            if line.startswith('sluicegate_gates_opened_total{status="reattached"}'):
-                return float(line.split()[-1])
-        return 0.0
-
-
-@contextlib.contextmanager
-def gate_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    """Airflow's database migrated (`airflow db migrate`, as a user does), the test DAGs
-    serialized into it, the Sluicegate server and its tokens: conftest.py's ``env`` fixture,
-    made once per test process for test_gate.py and test_declared_datasets.py alike."""
-    work = tmp_path_factory.mktemp("airflow-gate")
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True
-    )
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(str(DAGS))
-    assert not bag.import_errors, bag.import_errors
-    sync_bag_to_db(bag, "dags-folder", None)
-    db = f"sqlite:///{work}/sluicegate.db"
-    # The server's own gate events go to a file too (OpenLineage's file transport).
-    (work / "openlineage.yml").write_text(
-        f"transport:\n  type: file\n  log_file_path: {work / 'gates.jsonl'}\n  append: true\n"
-    )
-    server = ServerProcess(
-        db, POLICY, work, env={"OPENLINEAGE_CONFIG": str(work / "openlineage.yml")}
-    ).start()
-    with Store(db) as store:
-        tokens = {"airflow-prod": store.create_token("airflow-prod", "request")}
-        tokens |= {r: store.create_token(r, "review") for r in ("alice", "bob", "carol")}
-        tokens["internal-audit"] = store.create_token("internal-audit", "audit")
-    conn = {"conn_type": "sluicegate", "host": server.url, "password": tokens["airflow-prod"]}
-    os.environ["AIRFLOW_CONN_SLUICEGATE_DEFAULT"] = json.dumps(conn)
-    marks = work / "marks"
-    marks.mkdir()
-    os.environ["SLUICEGATE_TEST_MARKS"] = str(marks)
-    try:
-        yield Env(server, tokens, marks)
-    finally:
-        server.stop()
+#: Airflow's OpenLineage provider writes the tasks' events here (see conftest.py).
+TASK_EVENTS = Path(os.environ["AIRFLOW_HOME"]) / "airflow-openlineage.jsonl"
 
 
 def _dag(dag_id: str) -> Any:
@@ -119,41 +31,12 @@ def _dag(dag_id: str) -> Any:
     return DagBag(str(DAGS)).get_dag(dag_id)
 
 
-def reviewer(
-    env: Env, decisions: list[tuple[str, str, str]], before: Callable[[], None] | None = None
-) -> threading.Thread:
-    """A thread that waits for a pending request, then decides as each (who, verdict, comment)."""
-
-    already = {r["id"] for r in env.requests(status="pending")}  # left by earlier tests
-
-    def run() -> None:
-        deadline = time.monotonic() + PATIENCE
-        while time.monotonic() < deadline:
-            pending = [r for r in env.requests(status="pending") if r["id"] not in already]
-            if pending:
-                rid = pending[0]["id"]
-                if before is not None:
-                    before()
-                for who, verdict, comment in decisions:
-                    httpx.post(
-                        f"{env.server.url}/api/v1/requests/{rid}/decisions",
-                        json={"verdict": verdict, "comment": comment},
-                        headers=env.auth(who),
-                    ).raise_for_status()
-                return
-            time.sleep(0.1)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
 def states(dag_run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
 
-def test_approved_by_two_stewards_the_export_runs(env: Env) -> None:
-    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "contract checked")])
+def test_approved_by_two_stewards_the_export_runs(env: GateHarness) -> None:
+    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "contract checked")])
     run = _dag("pii_export").test()
     thread.join(5)
     assert states(run) == {
@@ -180,11 +63,11 @@ def _events(path: Path) -> list[dict[str, Any]]:
 
 
 def test_the_approval_reaches_airflows_openlineage_events_and_the_gate_points_at_its_task(
-    env: Env,
+    env: GateHarness,
 ) -> None:
     from tests.core.support.lineage_schema import validate_event
 
-    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "ok")])
+    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "ok")])
     run = _dag("pii_export").test()
     thread.join(5)
     assert states(run)["export"] == "success"
@@ -196,7 +79,7 @@ def test_the_approval_reaches_airflows_openlineage_events_and_the_gate_points_at
     # Airflow's own COMPLETE event of the gate task carries the approval facet.
     task_done = [
         e
-        for e in _events(env.task_events)
+        for e in _events(TASK_EVENTS)
         if e["job"]["name"] == "pii_export.approve_export"
         and e["eventType"] == "COMPLETE"
         and "sluicegate_approval" in e["run"]["facets"]
@@ -207,12 +90,9 @@ def test_the_approval_reaches_airflows_openlineage_events_and_the_gate_points_at
     assert [d["reviewer"] for d in facet["decisions"]] == ["alice", "bob"]
     assert [i["name"] for i in task_done[0]["inputs"]] == ["crm.public.customers"]
     # The gate's own events (sent by the server) name that task run as their parent.
-    deadline = time.monotonic() + PATIENCE
-    while True:
-        gate = [e for e in _events(env.gate_events) if e["run"]["runId"] == req["lineage_run_id"]]
-        if len(gate) >= 4 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    gate = env.gate_events(
+        lambda e: e["run"]["runId"] == req["lineage_run_id"], lambda got: len(got) >= 4
+    )
     assert [e["eventType"] for e in gate] == ["START", "OTHER", "OTHER", "COMPLETE"]
     parent = gate[0]["run"]["facets"]["parent"]
     assert parent["run"]["runId"] == task_done[0]["run"]["runId"]
@@ -222,10 +102,10 @@ def test_the_approval_reaches_airflows_openlineage_events_and_the_gate_points_at
 
 
 def test_denied_the_gate_fails_with_the_comment_and_the_export_never_runs(
-    env: Env, capfd: pytest.CaptureFixture[str]
+    env: GateHarness, capfd: pytest.CaptureFixture[str]
 ) -> None:
     (env.marks / "pii_export.export").unlink(missing_ok=True)
-    thread = reviewer(env, [("bob", "deny", "no contract with this partner")])
+    thread = env.reviewer([("bob", "deny", "no contract with this partner")])
     run = _dag("pii_export").test()
     thread.join(5)
     printed = "".join(capfd.readouterr())
@@ -236,8 +116,8 @@ def test_denied_the_gate_fails_with_the_comment_and_the_export_never_runs(
     assert "denied by bob: no contract with this partner" in printed
 
 
-def test_fail_on_deny_false_skips_downstream(env: Env) -> None:
-    thread = reviewer(env, [("alice", "deny", "not today")])
+def test_fail_on_deny_false_skips_downstream(env: GateHarness) -> None:
+    thread = env.reviewer([("alice", "deny", "not today")])
     run = _dag("pii_export_skip_on_deny").test()
     thread.join(5)
     assert states(run)["approve_export"] == "skipped"
@@ -245,29 +125,16 @@ def test_fail_on_deny_false_skips_downstream(env: Env) -> None:
     assert not env.ran("pii_export_skip_on_deny.export")
 
 
-def test_the_dag_owner_a_steward_cannot_approve_its_own_gate(env: Env) -> None:
+def test_the_dag_owner_a_steward_cannot_approve_its_own_gate(env: GateHarness) -> None:
     # pii_export's owner is carol, a data steward: the gate's request names her as its owner,
     # so her approval is refused and two other stewards must decide.
-    already = {r["id"] for r in env.requests(status="pending")}
     refused: dict[str, Any] = {}
 
-    def decide() -> None:
-        deadline = time.monotonic() + PATIENCE
-        while time.monotonic() < deadline:
-            pending = [r for r in env.requests(status="pending") if r["id"] not in already]
-            if pending:
-                url = f"{env.server.url}/api/v1/requests/{pending[0]['id']}/decisions"
-                r = httpx.post(url, json={"verdict": "approve"}, headers=env.auth("carol"))
-                refused.update(status=r.status_code, body=r.json())
-                for who in ("alice", "bob"):
-                    httpx.post(
-                        url, json={"verdict": "approve"}, headers=env.auth(who)
-                    ).raise_for_status()
-                return
-            time.sleep(0.1)
+    def carol_first(req: dict[str, Any]) -> None:
+        r = env.post_decision(req["id"], "carol", "approve")
+        refused.update(status=r.status_code, body=r.json())
 
-    thread = threading.Thread(target=decide, daemon=True)
-    thread.start()
+    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "")], before=carol_first)
     run = _dag("pii_export").test()
     thread.join(5)
     assert refused["status"] == 403, refused
@@ -276,17 +143,13 @@ def test_the_dag_owner_a_steward_cannot_approve_its_own_gate(env: Env) -> None:
         "detail": "'carol' cannot approve this request: is the job owner",
     }
     assert states(run)["export"] == "success"
-    (req,) = [
-        r
-        for r in env.requests(job="pii_export.approve_export", status="approved")
-        if r["requester"]["run_id"] == run.run_id
-    ]
+    req = env.only_request(run.run_id, job="pii_export.approve_export", status="approved")
     assert [d["reviewer"] for d in req["decisions"]] == ["alice", "bob"]
 
 
 @pytest.mark.parametrize("on_timeout", ["allow", "deny"])
 def test_an_expired_request_ends_as_its_rule_says(
-    env: Env,
+    env: GateHarness,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
@@ -322,7 +185,7 @@ def test_an_expired_request_ends_as_its_rule_says(
         assert "expired" in printed
 
 
-def test_a_policy_allowed_action_waits_for_nothing_and_opens_no_request(env: Env) -> None:
+def test_a_policy_allowed_action_waits_for_nothing_and_opens_no_request(env: GateHarness) -> None:
     before = env.requests()
     started = time.monotonic()
     run = _dag("routine_read").test()
@@ -332,24 +195,26 @@ def test_a_policy_allowed_action_waits_for_nothing_and_opens_no_request(env: Env
     assert time.monotonic() - started < PATIENCE
 
 
-def test_an_allowed_gate_asks_the_server_once_per_run(env: Env) -> None:
+def test_an_allowed_gate_asks_the_server_once_per_run(env: GateHarness) -> None:
     # The gate asks in execute, once: one attempt in the audit log per run.
     run = _dag("routine_read").test()
     assert states(run)["approve_export"] == "success"
     assert env.audit("routine_read.approve_export", run.run_id) == ["policy.allowed"]
 
 
-def test_an_allowed_gates_facet_in_airflows_events_names_the_task_that_asked(env: Env) -> None:
+def test_an_allowed_gates_facet_in_airflows_events_names_the_task_that_asked(
+    env: GateHarness,
+) -> None:
     # A gate the policy allowed opens no request; the approval facet on Airflow's own COMPLETE
     # event of the gate task still names who asked (it named {"orchestrator": "api"} before).
-    seen = len(_events(env.task_events)) if env.task_events.exists() else 0
+    seen = len(_events(TASK_EVENTS)) if TASK_EVENTS.exists() else 0
     run = _dag("routine_read").test()
     assert states(run)["approve_export"] == "success"
     deadline = time.monotonic() + PATIENCE
     while True:
         done = [
             e
-            for e in _events(env.task_events)[seen:]
+            for e in _events(TASK_EVENTS)[seen:]
             if e["job"]["name"] == "routine_read.approve_export" and e["eventType"] == "COMPLETE"
         ]
         if done or time.monotonic() > deadline:
@@ -368,21 +233,17 @@ def test_an_allowed_gates_facet_in_airflows_events_names_the_task_that_asked(env
     }
 
 
-def test_a_templated_kind_and_datasets_reach_the_policy_rendered(env: Env) -> None:
+def test_a_templated_kind_and_datasets_reach_the_policy_rendered(env: GateHarness) -> None:
     # kind="{{ params.kind }}", inputs=["postgres://prod:5432/crm/public/{{ params.table }}"],
     # outputs named "exports/{{ ds }}/customers.csv": the policy and the reviewers see them
     # rendered, and named after rendering (the input is then the PII table: a request).
     from datetime import datetime, timezone
 
-    thread = reviewer(env, [("alice", "deny", "not this week")])
+    thread = env.reviewer([("alice", "deny", "not this week")])
     run = _dag("templated_export").test(logical_date=datetime(2026, 3, 1, tzinfo=timezone.utc))
     thread.join(5)
     assert states(run)["approve_export"] == "failed"
-    (req,) = [
-        r
-        for r in env.requests(job="templated_export.approve_export")
-        if r["requester"]["run_id"] == run.run_id
-    ]
+    req = env.only_request(run.run_id, job="templated_export.approve_export")
     assert (req["status"], req["rule"]) == ("denied", "pii-export")
     action = req["action"]
     assert action["kind"] == "export"
@@ -394,60 +255,49 @@ def test_a_templated_kind_and_datasets_reach_the_policy_rendered(env: Env) -> No
     ]
 
 
-def test_a_resumed_gate_does_not_ask_the_server_again(env: Env) -> None:
-    before = env.reattached()
-    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+def test_a_resumed_gate_does_not_ask_the_server_again(env: GateHarness) -> None:
+    before = env.gates_opened("reattached")
+    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "")])
     run = _dag("pii_export").test()
     thread.join(5)
     assert states(run)["export"] == "success"
     # the resumed task rendered its templates again, but took the answer from the trigger
-    assert env.reattached() == before
+    assert env.gates_opened("reattached") == before
     audit = env.audit("pii_export.approve_export", run.run_id)
     assert audit.count("request.created") == 1 and audit.count("gate.released") == 1
     # what a second ask would have shown: the same key once more is counted as a reattach
-    (req,) = [
-        r
-        for r in env.requests(job="pii_export.approve_export", status="approved")
-        if r["requester"]["run_id"] == run.run_id
-    ]
+    req = env.only_request(run.run_id, job="pii_export.approve_export", status="approved")
     r = httpx.post(
-        f"{env.server.url}/api/v1/requests",
+        f"{env.url}/api/v1/requests",
         json={"idempotency_key": req["idempotency_key"], "action": req["action"]},
         headers=env.auth("airflow-prod"),
     )
     assert r.status_code == 200 and r.json()["status"] == "approved", r.text
-    assert env.reattached() == before + 1
+    assert env.gates_opened("reattached") == before + 1
 
 
-def test_an_action_changed_after_rendering_is_the_one_asked_about(env: Env) -> None:
+def test_an_action_changed_after_rendering_is_the_one_asked_about(env: GateHarness) -> None:
     # Rendered as a routine read (which the policy allows), turned into a PII export by a
     # pre_execute: the gate asks in execute, so only the export is asked about, and it waits.
-    thread = reviewer(env, [("alice", "deny", "not what was rendered")])
+    thread = env.reviewer([("alice", "deny", "not what was rendered")])
     run = _dag("read_becomes_export").test()
     thread.join(5)
     assert states(run)["approve_export"] == "failed"
     assert not env.ran("read_becomes_export.export")
     audit = env.audit("read_becomes_export.approve_export", run.run_id)
     assert audit[0] == "request.created" and "policy.allowed" not in audit, audit
-    (req,) = [
-        r
-        for r in env.requests(job="read_becomes_export.approve_export", status="denied")
-        if r["requester"]["run_id"] == run.run_id
-    ]
+    req = env.only_request(run.run_id, job="read_becomes_export.approve_export", status="denied")
     assert req["action"]["kind"] == "export"
 
 
-def test_a_context_changed_in_place_after_rendering_is_the_one_asked_about(env: Env) -> None:
+def test_a_context_changed_in_place_after_rendering_is_the_one_asked_about(
+    env: GateHarness,
+) -> None:
     from sluicegate.idempotency import action_digest
 
     run = _dag("read_context_changed").test()
     assert states(run)["export"] == "success"
-    r = httpx.get(
-        f"{env.server.url}/api/v1/audit",
-        params={"job": "read_context_changed.approve_export"},
-        headers=env.auth("internal-audit"),
-    )
-    rows = [json.loads(line) for line in r.text.splitlines()]
+    rows = env.audit_rows("read_context_changed.approve_export")
     (row,) = [row for row in rows if row["data"].get("run_id") == run.run_id]
     assert row["kind"] == "policy.allowed"
     # asked once, about the action as the pre_execute left it (999999 rows), not as rendered
@@ -460,7 +310,7 @@ def test_a_context_changed_in_place_after_rendering_is_the_one_asked_about(env: 
     assert row["data"]["idempotency_key"].endswith(f":{action_digest(gate.action())}")
 
 
-def test_a_task_that_fails_before_execute_opens_no_request(env: Env) -> None:
+def test_a_task_that_fails_before_execute_opens_no_request(env: GateHarness) -> None:
     # Its pre_execute raises: the gate never asked, so no request, no notification, no audit.
     run = _dag("pii_export_fails_before_execute").test()
     assert states(run)["approve_export"] == "failed"
@@ -471,7 +321,7 @@ def test_a_task_that_fails_before_execute_opens_no_request(env: Env) -> None:
 
 
 def test_a_gate_whose_server_is_unreachable_fails_closed(
-    env: Env, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    env: GateHarness, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     import socket
 
@@ -487,7 +337,7 @@ def test_a_gate_whose_server_is_unreachable_fails_closed(
     assert f"cannot reach http://127.0.0.1:{port}" in printed
 
 
-def test_airflow_tasks_render_shows_the_action_and_opens_no_gate(env: Env) -> None:
+def test_airflow_tasks_render_shows_the_action_and_opens_no_gate(env: GateHarness) -> None:
     # `airflow tasks render` renders a task's templates outside the task runner: the gate
     # must not ask the server from there.
     out = subprocess.run(
@@ -498,35 +348,31 @@ def test_airflow_tasks_render_shows_the_action_and_opens_no_gate(env: Env) -> No
     assert out.returncode == 0, out.stderr[-2000:]
     assert "property: sluicegate_action" in out.stdout
     assert "s3://partner-share/routine_read/" in out.stdout  # the rendered destination
-    r = httpx.get(
-        f"{env.server.url}/api/v1/audit",
-        params={"job": "routine_read.approve_export"},
-        headers=env.auth("internal-audit"),
-    )
-    assert not [line for line in r.text.splitlines() if "2026-03-01" in line]
+    rows = env.audit_rows("routine_read.approve_export")
+    assert not [row for row in rows if "2026-03-01" in json.dumps(row)]
 
 
-def test_the_server_restarting_while_the_task_waits_still_resumes(env: Env) -> None:
-    def restart() -> None:
+def test_the_server_restarting_while_the_task_waits_still_resumes(env: GateHarness) -> None:
+    def restart(_request: object) -> None:
         env.server.stop()
         time.sleep(1.0)
         env.server.start()
 
-    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")], before=restart)
+    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "")], before=restart)
     run = _dag("pii_export").test()
     thread.join(5)
     assert states(run)["export"] == "success"
 
 
-def test_the_sensor_waits_for_an_existing_request(env: Env) -> None:
+def test_the_sensor_waits_for_an_existing_request(env: GateHarness) -> None:
     action = {
         "kind": "export",
         "summary": "Export customers",
         "inputs": [{"namespace": "postgres://prod:5432", "name": "crm.public.customers"}],
     }
-    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])  # before it opens
+    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "")])  # before it opens
     r = httpx.post(
-        f"{env.server.url}/api/v1/requests",
+        f"{env.url}/api/v1/requests",
         json={"idempotency_key": "sensor-1", "action": action, "requester": {"owner": "carol"}},
         headers=env.auth("airflow-prod"),
     )
@@ -542,7 +388,7 @@ class _TI:
         self.map_index, self.try_number = -1, 1
 
 
-def test_a_retry_of_the_same_task_instance_reattaches_to_its_request(env: Env) -> None:
+def test_a_retry_of_the_same_task_instance_reattaches_to_its_request(env: GateHarness) -> None:
     from airflow.sdk.exceptions import TaskDeferred
 
     from sluicegate_airflow.operators import ApprovalGateOperator
@@ -603,7 +449,7 @@ def test_the_example_dag_loads_as_documented() -> None:
     assert gate.upstream_task_ids == {"extract"} and gate.downstream_task_ids == {"export"}
 
 
-def test_the_readme_walkthrough_ends_in_an_approved_run(env: Env, tmp_path: Path) -> None:
+def test_the_readme_walkthrough_ends_in_an_approved_run(env: GateHarness, tmp_path: Path) -> None:
     # The README's steps, through the real CLIs: a fresh AIRFLOW_HOME with the example DAG,
     # `airflow db migrate`, `airflow dags test crm_export`, then two stewards approve with
     # `sluicegate requests approve`; the export runs and the run succeeds.
@@ -613,7 +459,7 @@ def test_the_readme_walkthrough_ends_in_an_approved_run(env: Env, tmp_path: Path
     (home / "dags" / "crm_export.py").write_text(example.read_text())
     conn = {
         "conn_type": "sluicegate",
-        "host": env.server.url,
+        "host": env.url,
         "password": env.tokens["airflow-prod"],
     }
     shell = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SLUICEGATE"))}
@@ -633,7 +479,7 @@ def test_the_readme_walkthrough_ends_in_an_approved_run(env: Env, tmp_path: Path
 
         def requests_cli(*args: str, who: str) -> str:
             out = subprocess.run(
-                [sluicegate, "requests", *args, "--server", env.server.url,
+                [sluicegate, "requests", *args, "--server", env.url,
                  "--token", env.tokens[who]],
                 env=shell, capture_output=True, text=True, timeout=60, check=False,
             )  # fmt: skip
@@ -670,30 +516,26 @@ def test_the_readme_walkthrough_ends_in_an_approved_run(env: Env, tmp_path: Path
 # --------------------------------------------------------------------------- @task.sluicegate
 
 
-def test_a_gated_task_runs_its_body_once_approved_with_its_arguments(env: Env) -> None:
-    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+def test_a_gated_task_runs_its_body_once_approved_with_its_arguments(env: GateHarness) -> None:
+    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "")])
     run = _dag("inline_pii_export").test()
     thread.join(5)
     assert states(run) == {"extract": "success", "export": "success", "receipt": "success"}
     # the body ran after the resume, with the argument the task was given, and its result
     # went downstream as any @task's does
     assert env.ran("inline_pii_export.receipt:exported 120000 rows")
-    (req,) = [
-        r
-        for r in env.requests(job="inline_pii_export.export", status="approved")
-        if r["requester"]["run_id"] == run.run_id
-    ]
+    req = env.only_request(run.run_id, job="inline_pii_export.export", status="approved")
     assert [d["reviewer"] for d in req["decisions"]] == ["alice", "bob"]
     assert req["action"]["summary"].endswith(f"for the partner, run {run.run_id}")
     assert req["action"]["context"] == {"rows": "120000"}  # the upstream's XCom, rendered
 
 
 def test_a_gated_task_denied_never_runs_its_body(
-    env: Env, capfd: pytest.CaptureFixture[str]
+    env: GateHarness, capfd: pytest.CaptureFixture[str]
 ) -> None:
     for mark in env.marks.glob("inline_pii_export.*"):
         mark.unlink()
-    thread = reviewer(env, [("bob", "deny", "not for this partner")])
+    thread = env.reviewer([("bob", "deny", "not for this partner")])
     run = _dag("inline_pii_export").test()
     thread.join(5)
     printed = "".join(capfd.readouterr())
@@ -703,7 +545,7 @@ def test_a_gated_task_denied_never_runs_its_body(
     assert "denied by bob: not for this partner" in printed
 
 
-def test_a_gated_task_the_policy_allows_runs_at_once_and_opens_no_request(env: Env) -> None:
+def test_a_gated_task_the_policy_allows_runs_at_once_and_opens_no_request(env: GateHarness) -> None:
     before = env.requests()
     run = _dag("inline_routine_read").test()
     assert states(run) == {"extract": "success", "export": "success", "receipt": "success"}

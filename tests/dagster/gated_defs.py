@@ -1,8 +1,9 @@
 """Definitions the Dagster tests run: a PII table, exports gated by Sluicegate, a routine read.
 
-The server and token come from ``SLUICEGATE_TEST_URL`` / ``SLUICEGATE_TEST_TOKEN`` (set by the
-test module before it imports this), ``SLUICEGATE_TEST_MAX_WAIT`` bounds in-step waits. Each
-gated body writes a file under ``SLUICEGATE_TEST_MARKS`` so a test sees whether it ran.
+The server and token come from ``SLUICEGATE_TEST_URL`` / ``SLUICEGATE_TEST_TOKEN`` (set by
+conftest.py's ``env`` fixture before a test imports this), ``SLUICEGATE_TEST_MAX_WAIT`` bounds
+in-step waits. Each gated body writes a file under ``SLUICEGATE_TEST_MARKS`` so a test sees
+whether it ran.
 """
 
 import os

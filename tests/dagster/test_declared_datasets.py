@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
-from test_gate import Env, materialize, only_request, reviewer
-from test_gate import env as env  # the server, tokens and marks test_gate sets up
-from test_gate import fresh_marks as fresh_marks
+from test_gate import materialize
+from tests.gate_harness import GateHarness
+
+pytestmark = pytest.mark.usefixtures("fresh_marks")
 
 CUSTOMERS = ("postgres://prod:5432", "crm.public.customers")
 
@@ -31,28 +31,20 @@ def _defs() -> Any:
     return declared_defs
 
 
-def _gates_opened(env: Env) -> float:
-    """How many gates the server has answered, whatever the answer (its metrics)."""
-    r = httpx.get(f"{env.server.url}/metrics")
-    assert r.status_code == 200, r.text
-    prefix = "sluicegate_gates_opened_total{"
-    return sum(float(line.split()[-1]) for line in r.text.splitlines() if line.startswith(prefix))
-
-
 @pytest.mark.parametrize(
     ("upstream", "export"),
     [("by_key", "export_by_key"), ("by_uri", "export_by_uri"), ("by_table", "export_by_table")],
 )
 def test_an_upstream_pii_table_named_from_dagster_metadata_makes_the_export_wait(
-    env: Env, upstream: str, export: str
+    env: GateHarness, upstream: str, export: str
 ) -> None:
     d = _defs()
-    thread = reviewer(env, [("bob", "deny", "not this partner")])
+    thread = env.reviewer([("bob", "deny", "not this partner")])
     result = materialize([getattr(d, upstream), getattr(d, export)], raise_on_error=False)
     thread.join(5)
     # The step waited for a request, which bob denied: the body never ran.
     assert not result.success and not env.ran(export)
-    req = only_request(env, result.run_id)
+    req = env.only_request(result.run_id)
     assert req["status"] == "denied" and req["rule"] == "pii-export"
     assert _names(req["action"]["inputs"]) == [CUSTOMERS]
     assert _names(req["action"]["outputs"]) == [("s3://partner-share", f"exports/{export}.csv")]
@@ -60,13 +52,13 @@ def test_an_upstream_pii_table_named_from_dagster_metadata_makes_the_export_wait
     assert "prod" in req["classifications"]["postgres://prod:5432::crm.public.customers"]
 
 
-def test_a_partitioned_export_is_keyed_by_its_partition_and_its_action(env: Env) -> None:
+def test_a_partitioned_export_is_keyed_by_its_partition_and_its_action(env: GateHarness) -> None:
     d = _defs()
-    thread = reviewer(env, [("bob", "deny", "not this partner")])
+    thread = env.reviewer([("bob", "deny", "not this partner")])
     result = materialize([d.by_uri, d.partitioned_export], partition_key="eu", raise_on_error=False)
     thread.join(5)
     assert not result.success and not env.ran("partitioned_export")
-    req = only_request(env, result.run_id)
+    req = env.only_request(result.run_id)
     assert req["rule"] == "pii-export"
     assert _names(req["action"]["inputs"]) == [CUSTOMERS]
     assert req["action"]["context"]["partition"] == "eu"
@@ -76,12 +68,12 @@ def test_a_partitioned_export_is_keyed_by_its_partition_and_its_action(env: Env)
 
 
 def test_a_dagster_uri_that_names_nothing_fails_the_step_before_anything_is_asked(
-    env: Env,
+    env: GateHarness,
 ) -> None:
     from dagster import DagsterEventType
 
     d = _defs()
-    asked = _gates_opened(env)
+    asked = env.gates_opened()
     result = materialize([d.unparsable_export], raise_on_error=False)
     assert not result.success and not env.ran("unparsable_export")
     (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
@@ -90,4 +82,4 @@ def test_a_dagster_uri_that_names_nothing_fails_the_step_before_anything_is_aske
         "Sluicegate: asset 'unparsable_export' dagster/uri: cannot name "
         "'partner share/customers.csv': it has no scheme" in message
     )
-    assert _gates_opened(env) == asked
+    assert env.gates_opened() == asked

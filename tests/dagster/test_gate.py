@@ -8,109 +8,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import threading
-import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from tests.core.support.paths import POLICY
-from tests.core.support.serverproc import ServerProcess, expiring_server, free_port
+from tests.core.support.serverproc import expiring_server, free_port
+from tests.gate_harness import GateHarness
 
 from sluicegate.store import Store
 
-#: How long a test waits for what should happen (a request to show up, an event to be written)
-#: before it fails: generous, since the suites run side by side on a loaded machine (dev.py);
-#: only a broken gate makes a test wait this long.
-PATIENCE = 300.0
-
-
-class Env:
-    def __init__(self, server: ServerProcess, tokens: dict[str, str], marks: Path) -> None:
-        self.server, self.tokens, self.marks = server, tokens, marks
-        self.gate_events = server.workdir / "gates.jsonl"
-
-    def auth(self, who: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[who]}"}
-
-    def requests(self, **params: Any) -> list[dict[str, Any]]:
-        r = httpx.get(
-            f"{self.server.url}/api/v1/requests", params=params, headers=self.auth("alice")
-        )
-        assert r.status_code == 200, r.text
-        items: list[dict[str, Any]] = r.json()["items"]
-        return items
-
-    def decide(self, rid: str, decisions: list[tuple[str, str, str]]) -> None:
-        for who, verdict, comment in decisions:
-            httpx.post(
-                f"{self.server.url}/api/v1/requests/{rid}/decisions",
-                json={"verdict": verdict, "comment": comment},
-                headers=self.auth(who),
-            ).raise_for_status()
-
-    def ran(self, name: str) -> bool:
-        return (self.marks / name).exists()
-
-    def forget(self) -> None:
-        for f in self.marks.iterdir():
-            f.unlink()
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    work = tmp_path_factory.mktemp("dagster-gate")
-    db = f"sqlite:///{work}/sluicegate.db"
-    (work / "openlineage.yml").write_text(
-        f"transport:\n  type: file\n  log_file_path: {work / 'gates.jsonl'}\n  append: true\n"
-    )
-    server = ServerProcess(
-        db, POLICY, work, env={"OPENLINEAGE_CONFIG": str(work / "openlineage.yml")}
-    ).start()
-    with Store(db) as store:
-        tokens = {"dagster-prod": store.create_token("dagster-prod", "request")}
-        tokens |= {r: store.create_token(r, "review") for r in ("alice", "bob")}
-    marks = work / "marks"
-    marks.mkdir()
-    os.environ.update(
-        SLUICEGATE_TEST_URL=server.url,
-        SLUICEGATE_TEST_TOKEN=tokens["dagster-prod"],
-        SLUICEGATE_TEST_MARKS=str(marks),
-        SLUICEGATE_TEST_MAX_WAIT="60",
-    )
-    try:
-        yield Env(server, tokens, marks)
-    finally:
-        server.stop()
-
-
-@pytest.fixture(autouse=True)
-def fresh_marks(env: Env) -> None:
-    env.forget()
-
-
-def reviewer(
-    env: Env, decisions: list[tuple[str, str, str]], seen: set[str] | None = None
-) -> threading.Thread:
-    """A thread that waits for a new pending request, then decides as each (who, verdict,
-    comment). ``seen``: request ids that are not new."""
-    before = {r["id"] for r in env.requests(status="pending")} | (seen or set())
-
-    def run() -> None:
-        deadline = time.monotonic() + PATIENCE
-        while time.monotonic() < deadline:
-            new = [r for r in env.requests(status="pending") if r["id"] not in before]
-            if new:
-                env.decide(new[0]["id"], decisions)
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+pytestmark = pytest.mark.usefixtures("fresh_marks")
 
 
 def defs() -> Any:
@@ -132,23 +40,20 @@ def materialized(result: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-def only_request(env: Env, run_id: str) -> dict[str, Any]:
-    (req,) = [r for r in env.requests() if (r["requester"] or {}).get("run_id") == run_id]
-    return req
-
-
 # --------------------------------------------------------------------------- waiting in the step
 
 
-def test_approved_by_two_stewards_the_export_materializes_with_the_approval(env: Env) -> None:
+def test_approved_by_two_stewards_the_export_materializes_with_the_approval(
+    env: GateHarness,
+) -> None:
     g = defs()
-    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "contract checked")])
+    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "contract checked")])
     result = materialize([g.customers, g.customers_export, g.export_receipt])
     thread.join(5)
     assert result.success
     assert env.ran("customers_export") and env.ran("export_receipt")
     md = materialized(result)["customers_export"]
-    req = only_request(env, result.run_id)
+    req = env.only_request(result.run_id)
     assert req["status"] == "approved"
     assert md["sluicegate/request_id"] == req["id"]
     assert md["sluicegate/approvers"] == "alice, bob"
@@ -168,29 +73,40 @@ def test_approved_by_two_stewards_the_export_materializes_with_the_approval(env:
     assert req["idempotency_key"] == f"dagster:{result.run_id}:customers_export:{digest}"
 
 
-def test_the_owner_of_the_asset_cannot_approve_it(env: Env) -> None:
+def test_the_review_link_is_in_the_runs_log_while_the_step_waits(env: GateHarness) -> None:
+    from dagster import DagsterInstance
+
+    g = defs()
+    seen: list[str] = []
+
+    def read_the_log(request: dict[str, Any]) -> None:
+        (run,) = instance.get_runs()
+        logged = [e.user_message for e in instance.all_logs(run.run_id)]
+        seen.extend(m for m in logged if "review at" in m and request["id"] in m)
+
+    with DagsterInstance.ephemeral() as instance:
+        thread = env.reviewer(
+            [("alice", "approve", ""), ("bob", "approve", "")], before=read_the_log
+        )
+        result = materialize([g.customers, g.customers_export], instance=instance)
+        thread.join(5)
+    assert result.success
+    # logged when the gate opened, before anyone decided: a reviewer can be sent the link
+    assert len(seen) == 1 and "is still pending" in seen[0], seen
+
+
+def test_the_owner_of_the_asset_cannot_approve_it(env: GateHarness) -> None:
     g = defs()
     os.environ["SLUICEGATE_TEST_MAX_WAIT"] = "3"
     try:
-        with Store(env.server.db_url) as store:
-            carol = store.create_token("carol", "review")
+        env.token("carol", "review")
         got: dict[str, Any] = {}
 
-        def carol_tries() -> None:
-            deadline = time.monotonic() + PATIENCE
-            while time.monotonic() < deadline and not got:
-                pending = env.requests(status="pending")
-                for r in pending:
-                    if r["requester"]["step"] == "customers_export":
-                        got["r"] = httpx.post(
-                            f"{env.server.url}/api/v1/requests/{r['id']}/decisions",
-                            json={"verdict": "approve"},
-                            headers={"Authorization": f"Bearer {carol}"},
-                        )
-                time.sleep(0.05)
+        def carol_tries(req: dict[str, Any]) -> None:
+            assert req["requester"]["step"] == "customers_export"
+            got["r"] = env.post_decision(req["id"], "carol", "approve")
 
-        thread = threading.Thread(target=carol_tries, daemon=True)
-        thread.start()
+        thread = env.reviewer([], before=carol_tries)
         result = materialize([g.customers, g.customers_export], raise_on_error=False)
         thread.join(5)
     finally:
@@ -199,11 +115,13 @@ def test_the_owner_of_the_asset_cannot_approve_it(env: Env) -> None:
     assert not result.success and not env.ran("customers_export")
 
 
-def test_denied_the_step_fails_with_the_comment_and_nothing_downstream_runs(env: Env) -> None:
+def test_denied_the_step_fails_with_the_comment_and_nothing_downstream_runs(
+    env: GateHarness,
+) -> None:
     from dagster import DagsterEventType
 
     g = defs()
-    thread = reviewer(env, [("bob", "deny", "no contract with this partner")])
+    thread = env.reviewer([("bob", "deny", "no contract with this partner")])
     result = materialize([g.customers, g.customers_export, g.export_receipt], raise_on_error=False)
     thread.join(5)
     assert not result.success
@@ -219,7 +137,7 @@ def test_denied_the_step_fails_with_the_comment_and_nothing_downstream_runs(env:
     assert "export_receipt" not in started and "export_receipt" not in materialized(result)
 
 
-def test_a_policy_allowed_asset_never_waits_and_opens_no_request(env: Env) -> None:
+def test_a_policy_allowed_asset_never_waits_and_opens_no_request(env: GateHarness) -> None:
     g = defs()
     before = env.requests()
     result = materialize([g.orders_summary])
@@ -228,10 +146,10 @@ def test_a_policy_allowed_asset_never_waits_and_opens_no_request(env: Env) -> No
     md = materialized(result)["orders_summary"]
     assert md["sluicegate/status"] == "allowed" and md["sluicegate/rule"] == "routine-reads"
     assert "sluicegate/request_id" not in md
-    assert result.output_for_node("orders_summary") == env.server.url
+    assert result.output_for_node("orders_summary") == env.url
 
 
-def test_an_unreachable_server_fails_closed_and_the_body_never_runs(env: Env) -> None:
+def test_an_unreachable_server_fails_closed_and_the_body_never_runs(env: GateHarness) -> None:
     from dagster import DagsterEventType
 
     g = defs()
@@ -240,14 +158,16 @@ def test_an_unreachable_server_fails_closed_and_the_body_never_runs(env: Env) ->
     try:
         result = materialize([g.customers, g.customers_export], raise_on_error=False)
     finally:
-        os.environ["SLUICEGATE_TEST_URL"] = env.server.url
+        os.environ["SLUICEGATE_TEST_URL"] = env.url
         os.environ["SLUICEGATE_TEST_MAX_WAIT"] = "60"
     assert not result.success and not env.ran("customers_export")
     (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
     assert "could not open the gate" in failure.step_failure_data.error.message
 
 
-def test_a_gate_the_server_refuses_fails_without_using_up_the_step_retries(env: Env) -> None:
+def test_a_gate_the_server_refuses_fails_without_using_up_the_step_retries(
+    env: GateHarness,
+) -> None:
     from dagster import DagsterEventType
 
     # A token the server does not know (revoked, mistyped): every try would be refused alike
@@ -266,17 +186,17 @@ def test_a_gate_the_server_refuses_fails_without_using_up_the_step_retries(env: 
     assert "HTTP 401" in failure.step_failure_data.error.message
 
 
-def test_the_op_form_gates_the_job_until_approved(env: Env) -> None:
+def test_the_op_form_gates_the_job_until_approved(env: GateHarness) -> None:
     from dagster import DagsterInstance
 
     g = defs()
-    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "")])
     result = g.ops_export.execute_in_process(
         instance=DagsterInstance.ephemeral(), resources={"sluicegate": g.resource()}
     )
     thread.join(5)
     assert result.success and env.ran("ship")
-    req = only_request(env, result.run_id)
+    req = env.only_request(result.run_id)
     assert req["status"] == "approved" and req["requester"]["step"] == "approve_export"
     (out,) = [
         e for e in result.all_events
@@ -287,7 +207,7 @@ def test_the_op_form_gates_the_job_until_approved(env: Env) -> None:
 
 @pytest.mark.parametrize("on_timeout", ["allow", "deny"])
 def test_an_expired_request_ends_as_its_rule_says(
-    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_timeout: str
+    env: GateHarness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_timeout: str
 ) -> None:
     from dagster import DagsterEventType
 
@@ -311,18 +231,18 @@ def test_an_expired_request_ends_as_its_rule_says(
         assert "expired" in failure.step_failure_data.error.message
 
 
-def test_the_decorator_gates_a_plain_op_with_its_inputs_kept(env: Env) -> None:
+def test_the_decorator_gates_a_plain_op_with_its_inputs_kept(env: GateHarness) -> None:
     from dagster import DagsterInstance
 
     g = defs()
-    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "")])
     result = g.ops_decorated.execute_in_process(
         instance=DagsterInstance.ephemeral(), resources={"sluicegate": g.resource()}
     )
     thread.join(5)
     assert result.success and env.ran("ship_decorated")
     assert result.output_for_node("ship_decorated") == 3  # its input passed through the gate
-    req = only_request(env, result.run_id)
+    req = env.only_request(result.run_id)
     assert req["action"]["kind"] == "export"  # from the op's tag
     assert req["action"]["context"]["op"] == "ship_decorated"
 
@@ -330,7 +250,7 @@ def test_the_decorator_gates_a_plain_op_with_its_inputs_kept(env: Env) -> None:
 # --------------------------------------------------------------------------- re-execution
 
 
-def test_a_re_execution_reattaches_to_the_same_request(env: Env) -> None:
+def test_a_re_execution_reattaches_to_the_same_request(env: GateHarness) -> None:
     from dagster import ReexecutionOptions, execute_job, instance_for_test, reconstructable
 
     g = defs()
@@ -340,9 +260,9 @@ def test_a_re_execution_reattaches_to_the_same_request(env: Env) -> None:
         with instance_for_test() as instance:
             first = execute_job(job, instance=instance, raise_on_error=False)
             assert not first.success and not env.ran("customers_export")
-            req = only_request(env, first.run_id)
+            req = env.only_request(first.run_id)
             assert req["status"] == "pending"  # still waiting when the step gave up
-            env.decide(req["id"], [("alice", "approve", ""), ("bob", "approve", "")])
+            env.decide_all(req["id"], [("alice", "approve", ""), ("bob", "approve", "")])
             options = ReexecutionOptions.from_failure(first.run_id, instance)
             with execute_job(job, instance=instance, reexecution_options=options) as again:
                 assert again.success
@@ -383,21 +303,21 @@ def env_ran(name: str) -> bool:
     return Path(os.environ["SLUICEGATE_TEST_MARKS"], name).exists()
 
 
-def test_the_sensor_launches_exactly_one_run_per_approved_request(env: Env) -> None:
+def test_the_sensor_launches_exactly_one_run_per_approved_request(env: GateHarness) -> None:
     from dagster import instance_for_test
     from dagster import materialize as run
 
     g = defs()
     with instance_for_test() as instance:
         first = _waiting_run(instance)
-        req = only_request(env, first.run_id)
+        req = env.only_request(first.run_id)
         assert req["status"] == "pending"
         tags = instance.get_run_by_id(first.run_id).tags
         assert tags["sluicegate/gate"] == "waiting"
         assert json.loads(tags["sluicegate/waiting.nightly_export"])["request_id"] == req["id"]
 
         assert _tick(instance, g.nightly_sensor).run_requests == []  # nothing while it waits
-        env.decide(req["id"], [("alice", "approve", ""), ("bob", "approve", "ok")])
+        env.decide_all(req["id"], [("alice", "approve", ""), ("bob", "approve", "ok")])
         (rr,) = _tick(instance, g.nightly_sensor).run_requests
         assert rr.run_key == req["id"]
         assert rr.tags["sluicegate/request_id"] == req["id"]
@@ -424,21 +344,21 @@ def test_the_sensor_launches_exactly_one_run_per_approved_request(env: Env) -> N
         assert tags["sluicegate/gate"] == "settled"
 
 
-def test_the_sensor_launches_nothing_for_a_denied_request(env: Env) -> None:
+def test_the_sensor_launches_nothing_for_a_denied_request(env: GateHarness) -> None:
     from dagster import instance_for_test
 
     g = defs()
     with instance_for_test() as instance:
         first = _waiting_run(instance)
-        req = only_request(env, first.run_id)
-        env.decide(req["id"], [("alice", "deny", "not this week")])
+        req = env.only_request(first.run_id)
+        env.decide_all(req["id"], [("alice", "deny", "not this week")])
         assert _tick(instance, g.nightly_sensor).run_requests == []
         tags = instance.get_run_by_id(first.run_id).tags
         assert tags["sluicegate/settled.nightly_export"] == "denied"
         assert _tick(instance, g.nightly_sensor).run_requests == []
 
 
-def test_the_sensor_of_an_op_job_relaunches_the_job_once_approved(env: Env) -> None:
+def test_the_sensor_of_an_op_job_relaunches_the_job_once_approved(env: GateHarness) -> None:
     from dagster import instance_for_test
 
     g = defs()
@@ -447,8 +367,8 @@ def test_the_sensor_of_an_op_job_relaunches_the_job_once_approved(env: Env) -> N
             instance=instance, resources={"sluicegate": g.resource()}
         )
         assert first.success and not env.ran("ship_late")  # ended at the gate, ship skipped
-        req = only_request(env, first.run_id)
-        env.decide(req["id"], [("alice", "approve", ""), ("bob", "approve", "")])
+        req = env.only_request(first.run_id)
+        env.decide_all(req["id"], [("alice", "approve", ""), ("bob", "approve", "")])
         (rr,) = _tick(instance, g.late_sensor).run_requests
         assert rr.run_key == req["id"] and rr.asset_selection is None  # the whole job
         again = g.ops_export_late.execute_in_process(
@@ -458,16 +378,16 @@ def test_the_sensor_of_an_op_job_relaunches_the_job_once_approved(env: Env) -> N
         assert _tick(instance, g.late_sensor).run_requests == []
 
 
-def test_a_run_naming_another_steps_request_is_refused(env: Env) -> None:
+def test_a_run_naming_another_steps_request_is_refused(env: GateHarness) -> None:
     # Someone tags a run by hand with an approved request opened for a different step: the
     # gate refuses it rather than let the body run on someone else's approval.
     from dagster import DagsterEventType
 
     g = defs()
-    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "")])
     ops = g.ops_export.execute_in_process(resources={"sluicegate": g.resource()})
     thread.join(5)
-    other = only_request(env, ops.run_id)
+    other = env.only_request(ops.run_id)
     assert other["status"] == "approved"
     env.forget()
     forged = materialize(
@@ -531,31 +451,25 @@ def parent_of(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def gate_events(env: Env, run_id: str, count: int) -> list[dict[str, Any]]:
+def gate_events(env: GateHarness, run_id: str, count: int) -> list[dict[str, Any]]:
     """The server's events of the gates whose parent is Dagster run ``run_id``, validated."""
     from tests.core.support.lineage_schema import validate_event
 
-    deadline = time.monotonic() + PATIENCE
-    while True:
-        lines = env.gate_events.read_text().splitlines() if env.gate_events.exists() else []
-        events = [json.loads(x) for x in lines if run_id in x]
-        if len(events) >= count or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    events = env.gate_events(lambda e: run_id in json.dumps(e), lambda got: len(got) >= count)
     for event in events:
         validate_event(event)
     return events
 
 
-def test_an_approved_assets_gate_is_a_child_of_the_assets_openlineage_run(env: Env) -> None:
+def test_an_approved_assets_gate_is_a_child_of_the_assets_openlineage_run(env: GateHarness) -> None:
     from dagster import DagsterInstance
 
     g = defs()
     instance = DagsterInstance.ephemeral()
-    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "")])
     result = materialize([g.customers, g.customers_export], instance=instance)
     thread.join(5)
-    req = only_request(env, result.run_id)
+    req = env.only_request(result.run_id)
     assert req["requester"]["job"] == "customers_export"  # the asset key, not __ASSET_JOB
     gate = [e for e in gate_events(env, result.run_id, 4) if req["lineage_run_id"] in str(e)]
     assert [e["eventType"] for e in gate] == ["START", "OTHER", "OTHER", "COMPLETE"]
@@ -564,7 +478,7 @@ def test_an_approved_assets_gate_is_a_child_of_the_assets_openlineage_run(env: E
 
 
 def test_an_allowed_asset_names_itself_in_its_approval_facet_and_its_gate_events(
-    env: Env,
+    env: GateHarness,
 ) -> None:
     from dagster import DagsterInstance
 
@@ -587,7 +501,7 @@ def test_an_allowed_asset_names_itself_in_its_approval_facet_and_its_gate_events
 
 
 def test_an_op_gate_names_its_step_and_is_a_child_of_the_dagster_runs_openlineage_run(
-    env: Env,
+    env: GateHarness,
 ) -> None:
     from dagster import DagsterInstance
 
@@ -625,7 +539,7 @@ def test_run_tags_of_any_step_key_are_keys_dagster_accepts(step: str) -> None:
 
 
 def test_the_sensor_form_on_an_asset_that_must_output_is_refused_before_anything_opens(
-    env: Env,
+    env: GateHarness,
 ) -> None:
     from dagster import DagsterEventType, asset
 
@@ -643,7 +557,7 @@ def test_the_sensor_form_on_an_asset_that_must_output_is_refused_before_anything
     assert "output_required=False" in failure.step_failure_data.error.message
 
 
-def test_an_asset_without_an_action_fails_closed_naming_the_tag(env: Env) -> None:
+def test_an_asset_without_an_action_fails_closed_naming_the_tag(env: GateHarness) -> None:
     from dagster import DagsterEventType, asset
 
     from dagster_sluicegate import approval_required
@@ -660,7 +574,7 @@ def test_an_asset_without_an_action_fails_closed_naming_the_tag(env: Env) -> Non
 
 
 def test_an_action_the_server_would_refuse_fails_once_before_anything_is_asked(
-    env: Env,
+    env: GateHarness,
 ) -> None:
     from dagster import DagsterEventType, RetryPolicy, asset
 
@@ -690,7 +604,7 @@ def test_a_wait_that_is_neither_step_nor_sensor_is_a_clear_error() -> None:
 
 
 def test_the_example_definitions_load_and_gate_the_export(
-    env: Env, monkeypatch: pytest.MonkeyPatch
+    env: GateHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import importlib.util
 
@@ -703,9 +617,9 @@ def test_the_example_definitions_load_and_gate_the_export(
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     Definitions.validate_loadable(module.defs)
-    monkeypatch.setenv("SLUICEGATE_SERVER_URL", env.server.url)
+    monkeypatch.setenv("SLUICEGATE_SERVER_URL", env.url)
     monkeypatch.setenv("SLUICEGATE_TOKEN", env.tokens["dagster-prod"])
-    thread = reviewer(env, [("alice", "approve", ""), ("bob", "approve", "")])
+    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "")])
     resources = module.defs.resources
     result = run([module.customers, module.customers_export], resources=resources)
     thread.join(5)

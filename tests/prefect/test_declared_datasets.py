@@ -1,6 +1,7 @@
 """Datasets a Prefect gate declares (Prefect ``Asset`` objects, URI strings, dicts), named the
 OpenLineage way, through the real gate: flows run against ``prefect_test_harness`` and the real
-Sluicegate server as a subprocess, with a policy that never lets the PII table
+Sluicegate server as a subprocess, with a policy that never lets the PII table (``strict``, see
+conftest.py)
 ``crm.public.customers`` be exported. Named ``crm/public/customers`` (or not at all), the
 export was let through.
 
@@ -11,33 +12,15 @@ request.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from prefect import flow
 from prefect.assets import Asset, AssetProperties
-from test_gate import Sluicegate, _sluicegate, paused_request, start
-from test_gate import quick as quick
+from test_gate import paused_request, start
+from tests.gate_harness import GateHarness
 
 from prefect_sluicegate import ApprovalRefused, approval_gate
-
-NO_PII_LEAVES = """\
-version: 1
-default: allow
-reviewers:
-  - {id: alice, groups: [data-stewards]}
-  - {id: bob, groups: [data-stewards]}
-classify:
-  - datasets: ["crm.public.customers*"]
-    add: [pii]
-rules:
-  - name: no-pii-leaves
-    match: {actions: [export], classifications: [pii]}
-    outcome: deny
-    reason: PII never leaves the warehouse.
-"""
 
 PARTNER_FILE = "s3://partner-share/exports/customers.csv"
 
@@ -54,18 +37,6 @@ DECLARED: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def strict(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sluicegate]:
-    """A server whose policy denies every export of PII outright (no pause)."""
-    work: Path = tmp_path_factory.mktemp("prefect-declared")
-    (work / "policy.yaml").write_text(NO_PII_LEAVES)
-    s = _sluicegate(work, "strict", prefect_api, work / "policy.yaml")
-    try:
-        yield s
-    finally:
-        s.server.stop()
-
-
 @flow(name="declared-export")
 def declared_export(block: str, declared: str) -> str:
     inputs = [UNNAMABLE] if declared == "unnamable" else [DECLARED[declared]]
@@ -79,19 +50,19 @@ UNNAMABLE = Asset(key="warehouse://prod/crm/public/customers")
 
 @pytest.mark.parametrize("declared", sorted(DECLARED))
 def test_the_pii_table_declared_any_prefect_way_is_refused_by_the_policy(
-    strict: Sluicegate, declared: str
+    strict: GateHarness, declared: str
 ) -> None:
     with pytest.raises(ApprovalRefused) as refused:
-        declared_export(strict.block, declared)
+        declared_export(strict.name, declared)
     answer = refused.value.answer
     # only crm.public.customers is pii: named any other way, the export was allowed
     assert answer.status == "denied" and answer.rule == "no-pii-leaves"
 
 
 def test_a_dataset_that_cannot_be_named_stops_the_flow_before_anything_is_asked(
-    strict: Sluicegate,
+    strict: GateHarness,
 ) -> None:
-    state = declared_export(strict.block, "unnamable", return_state=True)
+    state = declared_export(strict.name, "unnamable", return_state=True)
     assert state.is_failed(), state  # a guessed name would have let the export through
 
     from sluicegate.exceptions import DatasetError
@@ -115,9 +86,9 @@ def two_deploys(block: str) -> list[str]:
     return ids
 
 
-def test_a_gate_whose_action_changed_is_a_new_request(quick: Sluicegate) -> None:
+def test_a_gate_whose_action_changed_is_a_new_request(quick: GateHarness) -> None:
     # Each deploy request expires after 2 s and then goes ahead (the quick policy).
-    future = start(two_deploys, block=quick.block)
+    future = start(two_deploys, block=quick.name)
     first = paused_request(quick, "two-deploys")
     state = future.result(timeout=120)
     assert state.is_completed(), state

@@ -22,131 +22,14 @@ import pytest
 from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, StateType
-from sqlalchemy import select
-from tests.core.support.serverproc import POLICY, ServerProcess, free_port
+from tests.gate_harness import PATIENCE, GateHarness
 
 from prefect_sluicegate import ApprovalRefused, SluicegateConfig, approval_gate
 from sluicegate.exceptions import DatasetError
-from sluicegate.store import Store
-from sluicegate.store.notifications import OutboxTable
-from sluicegate.store.schema import audit_events
 
 CUSTOMERS = {"namespace": "postgres://prod:5432", "name": "crm.public.customers"}
 ORDERS = {"namespace": "postgres://prod:5432", "name": "sales.public.orders"}
 BUCKET = "s3://partner-share/exports/customers.csv"
-
-#: How long a test waits for what should happen (a run to pause or end, an event to be stored)
-#: before it fails: generous, since the suites run side by side on a loaded machine (dev.py);
-#: only a broken gate makes a test wait this long.
-PATIENCE = 300.0
-
-
-class Sluicegate:
-    """One Sluicegate server, its tokens, and what a test asks of it."""
-
-    def __init__(self, server: ServerProcess, tokens: dict[str, str], block: str) -> None:
-        self.server, self.tokens, self.block = server, tokens, block
-
-    def call(self, who: str, method: str, path: str, **kw: Any) -> Any:
-        r = httpx.request(
-            method,
-            f"{self.server.url}{path}",
-            headers={"Authorization": f"Bearer {self.tokens[who]}"},
-            timeout=30,
-            **kw,
-        )
-        assert r.is_success, r.text
-        return r.json()
-
-    def requests(self, job: str, status: str | None = None) -> list[dict[str, Any]]:
-        params = {"job": job, **({"status": status} if status else {})}
-        items: list[dict[str, Any]] = self.call("alice", "GET", "/api/v1/requests", params=params)[
-            "items"
-        ]
-        return items
-
-    def decide(self, rid: str, who: str, verdict: str, comment: str = "") -> None:
-        body = {"verdict": verdict, "comment": comment}
-        self.call(who, "POST", f"/api/v1/requests/{rid}/decisions", json=body)
-
-    def audit(self, kind: str, rid: str) -> list[Any]:
-        with Store(self.server.db_url) as store, store.read() as conn:
-            stmt = select(audit_events).where(
-                audit_events.c.kind == kind, audit_events.c.request_id == rid
-            )
-            return list(conn.execute(stmt).all())
-
-    def outbox(self, rid: str) -> list[dict[str, Any]]:
-        with Store(self.server.db_url) as store:
-            return OutboxTable(store).rows(rid)
-
-
-QUICK_POLICY = """\
-version: 1
-default: allow
-reviewers:
-  - {id: alice, groups: [data-stewards]}
-  - {id: bob, groups: [data-stewards]}
-rules:
-  - name: deploy-unless-objected
-    match: {actions: [deploy]}
-    outcome: require
-    require: {approvals: 1, groups: [data-stewards], timeout: 2s, on_timeout: allow}
-  - name: delete-needs-a-yes
-    match: {actions: [delete]}
-    outcome: require
-    require: {approvals: 1, groups: [data-stewards], timeout: 2s, on_timeout: deny}
-"""
-
-
-def _sluicegate(work: Path, name: str, prefect_api: str, policy: Path = POLICY) -> Sluicegate:
-    db = f"sqlite:///{work}/{name}.db"
-    (work / f"{name}-openlineage.yml").write_text(
-        f"transport:\n  type: file\n  log_file_path: {work / name}-gates.jsonl\n  append: true\n"
-    )
-    env = {
-        "SLUICEGATE_PREFECT__API_URL": prefect_api,
-        "OPENLINEAGE_CONFIG": str(work / f"{name}-openlineage.yml"),
-    }
-    server = ServerProcess(db, policy, work, name=name, env=env, log_level="info").start()
-    with Store(db) as store:
-        tokens = {"prefect": store.create_token("prefect-prod", "request")}
-        tokens |= {r: store.create_token(r, "review") for r in ("alice", "bob")}
-    SluicegateConfig(server_url=server.url, token=tokens["prefect"]).save(name, overwrite=True)
-    return Sluicegate(server, tokens, name)
-
-
-@pytest.fixture(scope="module")
-def sg(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sluicegate]:
-    s = _sluicegate(tmp_path_factory.mktemp("prefect-gate"), "sluicegate", prefect_api)
-    try:
-        yield s
-    finally:
-        s.server.stop()
-
-
-@pytest.fixture(scope="module")
-def deaf(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sluicegate]:
-    """A server whose Prefect API URL leads nowhere: it can never resume a run."""
-    nowhere = f"http://127.0.0.1:{free_port()}/api"
-    s = _sluicegate(tmp_path_factory.mktemp("prefect-deaf"), "deaf", nowhere)
-    try:
-        yield s
-    finally:
-        s.server.stop()
-
-
-@pytest.fixture(scope="module")
-def quick(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sluicegate]:
-    """A server whose rules time out after 2 s: deploys then go ahead, deletes do not."""
-    work = tmp_path_factory.mktemp("prefect-quick")
-    (work / "policy.yaml").write_text(QUICK_POLICY)
-    s = _sluicegate(work, "quick", prefect_api, work / "policy.yaml")
-    try:
-        yield s
-    finally:
-        s.server.stop()
-
 
 # ---- the flows under test: extract, gate, export (each step leaves a mark)
 
@@ -208,14 +91,15 @@ def crm_publish(block: str) -> str:
 def gated_read(block: str) -> dict[str, Any]:
     """A routine read gated inside a task (the policy allows it: no pause)."""
     answer = approval_gate("read", summary="Read the orders", inputs=[ORDERS], config=block)
-    return answer.requester or {}
+    return answer.requester.model_dump(mode="json") if answer.requester else {}
 
 
 @flow(name="orders-report")
 def orders_report(block: str) -> dict[str, Any]:
     """One allowed gate directly in the flow, one inside a task."""
     in_flow = approval_gate("read", inputs=[ORDERS], config=block, step="flow-read")
-    return {"flow": in_flow.requester or {}, "task": gated_read(block)}
+    asked = in_flow.requester.model_dump(mode="json") if in_flow.requester else {}
+    return {"flow": asked, "task": gated_read(block)}
 
 
 RERUNS: dict[str, list[int]] = {}  # flow run id -> Prefect's run_count at each gate passed
@@ -261,7 +145,7 @@ def state_history(run_id: str) -> list[StateType]:
         return [s.type for s in client.read_flow_run_states(uuid.UUID(run_id))]
 
 
-def paused_request(sg: Sluicegate, job: str, timeout: float = PATIENCE) -> dict[str, Any]:
+def paused_request(sg: GateHarness, job: str, timeout: float = PATIENCE) -> dict[str, Any]:
     """The job's pending request once Prefect shows its flow run Paused."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -365,9 +249,9 @@ def openlineage_prefect_events(flow_run_id: str) -> list[dict[str, Any]]:
 
 
 def test_an_approved_export_pauses_the_flow_and_goes_on_when_the_decision_lands(
-    sg: Sluicegate,
+    sg: GateHarness,
 ) -> None:
-    future = start(crm_export, block=sg.block)
+    future = start(crm_export, block=sg.name)
     request = paused_request(sg, "crm-export")
     run_id = request["requester"]["run_id"]
     assert marks(run_id) == ["extract"]  # halted before the export
@@ -386,15 +270,15 @@ def test_an_approved_export_pauses_the_flow_and_goes_on_when_the_decision_lands(
     assert StateType.PAUSED in state_history(run_id)
     (resume,) = [r for r in sg.outbox(request["id"]) if r["target"] == f"prefect:{run_id}"]
     assert (resume["status"], json.loads(resume["result"])) == ("sent", {"status": "ACCEPT"})
-    assert len(sg.audit("gate.released", request["id"])) == 1
+    assert len(sg.audited("gate.released", request["id"])) == 1
     requester = request["requester"]
     assert (requester["orchestrator"], requester["job"]) == ("prefect", "crm-export")
     # the gate runs in the flow: its parent is the flow run as openlineage-prefect names it
     assert requester["parent"] == openlineage_prefect_flow_run(run_id)
 
 
-def test_the_gates_lineage_events_name_the_flow_run_as_parent(sg: Sluicegate) -> None:
-    future = start(crm_export, block=sg.block)
+def test_the_gates_lineage_events_name_the_flow_run_as_parent(sg: GateHarness) -> None:
+    future = start(crm_export, block=sg.name)
     request = paused_request(sg, "crm-export")
     for who in ("alice", "bob"):
         sg.decide(request["id"], who, "approve")
@@ -405,29 +289,20 @@ def test_the_gates_lineage_events_name_the_flow_run_as_parent(sg: Sluicegate) ->
     assert (parent["job"]["namespace"], parent["job"]["name"]) == ("default", "crm-export")
 
 
-def gate_events(sg: Sluicegate, parent_run_id: str, types: set[str]) -> list[dict[str, Any]]:
+def gate_events(sg: GateHarness, parent_run_id: str, types: set[str]) -> list[dict[str, Any]]:
     """The server's gate events whose parent is run ``parent_run_id`` (waits for ``types``)."""
-    events_file = sg.server.workdir / f"{sg.block}-gates.jsonl"
-    deadline = time.monotonic() + PATIENCE
-    while True:  # the server emits from a background thread
-        lines = events_file.read_text().splitlines() if events_file.exists() else []
-        events = [json.loads(line) for line in lines]
-        ours = [
-            e
-            for e in events
-            if e["run"]["facets"].get("parent", {}).get("run", {}).get("runId") == parent_run_id
-        ]
-        if {e["eventType"] for e in ours} >= types or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert {e["eventType"] for e in ours} >= types, events
+    ours = sg.gate_events(
+        lambda e: e["run"]["facets"].get("parent", {}).get("run", {}).get("runId") == parent_run_id,
+        lambda got: {e["eventType"] for e in got} >= types,
+    )
+    assert {e["eventType"] for e in ours} >= types, ours
     return ours
 
 
 def test_gates_in_a_flow_and_in_a_task_hang_under_openlineage_prefects_runs(
-    sg: Sluicegate,
+    sg: GateHarness,
 ) -> None:
-    state = run_deployed(orders_report, block=sg.block)
+    state = run_deployed(orders_report, block=sg.name)
     assert state.is_completed(), state
     asked = state.result()
     flow_run_id = str(state.state_details.flow_run_id)
@@ -460,8 +335,8 @@ def test_gates_in_a_flow_and_in_a_task_hang_under_openlineage_prefects_runs(
         assert requester["orchestrator"] == "prefect" and requester["runId"] == flow_run_id
 
 
-def test_a_denied_export_fails_the_flow_with_the_reviewer_and_comment(sg: Sluicegate) -> None:
-    future = start(crm_export, block=sg.block)
+def test_a_denied_export_fails_the_flow_with_the_reviewer_and_comment(sg: GateHarness) -> None:
+    future = start(crm_export, block=sg.name)
     request = paused_request(sg, "crm-export")
     sg.decide(request["id"], "bob", "deny", "not with this partner")
     state = future.result(timeout=PATIENCE)
@@ -472,8 +347,8 @@ def test_a_denied_export_fails_the_flow_with_the_reviewer_and_comment(sg: Sluice
     assert marks(request["requester"]["run_id"]) == ["extract"]  # the export never ran
 
 
-def test_an_action_the_policy_allows_goes_on_without_a_pause(sg: Sluicegate) -> None:
-    state = crm_export(block=sg.block, kind="read", return_state=True)
+def test_an_action_the_policy_allows_goes_on_without_a_pause(sg: GateHarness) -> None:
+    state = crm_export(block=sg.name, kind="read", return_state=True)
     assert state.is_completed(), state
     result = state.result()
     assert result["status"] == "allowed"
@@ -483,9 +358,9 @@ def test_an_action_the_policy_allows_goes_on_without_a_pause(sg: Sluicegate) -> 
 
 
 def test_a_resume_without_the_servers_decision_approves_nothing(
-    sg: Sluicegate, prefect_api: str
+    sg: GateHarness, prefect_api: str
 ) -> None:
-    future = start(crm_export, block=sg.block)
+    future = start(crm_export, block=sg.name)
     request = paused_request(sg, "crm-export")
     run_id = request["requester"]["run_id"]
     resume = f"{prefect_api}/flow_runs/{run_id}/resume"
@@ -507,8 +382,8 @@ def test_a_resume_without_the_servers_decision_approves_nothing(
         state.result()
 
 
-def test_a_retried_task_reattaches_to_its_request(sg: Sluicegate) -> None:
-    future = start(crm_publish, block=sg.block)
+def test_a_retried_task_reattaches_to_its_request(sg: GateHarness) -> None:
+    future = start(crm_publish, block=sg.name)
     request = paused_request(sg, "crm-publish.gated_publish")
     for who in ("alice", "bob"):
         sg.decide(request["id"], who, "approve")
@@ -522,8 +397,8 @@ def test_a_retried_task_reattaches_to_its_request(sg: Sluicegate) -> None:
     assert [r["id"] for r in sg.requests("crm-publish.gated_publish")] == [request["id"]]
 
 
-def test_a_rerun_flow_reattaches_to_its_request(sg: Sluicegate) -> None:
-    future = start(crm_rerun, block=sg.block)
+def test_a_rerun_flow_reattaches_to_its_request(sg: GateHarness) -> None:
+    future = start(crm_rerun, block=sg.name)
     request = paused_request(sg, "crm-rerun")
     for who in ("alice", "bob"):
         sg.decide(request["id"], who, "approve")
@@ -537,8 +412,8 @@ def test_a_rerun_flow_reattaches_to_its_request(sg: Sluicegate) -> None:
     assert len(RERUNS[run_id]) == 2 and RERUNS[run_id][1] > RERUNS[run_id][0], RERUNS
 
 
-def test_when_the_server_cannot_reach_prefect_the_gate_resumes_the_run(deaf: Sluicegate) -> None:
-    future = start(crm_export, block=deaf.block)
+def test_when_the_server_cannot_reach_prefect_the_gate_resumes_the_run(deaf: GateHarness) -> None:
+    future = start(crm_export, block=deaf.name)
     request = paused_request(deaf, "crm-export")
     for who in ("alice", "bob"):
         deaf.decide(request["id"], who, "approve")
@@ -558,9 +433,9 @@ def test_when_the_server_cannot_reach_prefect_the_gate_resumes_the_run(deaf: Slu
     ("kind", "goes_on"), [("deploy", True), ("delete", False)], ids=["allow", "deny"]
 )
 def test_an_expired_request_does_what_the_rule_says(
-    quick: Sluicegate, kind: str, goes_on: bool
+    quick: GateHarness, kind: str, goes_on: bool
 ) -> None:
-    future = start(crm_export, block=quick.block, kind=kind)
+    future = start(crm_export, block=quick.name, kind=kind)
     request = paused_request(quick, "crm-export")  # nobody decides: it expires after 2 s
     state = future.result(timeout=PATIENCE)
 
@@ -570,7 +445,7 @@ def test_an_expired_request_does_what_the_rule_says(
         assert state.is_completed(), state
         assert state.result()["status"] == "expired"
         assert marks(run_id) == ["extract", "export"]
-        assert len(quick.audit("gate.released", request["id"])) == 1
+        assert len(quick.audited("gate.released", request["id"])) == 1
     else:
         assert state.is_failed(), state
         assert marks(run_id) == ["extract"]
@@ -578,11 +453,11 @@ def test_an_expired_request_does_what_the_rule_says(
             state.result()
 
 
-def test_the_config_block_round_trips_and_hides_its_token(sg: Sluicegate) -> None:
-    loaded = SluicegateConfig.load(sg.block)
+def test_the_config_block_round_trips_and_hides_its_token(sg: GateHarness) -> None:
+    loaded = SluicegateConfig.load(sg.name)
     assert loaded.server_url == sg.server.url
-    assert loaded.token.get_secret_value() == sg.tokens["prefect"]
-    assert sg.tokens["prefect"] not in repr(loaded)
+    assert loaded.token.get_secret_value() == sg.request_token
+    assert sg.request_token not in repr(loaded)
     with get_client(sync_client=True) as client:
         block_type = client.read_block_type_by_slug("sluicegate-config")
     assert block_type.name == "Sluicegate Config"
@@ -598,7 +473,7 @@ def test_the_gate_outside_a_flow_run_and_bad_arguments_are_clear_errors() -> Non
 
 
 def test_the_example_flow_pauses_and_exports_once_approved(
-    sg: Sluicegate, monkeypatch: pytest.MonkeyPatch
+    sg: GateHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import importlib.util
 
@@ -609,7 +484,7 @@ def test_the_example_flow_pauses_and_exports_once_approved(
     spec.loader.exec_module(module)
     # the example reads the core client's settings from the environment
     monkeypatch.setenv("SLUICEGATE_SERVER_URL", sg.server.url)
-    monkeypatch.setenv("SLUICEGATE_TOKEN", sg.tokens["prefect"])
+    monkeypatch.setenv("SLUICEGATE_TOKEN", sg.request_token)
     future = start(module.crm_export)
     request = paused_request(sg, "crm-export")
     assert request["requester"]["owner"] == "carol"
@@ -709,21 +584,21 @@ def served(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         log.close()
 
 
-def _start_deployed(sg: Sluicegate, served: Served) -> str:
+def _start_deployed(sg: GateHarness, served: Served) -> str:
     from prefect.deployments import run_deployment
 
-    run = run_deployment(served.deployment, parameters={"block": sg.block}, timeout=0)
+    run = run_deployment(served.deployment, parameters={"block": sg.name}, timeout=0)
     return str(run.id)
 
 
-def _pending_for(sg: Sluicegate, run_id: str) -> dict[str, Any]:
+def _pending_for(sg: GateHarness, run_id: str) -> dict[str, Any]:
     pending = sg.requests("crm-export-suspended", "pending")
     (request,) = [r for r in pending if r["requester"]["run_id"] == run_id]
     return request
 
 
 def test_a_suspended_run_is_resumed_by_the_server_and_exports_once_approved(
-    sg: Sluicegate, served: Served
+    sg: GateHarness, served: Served
 ) -> None:
     run_id = _start_deployed(sg, served)
     state = served.suspended(run_id)
@@ -746,7 +621,7 @@ def test_a_suspended_run_is_resumed_by_the_server_and_exports_once_approved(
     ]
     mine = [r for r in sg.requests("crm-export-suspended") if r["requester"]["run_id"] == run_id]
     assert [r["id"] for r in mine] == [request["id"]]
-    assert len(sg.audit("gate.released", request["id"])) == 1
+    assert len(sg.audited("gate.released", request["id"])) == 1
     history = state_history(run_id)
     assert history.count(StateType.PAUSED) == 1, history
     assert history.index(StateType.PAUSED) < history.index(StateType.COMPLETED), history
@@ -755,7 +630,7 @@ def test_a_suspended_run_is_resumed_by_the_server_and_exports_once_approved(
     assert (resume["status"], json.loads(resume["result"])) == ("sent", {"status": "ACCEPT"})
 
 
-def test_a_denied_suspended_run_fails_and_never_exports(sg: Sluicegate, served: Served) -> None:
+def test_a_denied_suspended_run_fails_and_never_exports(sg: GateHarness, served: Served) -> None:
     run_id = _start_deployed(sg, served)
     assert served.suspended(run_id).name == "Suspended"
     request = _pending_for(sg, run_id)
@@ -766,4 +641,4 @@ def test_a_denied_suspended_run_fails_and_never_exports(sg: Sluicegate, served: 
     assert final.is_failed(), final
     assert "was denied by bob: not with this partner" in (final.message or ""), final.message
     assert served.marks(run_id) == ["extract", "extract"]  # resumed, refused, never exported
-    assert sg.audit("gate.released", request["id"]) == []
+    assert sg.audited("gate.released", request["id"]) == []
