@@ -151,18 +151,22 @@ class WaitingRun:
     async def _running(self, pause: asyncio.Task[Any], grace: float, ended: RequestOut) -> None:
         """Once the request ended: let the server's resume land (or resume the run here),
         then stop the pause's own wait."""
+        running = False
         async with get_client() as prefect:
             waited, delay = 0.0, 0.02
             while waited < grace:
                 run = await prefect.read_flow_run(self.flow_run_id)
                 if run.state is None or not run.state.is_paused():
-                    break  # resumed (or the pause was not even proposed yet: checked below)
+                    # resumed (or the pause was not even proposed yet: checked below)
+                    running = run.state is not None and run.state.is_running()
+                    break
                 await asyncio.sleep(delay)
                 waited += delay
                 delay = min(delay * 2, 0.25)
         pause.cancel()
         await asyncio.gather(pause, return_exceptions=True)
-        await self._resume_if_paused(ended)
+        if not running:  # seen Running: resumed, nothing left to check (a read less)
+            await self._resume_if_paused(ended)
 
     async def _resume_if_paused(self, ended: RequestOut) -> None:
         async with get_client() as prefect:

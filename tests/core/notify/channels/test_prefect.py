@@ -196,6 +196,25 @@ def test_one_busy_answer_is_tried_again_at_once_not_after_the_backoff(env: Env) 
     assert (row["status"], row["attempts"]) == ("sent", 1)  # one attempt: no backoff waited
 
 
+def test_a_resume_before_prefect_saved_the_pause_is_tried_again_soon(env: Env) -> None:
+    # A decision within moments of the pause finds the run Paused before Prefect has saved the
+    # pause's run input schema: Prefect answers REJECT "Run input schema not found." (seen with
+    # real Prefect 3.9). Final, it would leave the gate to resume the run after its 2 s grace.
+    env.prefect.script = [
+        (200, {"status": "REJECT", "details": {"reason": "Run input schema not found."}})
+    ]
+    run_id = str(uuid.uuid4())
+    rid = env.open(PII_EXPORT, prefect_requester(run_id))["id"]
+    env.decide(rid, "alice", "approve", "")
+    env.decide(rid, "bob", "approve", "")
+    rejected, accepted = env.prefect.wait_for(2)
+    assert (rejected.answered, accepted.answered) == (200, 201)
+    assert accepted.flow_run_id == run_id
+    assert accepted.at - rejected.at < 1.0  # well inside the gate's 2 s grace
+    (row,) = env.settled(rid)
+    assert (row["status"], row["attempts"]) == ("sent", 2)
+
+
 def test_a_connection_dropped_without_an_answer_is_tried_again_at_once(env: Env) -> None:
     env.prefect.script = [(0, {})]
     run_id = str(uuid.uuid4())

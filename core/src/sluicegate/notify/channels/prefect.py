@@ -50,6 +50,10 @@ _STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, httpx.Co
 #: would instead wait out the gate's whole grace (``RESUME_GRACE``, also 2 s) while the flow
 #: run stays paused.
 _QUICK_RETRY = 0.2
+#: Prefect's refusal of a resume that came between the run's Paused state and the run input
+#: schema its pause saves just after (a decision within ~0.1 s of the pause). Not final: the
+#: schema is there moments later, so the row is tried again soon (at most MAX_ATTEMPTS times).
+_NO_SCHEMA_YET = "run input schema not found"
 
 
 class _Busy(Exception):
@@ -170,6 +174,10 @@ class PrefectChannel(HttpChannel):
             delay = details.get("delay_seconds")
             retry = float(delay) if isinstance(delay, int | float) and delay >= 0 else _WAIT_DEFAULT
             raise SendError(f"Prefect asked to wait before resuming flow run {flow_run_id}", retry)
+        if status == "REJECT" and reason.lower().startswith(_NO_SCHEMA_YET):
+            raise SendError(
+                f"Prefect has not saved flow run {flow_run_id}'s pause yet", _QUICK_RETRY
+            )
         raise SendError(f"Prefect did not resume flow run {flow_run_id}: {status} {reason}", None)
 
     def _resume(self, url: str, body: dict[str, Any]) -> httpx.Response:
