@@ -200,6 +200,16 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture
+def app(sqlite_url: str) -> Iterator[Any]:
+    """The server's app on a fresh SQLite file with the tests' example policy (in process:
+    serve it with ``ThreadServer`` where a real client must reach it). A module that needs
+    another app defines its own ``app``."""
+    application = create_app(load_settings(db_url=sqlite_url, policy=str(POLICY)))
+    yield application
+    application.state.sluicegate.store.close()
+
+
 # ----------------------------------------------------------------------------- the API in process
 
 

@@ -7,7 +7,6 @@ client talks to it in process through ``httpx.ASGITransport`` with the lifespan 
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 import threading
 import time
@@ -28,7 +27,6 @@ from sluicegate.wire import RequesterIn, RequestOut
 from tests.core.support.serverproc import (
     GRANT,
     PII_EXPORT,
-    POLICY,
     ROUTINE_READ,
     SECRET_EXPORT,
     ThreadServer,
@@ -40,12 +38,8 @@ from tests.core.support.serverproc import (
 REQUESTER = {"orchestrator": "airflow", "job": "crm_export.export_customers", "owner": "carol"}
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("SLUICEGATE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+# No SLUICEGATE_* variable or ./sluicegate.yaml of the developer's leaks in.
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 class Live:
@@ -75,13 +69,6 @@ class Live:
     def close(self) -> None:
         for c in self._clients:
             c.close()
-
-
-@pytest.fixture
-def app(sqlite_url: str) -> Iterator[Any]:
-    application = create_app(load_settings(db_url=sqlite_url, policy=str(POLICY)))
-    yield application
-    application.state.sluicegate.store.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 import uuid
@@ -35,7 +34,6 @@ from sluicegate.settings import load_settings
 from tests.core.support.serverproc import (
     GRANT,
     PII_EXPORT,
-    POLICY,
     ROUTINE_READ,
     SECRET_EXPORT,
     ThreadServer,
@@ -425,19 +423,8 @@ def test_the_retry_rule_waits_no_longer_than_the_time_left() -> None:
 # ------------------------------------------------------------------ against the real server
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("SLUICEGATE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def app(sqlite_url: str) -> Iterator[Any]:
-    application = create_app(load_settings(db_url=sqlite_url, policy=str(POLICY)))
-    yield application
-    application.state.sluicegate.store.close()
+# No SLUICEGATE_* variable or ./sluicegate.yaml of the developer's leaks in.
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 @pytest.fixture

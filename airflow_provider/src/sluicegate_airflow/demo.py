@@ -40,6 +40,8 @@ GATE_TIMEOUT = 300.0
 #: From the decision to the run's end: the trigger fires, the gate task resumes, export runs.
 FINISH_TIMEOUT = 300.0
 FINISHED = ("success", "failed")
+#: How long one read of Airflow's API may keep failing to answer before the demo gives up.
+API_PATIENCE = 120.0
 
 
 def _airflow() -> Path:
@@ -125,7 +127,20 @@ class _Api:
         )
 
     def get(self, path: str) -> Any:
-        answer = self.http.get(path)
+        """``path``'s JSON. An API server too busy to answer in time (a loaded machine: the
+        scheduler, triggerer and dag-processor share it) is asked again for a while, then the
+        demo fails in one line rather than with a trace."""
+        deadline = time.monotonic() + API_PATIENCE
+        while True:
+            try:
+                answer = self.http.get(path)
+                break
+            except httpx.TransportError as err:
+                if time.monotonic() > deadline:
+                    raise DemoFailed(
+                        f"Airflow's API did not answer GET {path} for {API_PATIENCE:.0f} s: {err!r}"
+                    ) from err
+                time.sleep(1.0)
         answer.raise_for_status()
         return answer.json()
 
