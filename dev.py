@@ -37,6 +37,7 @@ uv never downloads a Python: the system interpreter is used (UV_PYTHON_DOWNLOADS
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -434,7 +435,17 @@ def failure_summary(log: Path, limit: int = 30) -> list[str]:
     if len(picked) > limit:
         picked = [*picked[:limit], f"... {len(picked) - limit} more in {log.relative_to(ROOT)}"]
     closing = [line for line in section if line.startswith("=")][-1:]
-    return picked + closing
+    return picked + closing + first_failure_detail(lines)
+
+
+def first_failure_detail(lines: list[str], limit: int = 40) -> list[str]:
+    """The ``E`` lines of the log's first failure: pytest cuts the summary's lines to the
+    terminal's width, and CI's output is often all there is to read."""
+    first = next((i for i, line in enumerate(lines) if line.startswith("E   ")), None)
+    if first is None:
+        return []
+    block = list(itertools.takewhile(lambda line: line.startswith("E   "), lines[first:]))
+    return ["(the first failure says:)", *(line[:300] for line in block[:limit])]
 
 
 def finish_suite(r: Running, cpu: float | None) -> None:

@@ -176,7 +176,7 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self._starts = 0
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
+    def start(self, timeout: float = 90.0) -> ServerProcess:
         """Start and wait until /healthz answers (or fail with the server's stderr)."""
         self._starts += 1
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()

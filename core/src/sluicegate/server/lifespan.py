@@ -36,6 +36,9 @@ log = logging.getLogger("sluicegate.server")
 # How often waited-on requests are checked for changes this process did not hear about.
 _LOST_NOTIFY_SWEEP_SECONDS = 5.0
 
+# How long a stop waits for the background tasks to end once they are cancelled.
+_STOP_TASKS_SECONDS = 5.0
+
 
 async def sweep_expired(st: ServerState, stop: asyncio.Event) -> None:
     """End overdue requests even when nobody is watching them, until ``stop``.
@@ -97,7 +100,10 @@ def lifespan_of(
             stop.set()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Bounded: a background task that will not end must not keep the server up.
+            _, stuck = await asyncio.wait(tasks, timeout=_STOP_TASKS_SECONDS)
+            for task in stuck:
+                log.warning("%s did not stop within %.0f s", task.get_name(), _STOP_TASKS_SECONDS)
             access_log.flush()
             await anyio.to_thread.run_sync(st.refused_links.close)
             await anyio.to_thread.run_sync(st.writer.close)

@@ -24,6 +24,9 @@ __all__ = ["FOLLOW_SECONDS", "StatusHub", "follow_sqlite", "listen_postgres"]
 #: How often a process on SQLite reads the audit log's tail for requests other processes ended.
 FOLLOW_SECONDS = 0.05
 
+# How long one LISTEN wait lasts before the listener checks whether the server is stopping.
+_LISTEN_TICK_SECONDS = 1.0
+
 log = logging.getLogger("sluicegate.server")
 
 
@@ -106,24 +109,15 @@ async def listen_postgres(engine: Engine, hub: StatusHub, stop: asyncio.Event) -
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                 await conn.execute(f"LISTEN {STATUS_CHANNEL}")
                 delay = 0.5
-                gen = conn.notifies()
-                stopper = asyncio.ensure_future(stop.wait())
-                nxt: asyncio.Future[psycopg.Notify] | None = None
-                try:
-                    while not stop.is_set():
-                        nxt = asyncio.ensure_future(anext(gen))
-                        done, _ = await asyncio.wait(
-                            {nxt, stopper}, return_when=asyncio.FIRST_COMPLETED
-                        )
-                        if nxt in done:
-                            hub.publish(nxt.result().payload)
-                        else:
-                            nxt.cancel()
-                finally:
-                    stopper.cancel()
-                    if nxt is not None:  # it holds the connection's lock: closing would hang
-                        nxt.cancel()
-        except (OSError, psycopg.Error, StopAsyncIteration) as err:
+                while not stop.is_set():
+                    # A bounded notifies() ends on its own, so the generator, which holds the
+                    # connection's lock while suspended, is never left open: a generator left
+                    # suspended at a yield kept the lock, and closing the connection waited for
+                    # it for ever. Notifies that arrive between two calls wait in psycopg's
+                    # backlog; a stop cancels the wait inside the generator, which lets go.
+                    async for notify in conn.notifies(timeout=_LISTEN_TICK_SECONDS):
+                        hub.publish(notify.payload)
+        except (OSError, psycopg.Error) as err:
             if stop.is_set():
                 return
             log.warning(
