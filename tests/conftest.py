@@ -26,6 +26,15 @@ LONGEST_FIRST = (
     "core/test_fresh_clone.py",
     "core/server/test_run.py",
     "core/test_demo.py",
+    # Few tests each, but each starts servers or CLIs (measured per file, CPU seconds).
+    "core/server/test_keys.py",
+    "core/server/test_metrics.py",
+    "core/lineage/test_approval_runs.py",
+    "core/lineage/test_readback.py",
+    "core/cli/test_demo.py",
+    "core/server/pages/test_sessions.py",
+    "core/notify/test_delivery_once.py",
+    "*/test_gate.py",
 )
 
 

@@ -114,6 +114,26 @@ def test_no_module_imports_another_adapter_orchestrator_or_the_server() -> None:
     ), sorted(modules - set(checked))
 
 
+#: What a DAG file imports from the provider, and Airflow's registry on ``@task.sluicegate``.
+_DAG_FILE_IMPORTS = """
+import json, sys
+from airflow.sdk import dag, task
+import sluicegate_airflow.operators, sluicegate_airflow.decorators, sluicegate_airflow.sensors
+import sluicegate_airflow.hooks
+print(json.dumps(sorted(m for m in sys.modules if m.partition(".")[0] == "sluicegate")))
+"""
+
+
+def test_a_dag_file_that_uses_the_provider_does_not_import_the_core() -> None:
+    # Every task process parses its DAG file: the gate's machinery (the core, its pydantic
+    # models, its client) is imported when a gate asks, in execute, not for every task.
+    out = subprocess.run(
+        [sys.executable, "-c", _DAG_FILE_IMPORTS], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
 def test_the_demo_is_registered_for_sluicegate_demo_with_airflow() -> None:
     (entry,) = importlib.metadata.entry_points(group="sluicegate.demos", name="airflow")
     assert entry.dist is not None and entry.dist.name == DIST

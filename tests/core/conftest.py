@@ -11,6 +11,7 @@ are built from (servers, fakes, the API harness) is in :mod:`tests.core.support`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
@@ -62,11 +63,12 @@ def _pg_problem() -> str | None:
     return None
 
 
-@pytest.fixture
-def pg_url(_pg_problem: str | None) -> Iterator[str]:
-    """A URL whose search_path is a brand-new schema, dropped (cascade) after the test."""
-    if _pg_problem is not None:
-        pytest.skip(f"PostgreSQL not reachable on 127.0.0.1:5432: {_pg_problem}")
+@contextlib.contextmanager
+def _fresh_schema(problem: str | None) -> Iterator[str]:
+    """A URL whose search_path is a brand-new schema, dropped (cascade) afterwards; a skip
+    saying why when PostgreSQL does not answer."""
+    if problem is not None:
+        pytest.skip(f"PostgreSQL not reachable on 127.0.0.1:5432: {problem}")
     import psycopg
 
     schema = f"sg_{secrets.token_hex(6)}"
@@ -81,6 +83,21 @@ def pg_url(_pg_problem: str | None) -> Iterator[str]:
                 conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         except Exception as err:  # pragma: no cover - only when something leaked a lock
             warnings.warn(f"could not drop schema {schema}: {err}", stacklevel=1)
+
+
+@pytest.fixture
+def pg_url(_pg_problem: str | None) -> Iterator[str]:
+    """A URL whose search_path is a brand-new schema, dropped (cascade) after the test."""
+    with _fresh_schema(_pg_problem) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_pg_url(_pg_problem: str | None) -> Iterator[str]:
+    """:func:`pg_url` for a module's tests together (servers they share: each test keeps to
+    requests of its own), dropped after the module."""
+    with _fresh_schema(_pg_problem) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

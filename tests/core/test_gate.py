@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -589,3 +592,38 @@ def test_the_async_gate_waits_settles_apart_and_fails_closed(app: Any) -> None:
             assert missing.value.status == 404  # not retried: waiting cannot make it exist
 
     asyncio.run(scenario())
+
+
+# A task process imports the gate to gate one step: what it must not load before the first
+# gate (each costs tens of milliseconds, the server side far more).
+_NOT_ON_IMPORT = ("httpx", "pydantic", "sluicegate.wire", "sqlalchemy", "fastapi", "openlineage")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import sluicegate",
+        "import sluicegate.gate",
+        "from sluicegate.gate import AsyncGate, Gate, GateOutcome, OutcomeKind",
+        "from sluicegate.client import AsyncSluicegateClient, SluicegateClient",
+    ],
+)
+def test_importing_the_gate_loads_no_model_http_or_server_library(statement: str) -> None:
+    probe = f"{statement}\nimport sys\nprint(*sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    modules = done.stdout.split()
+    loaded = {m for m in modules if m.startswith("sluicegate")} | {m.split(".")[0] for m in modules}
+    assert "sluicegate" in loaded  # the probe saw the import
+    assert not loaded & set(_NOT_ON_IMPORT), f"{statement!r} loaded {loaded & set(_NOT_ON_IMPORT)}"
+
+
+def test_the_package_names_resolve_when_asked() -> None:
+
+    probe = (
+        "from sluicegate import Action, AsyncGate, Gate, SluicegateError, Verdict, __version__\n"
+        "import sluicegate\n"
+        "assert Gate is sluicegate.gate.Gate and Action is sluicegate.model.Action\n"
+        "print(__version__)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == version("sluicegate")

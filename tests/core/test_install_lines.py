@@ -17,6 +17,7 @@ fails here as it fails for a user, since ``sluicegate`` is on no index yet.
 
 from __future__ import annotations
 
+import ensurepip
 import os
 import re
 import shlex
@@ -104,6 +105,12 @@ def _clean_env(venv: Path, home: Path) -> dict[str, str]:
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(venv)
     env["UV_PYTHON_DOWNLOADS"] = "never"
+    # pip compiles every file it installs to bytecode (a third of the core line's CPU); the
+    # imports below compile what they import, as uv's installs do. Not PIP_NO_COMPILE=1: pip
+    # reads a variable as its option's value, and `--no-compile`'s is `compile`, so that
+    # variable sets compile = true.
+    env["PIP_COMPILE"] = "0"
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     # Importing the orchestrators writes their homes: keep them out of the user's.
     env["AIRFLOW_HOME"] = str(home / "airflow")
     env["PREFECT_HOME"] = str(home / "prefect")
@@ -124,6 +131,24 @@ def _unknown_extras(folders: dict[str, set[str]]) -> list[str]:
     return unknown
 
 
+def _make_venv(venv: Path, env: dict[str, str], uv: list[str], *, with_pip: bool) -> None:
+    """A fresh venv of this Python, with the pip ``python -m venv`` gives it if ``with_pip``.
+
+    That pip is ensurepip's bundled wheel, installed here by uv: ensurepip compiles all 700 of
+    pip's files first (5 CPU seconds), where an uncompiled pip compiles what it imports."""
+    made = [sys.executable, "-m", "venv", "--without-pip", str(venv)]
+    subprocess.run(made, check=True, capture_output=True, timeout=TIMEOUT)
+    if not with_pip:
+        return
+    python = str(venv / "bin" / "python")
+    bundled = sorted((Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl"))
+    if bundled:  # some Linux distributions' Pythons keep the wheel elsewhere: then ensurepip
+        seed = [*uv, "pip", "install", "--python", python, "--no-deps", str(bundled[-1])]
+    else:
+        seed = [python, "-m", "ensurepip", "--upgrade", "--default-pip"]
+    subprocess.run(seed, check=True, capture_output=True, timeout=TIMEOUT, env=env)
+
+
 def check_line(command: str, where: Path, uv: list[str]) -> list[str]:
     """Run ``command`` as a user would, in a fresh venv under ``where``; what went wrong."""
     folders = local_folders(command)
@@ -134,9 +159,8 @@ def check_line(command: str, where: Path, uv: list[str]) -> list[str]:
         return [f"{command!r}: quote the argument with extras ('./core[server]')"]
     by_pip = folders == {"core": {"server"}}
     venv = where / "venv"
-    made = [sys.executable, "-m", "venv", str(venv)] + ([] if by_pip else ["--without-pip"])
-    subprocess.run(made, check=True, capture_output=True, timeout=TIMEOUT)
     env = _clean_env(venv, where / "home")
+    _make_venv(venv, env, uv, with_pip=by_pip)
     if by_pip:
         shell = command  # `pip` is the fresh venv's own, first on PATH
     else:

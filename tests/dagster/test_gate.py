@@ -165,6 +165,36 @@ def test_an_unreachable_server_fails_closed_and_the_body_never_runs(env: GateHar
     assert "could not open the gate" in failure.step_failure_data.error.message
 
 
+def test_a_server_gone_after_earlier_gates_still_fails_the_next_gate_closed(
+    tmp_path: Path,
+) -> None:
+    from dagster import DagsterEventType
+
+    # The gates of a process keep one connection alive between them: once the server is
+    # gone, that connection must not let a later gate through.
+    g = defs()
+    names = ("URL", "TOKEN", "MARKS", "MAX_WAIT")
+    saved = {f"SLUICEGATE_TEST_{k}": os.environ[f"SLUICEGATE_TEST_{k}"] for k in names}
+    with GateHarness.serving(tmp_path, requester="dagster-prod") as own:
+        os.environ.update(
+            SLUICEGATE_TEST_URL=own.url,
+            SLUICEGATE_TEST_TOKEN=own.request_token,
+            SLUICEGATE_TEST_MARKS=str(own.marks),
+            SLUICEGATE_TEST_MAX_WAIT="1",
+        )
+        try:
+            assert materialize([g.orders_summary]).success
+            assert materialize([g.orders_summary]).success
+            own.forget()
+            own.server.kill()
+            result = materialize([g.orders_summary], raise_on_error=False)
+        finally:
+            os.environ.update(saved)
+    assert not result.success and not own.ran("orders_summary")
+    (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+    assert "could not open the gate" in failure.step_failure_data.error.message
+
+
 def test_a_gate_the_server_refuses_fails_without_using_up_the_step_retries(
     env: GateHarness,
 ) -> None:
@@ -477,7 +507,7 @@ def test_an_approved_assets_gate_is_a_child_of_the_assets_openlineage_run(env: G
     assert parent_of(gate[0]) == dagster_openlineage_run(instance, "customers_export")
 
 
-def test_an_allowed_asset_names_itself_in_its_approval_facet_and_its_gate_events(
+def test_an_allowed_asset_shows_the_rule_and_names_itself_in_its_gate_events(
     env: GateHarness,
 ) -> None:
     from dagster import DagsterInstance
@@ -486,7 +516,15 @@ def test_an_allowed_asset_names_itself_in_its_approval_facet_and_its_gate_events
     instance = DagsterInstance.ephemeral()
     result = materialize([g.orders_summary], instance=instance)
     assert result.success
-    facet = materialized(result)["orders_summary"]["sluicegate/approval"]
+    # The policy's own allow: its status and rule on the materialization, nothing to review
+    # (no request, no facet: the gate's OpenLineage events below carry it), no log line.
+    ours = {k: v for k, v in materialized(result)["orders_summary"].items() if "sluicegate" in k}
+    assert ours == {"sluicegate/status": "allowed", "sluicegate/rule": "routine-reads"}
+    logged = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert not [m for m in logged if m.startswith("Sluicegate:")]
+    gate = gate_events(env, result.run_id, 2)
+    assert [e["eventType"] for e in gate] == ["START", "COMPLETE"]
+    facet = gate[0]["run"]["facets"]["sluicegate_approval"]
     assert facet["status"] == "allowed"
     assert facet["requester"] == {
         "orchestrator": "dagster",
@@ -494,9 +532,6 @@ def test_an_allowed_asset_names_itself_in_its_approval_facet_and_its_gate_events
         "runId": result.run_id,
         "principal": "dagster-prod",
     }
-    gate = gate_events(env, result.run_id, 2)
-    assert [e["eventType"] for e in gate] == ["START", "COMPLETE"]
-    assert gate[0]["run"]["facets"]["sluicegate_approval"]["requester"]["job"] == "orders_summary"
     assert parent_of(gate[0]) == dagster_openlineage_run(instance, "orders_summary")
 
 
@@ -515,10 +550,11 @@ def test_an_op_gate_names_its_step_and_is_a_child_of_the_dagster_runs_openlineag
         e for e in result.all_events
         if e.step_key == "check_orders" and e.event_type_value == "STEP_OUTPUT"
     ]  # fmt: skip
-    facet = out.event_specific_data.metadata["sluicegate/approval"].value
-    assert facet["requester"]["job"] == "ops_read.check_orders"
+    assert out.event_specific_data.metadata["sluicegate/status"].value == "allowed"
     gate = gate_events(env, result.run_id, 2)
     assert [e["eventType"] for e in gate] == ["START", "COMPLETE"]
+    facet = gate[0]["run"]["facets"]["sluicegate_approval"]
+    assert facet["requester"]["job"] == "ops_read.check_orders"
     assert parent_of(gate[0]) == dagster_openlineage_run(instance, "ops_read")
 
 

@@ -463,6 +463,56 @@ def test_the_config_block_round_trips_and_hides_its_token(sg: GateHarness) -> No
     assert block_type.name == "Sluicegate Config"
 
 
+@flow(name="orders-read")
+def orders_read(block: str, open_timeout: float = 600.0) -> str:
+    """One allowed gate, by the block's name."""
+    return approval_gate("read", inputs=[ORDERS], config=block, open_timeout=open_timeout).status
+
+
+def test_an_edited_block_reaches_the_gates_once_its_cache_time_has_passed(
+    sg: GateHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect_sluicegate import blocks
+
+    name = f"rotating-{uuid.uuid4().hex[:8]}"
+    SluicegateConfig(server_url=sg.url, token=sg.request_token).save(name)
+    assert orders_read(name) == "allowed"
+    # The token is revoked and the block edited: gates already running keep the block they
+    # read for BLOCK_CACHE_SECONDS (no read of Prefect's API per gate) ...
+    SluicegateConfig(server_url=sg.url, token="sgreq_revoked").save(name, overwrite=True)
+    assert orders_read(name) == "allowed"
+    # ... and read the edited block once that time has passed: refused, the flow fails.
+    monkeypatch.setattr(blocks, "BLOCK_CACHE_SECONDS", 0.0)
+    state = orders_read(name, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="HTTP 401"):
+        state.result()
+
+
+def test_a_server_gone_after_a_gate_still_fails_the_next_gate_closed(
+    prefect_api: str, tmp_path: Path
+) -> None:
+    # Sync gates keep one connection to the server between them: once the server is gone,
+    # that connection must not let a later gate through.
+    with GateHarness.serving(tmp_path, requester="prefect-prod", name="gone") as gone:
+        name = f"gone-{uuid.uuid4().hex[:8]}"
+        SluicegateConfig(server_url=gone.url, token=gone.request_token).save(name)
+        assert orders_read(name) == "allowed"
+        gone.server.kill()
+        state = orders_read(name, open_timeout=1.0, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="cannot reach"):
+        state.result()
+
+
+def test_the_gates_pause_defaults_are_the_pauses() -> None:
+    from prefect_sluicegate import gate, pause
+
+    assert (gate.POLL_INTERVAL, gate.RESUME_GRACE, gate.TIMEOUT_MARGIN) == (
+        pause.POLL_INTERVAL, pause.RESUME_GRACE, pause.TIMEOUT_MARGIN,
+    )  # fmt: skip
+
+
 def test_the_gate_outside_a_flow_run_and_bad_arguments_are_clear_errors() -> None:
     with pytest.raises(RuntimeError, match="inside a Prefect flow or task"):
         approval_gate("export", server_url="http://127.0.0.1:9")

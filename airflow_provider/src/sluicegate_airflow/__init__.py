@@ -16,7 +16,10 @@ approve it:
 
 It imports the core (``sluicegate``) and Airflow, never another orchestrator's adapter. This
 module itself imports neither, so that Airflow's provider discovery can call
-:func:`get_provider_info` cheaply.
+:func:`get_provider_info` cheaply. The operator, decorator, sensor, trigger and hook modules
+import the core only where a gate asks or waits (``execute``, the trigger's ``run``): every
+task process of Airflow 3 parses its DAG file, so what these modules import at the top, every
+task of a DAG that uses the provider pays, gated or not.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ import httpx
 
 from sluicegate.calls import ApiCall
 from sluicegate.exceptions import ClientError, UnreachableError
-from sluicegate.settings import load_settings
 
 __all__ = [
     "ca_verified",
@@ -101,6 +100,10 @@ def httpx_options(
     arguments of the httpx client either client makes. A transport given by the caller
     carries its own connections: the environment's proxies do not apply to it."""
     if server_url is None or token is None:
+        # Only then: the settings (pydantic-settings, yaml, the config file) cost more than
+        # the call a client given both makes.
+        from sluicegate.settings import load_settings
+
         s = load_settings()
         server_url = server_url or s.server_url
         if token is None and s.token is not None:

@@ -8,20 +8,24 @@ are written once, and only the I/O differs between sync and async.
 
 What the server would refuse as a gate's body (422) is refused here, before anything is sent,
 as :class:`~sluicegate.exceptions.ActionError` in one line.
+
+The API's models (:mod:`sluicegate.wire`, pydantic) are imported by each function, when a call
+is first described: the gate imports this module in every task process, and a process that
+never gates should not build them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote
 
-from pydantic import ValidationError
-
 from sluicegate.exceptions import ActionError
-from sluicegate.model import Action, Requester, Verdict, parse_action, validation_message
-from sluicegate.wire import GateIn, RequesterIn, RequestOut, RequestPage, VerifyOut
+
+if TYPE_CHECKING:
+    from sluicegate.model import Action, Requester, Verdict
+    from sluicegate.wire import RequestOut, RequestPage, VerifyOut
 
 __all__ = [
     "LONG_POLL",
@@ -62,6 +66,12 @@ class ApiCall(Generic[T]):
     timeout: float | None = None
 
 
+def _request_out(data: Any) -> RequestOut:
+    from sluicegate.wire import RequestOut
+
+    return RequestOut.model_validate(data)
+
+
 def _request_path(request_id: str, *rest: str) -> str:
     # Quoted whole: an id from a DAG's conf holding a space, a slash or a line break is asked
     # for (and not found) rather than refused as a bad URL or sent as another path.
@@ -77,6 +87,11 @@ def open_gate(
 
     :raises ActionError: the key, the action or the requester would be refused (422).
     """
+    from pydantic import ValidationError
+
+    from sluicegate.model import Action, Requester, parse_action, validation_message
+    from sluicegate.wire import GateIn, RequesterIn
+
     try:
         if isinstance(requester, Requester) and not isinstance(requester, RequesterIn):
             # Validated already; only the API's own restrictions are left to check. The
@@ -94,14 +109,14 @@ def open_gate(
     return ApiCall(
         "POST",
         "/api/v1/requests",
-        RequestOut.model_validate,
+        _request_out,
         json=body.model_dump(mode="json", exclude={"requester": {"principal"}}),
     )
 
 
 def get(request_id: str) -> ApiCall[RequestOut]:
     """The request now."""
-    return ApiCall("GET", _request_path(request_id), RequestOut.model_validate)
+    return ApiCall("GET", _request_path(request_id), _request_out)
 
 
 def wait(request_id: str, timeout: float = LONG_POLL) -> ApiCall[RequestOut]:
@@ -110,7 +125,7 @@ def wait(request_id: str, timeout: float = LONG_POLL) -> ApiCall[RequestOut]:
     return ApiCall(
         "GET",
         _request_path(request_id, "wait"),
-        RequestOut.model_validate,
+        _request_out,
         params={"timeout": timeout},
         timeout=timeout + _POLL_GRACE,
     )
@@ -121,10 +136,10 @@ def decide(
 ) -> ApiCall[RequestOut]:
     """A reviewer's approval or denial (a review token); ``fingerprint`` binds it to the
     action the reviewer was shown."""
+    from sluicegate.model import Verdict
+
     body = {"verdict": Verdict(verdict).value, "comment": comment, "fingerprint": fingerprint}
-    return ApiCall(
-        "POST", _request_path(request_id, "decisions"), RequestOut.model_validate, json=body
-    )
+    return ApiCall("POST", _request_path(request_id, "decisions"), _request_out, json=body)
 
 
 def cancel(request_id: str, reason: str = "") -> ApiCall[RequestOut]:
@@ -132,14 +147,14 @@ def cancel(request_id: str, reason: str = "") -> ApiCall[RequestOut]:
     return ApiCall(
         "POST",
         _request_path(request_id, "cancel"),
-        RequestOut.model_validate,
+        _request_out,
         json={"reason": reason},
     )
 
 
 def release(request_id: str) -> ApiCall[RequestOut]:
     """Record that the gated step went ahead (``gate.released``)."""
-    return ApiCall("POST", _request_path(request_id, "release"), RequestOut.model_validate)
+    return ApiCall("POST", _request_path(request_id, "release"), _request_out)
 
 
 def list_requests(
@@ -151,6 +166,8 @@ def list_requests(
     before: str | None = None,
 ) -> ApiCall[RequestPage]:
     """A page of requests, newest first."""
+    from sluicegate.wire import RequestPage
+
     given = {"status": status, "dataset": dataset, "job": job, "limit": limit, "before": before}
     params = {k: v for k, v in given.items() if v is not None}
     return ApiCall("GET", "/api/v1/requests", RequestPage.model_validate, params=params)
@@ -158,4 +175,6 @@ def list_requests(
 
 def verify_audit() -> ApiCall[VerifyOut]:
     """The server's check of its audit chain (an audit token)."""
+    from sluicegate.wire import VerifyOut
+
     return ApiCall("GET", "/api/v1/audit/verify", VerifyOut.model_validate)

@@ -9,31 +9,35 @@ gate itself (open, wait, settle, release, retries) is :mod:`sluicegate.gate`;
 Errors: an answer that is not 2xx is :class:`ClientError` (its ``{"error", "detail"}``), a
 server that cannot be reached (refused, timed out, an answer that is not HTTP) is
 :class:`UnreachableError`, and a gate that ends without permission is :class:`GateRefused`.
+
+httpx is imported when a client is made, not with this module: an adapter's hook imports it
+in every task process, gated or not.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from sluicegate import calls
-from sluicegate._http import httpx_options, read_answer, request_args, unreachable
 from sluicegate.calls import ApiCall
 from sluicegate.exceptions import ClientError
 from sluicegate.gate import AsyncGate, Gate, GateOutcome
-from sluicegate.model import Action, Requester, Verdict
-from sluicegate.wire import RequestOut, RequestPage, VerifyOut
+
+if TYPE_CHECKING:
+    import httpx
+
+    from sluicegate.model import Action, Requester, Verdict
+    from sluicegate.wire import RequestOut, RequestPage, VerifyOut
 
 __all__ = ["AsyncSluicegateClient", "GateRefused", "SluicegateClient"]
 
 T = TypeVar("T")
 log = logging.getLogger("sluicegate.client")
 
-Act = Action | Mapping[str, Any]
-Who = Requester | Mapping[str, Any] | None
+Act: TypeAlias = "Action | Mapping[str, Any]"
+Who: TypeAlias = "Requester | Mapping[str, Any] | None"
 
 
 class GateRefused(ClientError):
@@ -77,6 +81,10 @@ class SluicegateClient:
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        import httpx
+
+        from sluicegate._http import httpx_options
+
         self.server_url, options = httpx_options(server_url, token, timeout, transport)
         self._http = httpx.Client(**options)
 
@@ -96,6 +104,10 @@ class SluicegateClient:
         :raises ClientError: the server answered with an error.
         :raises UnreachableError: no answer (refused, timed out, not HTTP).
         """
+        import httpx  # the client's, imported when it was made
+
+        from sluicegate._http import read_answer, request_args, unreachable
+
         try:
             response = self._http.request(**request_args(call))
         except httpx.TransportError as err:
@@ -182,6 +194,10 @@ class AsyncSluicegateClient:
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        import httpx
+
+        from sluicegate._http import httpx_options
+
         self.server_url, options = httpx_options(server_url, token, timeout, transport)
         self._http = httpx.AsyncClient(**options)
 
@@ -197,6 +213,10 @@ class AsyncSluicegateClient:
 
     async def call(self, call: ApiCall[T]) -> T:
         """:meth:`SluicegateClient.call`, awaited."""
+        import httpx  # the client's, imported when it was made
+
+        from sluicegate._http import read_answer, request_args, unreachable
+
         try:
             response = await self._http.request(**request_args(call))
         except httpx.TransportError as err:

@@ -25,8 +25,6 @@ from typing import Any
 
 from dagster import AssetKey, AssetSpec, OpExecutionContext
 
-from sluicegate.datasets import to_asset, to_assets
-
 __all__ = [
     "CLASSIFICATIONS_METADATA",
     "NAMESPACE_METADATA",
@@ -49,6 +47,8 @@ def given_datasets(items: Sequence[Any], where: str) -> list[dict[str, Any]]:
 
     :raises DatasetError: one cannot be named.
     """
+    from sluicegate.datasets import to_assets
+
     return to_assets(items, where=where)
 
 
@@ -58,6 +58,8 @@ def asset_dataset(key: AssetKey, spec: AssetSpec | None, namespace: str) -> dict
 
     :raises DatasetError: its metadata names no dataset.
     """
+    from sluicegate.datasets import to_asset
+
     metadata = spec.metadata if spec is not None else {}
     table = _plain(metadata, TABLE_NAME_METADATA, RELATION_METADATA)
     uri = _plain(metadata, URI_METADATA)

@@ -38,14 +38,14 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import AssetSpec, Failure, OpExecutionContext
 
 from dagster_sluicegate.assets import asset_dataset, given_datasets, upstream_datasets
-from sluicegate.exceptions import ActionError
-from sluicegate.idempotency import gate_key
-from sluicegate.model import Action, Requester, parse_action, parse_requester
+
+if TYPE_CHECKING:  # the core's model loads when a gate first asks
+    from sluicegate.model import Action, Requester
 
 __all__ = [
     "ACTION_TAG",
@@ -110,6 +110,10 @@ class StepFacts:
         :raises Failure: (no retry) no action kind, or an action or dataset that cannot be
             told to the server.
         """
+        from sluicegate.exceptions import ActionError
+        from sluicegate.idempotency import gate_key
+        from sluicegate.model import parse_action, parse_requester
+
         ctx = op_context(context)
         step = ctx.get_step_execution_context().step.key
         specs = _specs(ctx)

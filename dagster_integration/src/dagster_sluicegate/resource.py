@@ -16,12 +16,21 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from typing import TYPE_CHECKING
+
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from sluicegate.client import SluicegateClient
+if TYPE_CHECKING:  # the client (httpx, the core's models) loads when a gate first asks
+    from sluicegate.client import SluicegateClient
 
 __all__ = ["SluicegateResource"]
+
+#: The clients the gates of this process share, by (process, URL, token, timeout).
+_SHARED: dict[tuple[int, str, str, float], SluicegateClient] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 class SluicegateResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -58,7 +67,21 @@ class SluicegateResource(ConfigurableResource):  # type: ignore[type-arg]
     timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each HTTP call")
 
     def get_client(self) -> SluicegateClient:
-        """A blocking client of the server (close it, or use it as a context manager)."""
+        """A new blocking client of the server (close it, or use it as a context manager)."""
+        from sluicegate.client import SluicegateClient
+
         return SluicegateClient(
             self.server_url.strip().rstrip("/"), self.token, timeout=self.timeout_seconds
         )
+
+    def shared_client(self) -> SluicegateClient:
+        """The client every gate of this process asks through with this configuration (do
+        not close it): one connection kept alive across the gates of a run's steps, where a
+        client per gate paid a new connection each time. Keyed by the process too, so a
+        forked process never shares its parent's sockets; httpx's pool is thread-safe."""
+        key = (os.getpid(), self.server_url, self.token, self.timeout_seconds)
+        with _SHARED_LOCK:
+            client = _SHARED.get(key)
+            if client is None:
+                client = _SHARED[key] = self.get_client()
+        return client

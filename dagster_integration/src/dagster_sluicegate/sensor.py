@@ -42,8 +42,6 @@ from dagster_sluicegate.gate import (
     step_tag,
 )
 from dagster_sluicegate.resource import SluicegateResource
-from sluicegate.exceptions import ClientError
-from sluicegate.gate import Gate, OutcomeKind
 
 __all__ = ["approval_sensor"]
 
@@ -83,11 +81,14 @@ def approval_sensor(
     def approvals(
         context: SensorEvaluationContext, sluicegate: SluicegateResource
     ) -> Iterator[RunRequest | SkipReason]:
+        from sluicegate.exceptions import ClientError
+        from sluicegate.gate import Gate, OutcomeKind
+
         instance = context.instance
         runs = instance.get_runs(RunsFilter(tags={GATE_RUN_TAG: "waiting"}), limit=lookback_runs)
         launched = 0
-        with sluicegate.get_client() as client:
-            gate = Gate(client)
+        if runs:  # most ticks find no waiting run: no client, no connection
+            gate = Gate(sluicegate.shared_client())
             for run in runs:
                 waiting = {
                     entry["step"]: entry

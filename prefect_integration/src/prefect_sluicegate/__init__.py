@@ -16,10 +16,14 @@ Block). It imports the core (``sluicegate``) and Prefect, never another orchestr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from prefect_sluicegate.blocks import SluicegateConfig
-from prefect_sluicegate.decision import GateDecision
 from prefect_sluicegate.gate import ApprovalRefused, approval_gate, approval_gate_async
 from prefect_sluicegate.identity import idempotency_key
+
+if TYPE_CHECKING:
+    from prefect_sluicegate.decision import GateDecision
 
 __version__ = "0.1.0"
 
@@ -32,3 +36,12 @@ __all__ = [
     "approval_gate_async",
     "idempotency_key",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # GateDecision loads Prefect's run input machinery: only a gate that pauses needs it.
+    if name == "GateDecision":
+        from prefect_sluicegate.decision import GateDecision
+
+        return GateDecision
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,31 +20,46 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prefect import get_run_logger
 from prefect.context import TaskRunContext
+from prefect.logging import get_run_logger
 
 from prefect_sluicegate.blocks import SluicegateConfig
 from prefect_sluicegate.identity import assets, gate_identity, idempotency_key
-from prefect_sluicegate.pause import (
-    POLL_INTERVAL,
-    RESUME_GRACE,
-    TIMEOUT_MARGIN,
-    WaitingRun,
-    pause_timeout,
-)
-from sluicegate.client import AsyncSluicegateClient
-from sluicegate.gate import AsyncGate, GateOutcome, OutcomeKind
-from sluicegate.model import parse_action
-from sluicegate.wire import RequestOut
+
+if TYPE_CHECKING:  # the core loads when a gate first asks
+    from prefect.client.schemas.objects import FlowRun
+
+    from sluicegate.client import AsyncSluicegateClient, SluicegateClient
+    from sluicegate.gate import AsyncGate, GateOutcome
+    from sluicegate.model import Action, Requester
+    from sluicegate.wire import RequestOut
 
 __all__ = ["ApprovalRefused", "approval_gate", "approval_gate_async", "pause_timeout"]
 
 #: How long opening a gate retries an unreachable server (fail closed: then it raises).
 OPEN_TIMEOUT = 600.0
+#: :mod:`.pause`'s defaults, repeated here so that the pause's module (and Prefect's
+#: ``flow_runs``) loads only when a gate has to wait; a test holds them equal.
+POLL_INTERVAL = 60
+RESUME_GRACE = 2.0
+TIMEOUT_MARGIN = 300.0
+
+#: The blocking clients the sync gates of this process share, by (process, URL, token).
+_SHARED: dict[tuple[int, str | None, str | None], SluicegateClient] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def pause_timeout(answer: RequestOut, margin: float = TIMEOUT_MARGIN) -> int:
+    """Seconds Prefect's pause may last: until the request expires, plus ``margin``."""
+    from prefect_sluicegate.pause import pause_timeout as timeout_of
+
+    return timeout_of(answer, margin)
 
 
 class ApprovalRefused(Exception):
@@ -55,6 +70,8 @@ class ApprovalRefused(Exception):
     """
 
     def __init__(self, outcome: GateOutcome | RequestOut) -> None:
+        from sluicegate.gate import GateOutcome
+
         if not isinstance(outcome, GateOutcome):
             outcome = GateOutcome.of(outcome)
         super().__init__(f"Sluicegate: {outcome.message}")
@@ -106,34 +123,54 @@ def approval_gate(
     :raises ApprovalRefused: denied, expired (``on_timeout: deny``) or cancelled.
     :raises DatasetError: a dataset that cannot be named (nothing is sent).
     """
-    coro = approval_gate_async(
-        kind,
-        summary=summary,
-        inputs=inputs,
-        outputs=outputs,
-        destination=destination,
-        environment=environment,
-        context=context,
-        step=step,
-        owner=owner,
-        config=config,
-        server_url=server_url,
-        token=token,
-        suspend=suspend,
-        poll_interval=poll_interval,
-        resume_grace=resume_grace,
-        timeout_margin=timeout_margin,
-        open_timeout=open_timeout,
-    )
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
-    # Called from async code without await: its own loop in a thread, with this context (the
-    # flow run's), rather than blocking the caller's loop from inside it.
-    ctx = contextvars.copy_context()
-    with ThreadPoolExecutor(1, thread_name_prefix="sluicegate-gate") as pool:
-        return pool.submit(ctx.run, asyncio.run, coro).result()
+        pass
+    else:
+        # Called from async code without await: its own loop in a thread, with this context
+        # (the flow run's), rather than blocking the caller's loop from inside it.
+        coro = approval_gate_async(
+            kind,
+            summary=summary,
+            inputs=inputs,
+            outputs=outputs,
+            destination=destination,
+            environment=environment,
+            context=context,
+            step=step,
+            owner=owner,
+            config=config,
+            server_url=server_url,
+            token=token,
+            suspend=suspend,
+            poll_interval=poll_interval,
+            resume_grace=resume_grace,
+            timeout_margin=timeout_margin,
+            open_timeout=open_timeout,
+        )
+        ctx = contextvars.copy_context()
+        with ThreadPoolExecutor(1, thread_name_prefix="sluicegate-gate") as pool:
+            return pool.submit(ctx.run, asyncio.run, coro).result()
+    from sluicegate.gate import Gate, OutcomeKind
+
+    asked = _Asked.of(kind, summary, inputs, outputs, destination, environment, context, step,
+                      owner, suspend, poll_interval)  # fmt: skip
+    if isinstance(config, str):
+        config = SluicegateConfig.load_cached(config)
+    url, secret = _where(config, server_url, token)
+    # Opening is blocking I/O on a client the process keeps (its connection stays open for
+    # the next gate): no event loop, no new client, for the gate the policy allows.
+    gate = Gate(_shared_client(url, secret))
+    outcome = gate.open(asked.key, asked.action, asked.requester, timeout=open_timeout)
+    asked.logger.info("Sluicegate: %s %s", outcome.message, outcome.request.review_url or "")
+    if outcome.kind is OutcomeKind.PENDING:  # Prefect's pause is async: waited in a loop
+        waited = _waited_out(
+            asked, outcome.request, url, secret, suspend, poll_interval, resume_grace,
+            timeout_margin,
+        )  # fmt: skip
+        outcome = asyncio.run(waited)
+    return _passed(outcome, asked.logger)
 
 
 async def approval_gate_async(
@@ -157,62 +194,163 @@ async def approval_gate_async(
     open_timeout: float = OPEN_TIMEOUT,
 ) -> RequestOut:
     """:func:`approval_gate` for async flows and tasks (the same parameters, awaited)."""
-    if not kind or not kind.strip():
-        raise ValueError("approval_gate needs the action's kind (export, write, grant, ...)")
-    if poll_interval < 1:
-        raise ValueError("poll_interval must be at least 1 second")
-    if suspend and TaskRunContext.get() is not None:
-        raise ValueError(
-            "suspend=True works in a flow, not in a task: Prefect cannot suspend from a task"
-        )
-    named_inputs, named_outputs = assets(inputs, where="inputs"), assets(outputs, where="outputs")
-    flow_ctx, step, requester = gate_identity(step, owner=owner)
-    action = parse_action(
-        {
-            "kind": kind,
-            "summary": summary or f"{kind} by {requester.job}",
-            "inputs": named_inputs,
-            "outputs": named_outputs,
-            "destination": destination or None,
-            "environment": environment or None,
-            "context": dict(context or {}),
-        }
-    )
-    logger = get_run_logger()
-    flow_run = flow_ctx.flow_run
-    assert flow_run is not None  # gate_identity checked it
-    key = idempotency_key(str(flow_run.id), step, action)
-    async with await _client(config, server_url, token) as client:
-        gate = AsyncGate(client)
-        outcome = await gate.open(key, action, requester, timeout=open_timeout)
-        logger.info("Sluicegate: %s %s", outcome.message, outcome.request.review_url or "")
-        if outcome.kind is OutcomeKind.PENDING:
-            run = WaitingRun(gate, client, outcome.request, flow_run, logger, timeout_margin)
-            if suspend:
-                answer = await run.suspended()
-            else:
-                answer = await run.paused(poll_interval, resume_grace)
-            outcome = await gate.settle(answer)
-    return _passed(outcome, logger)
+    from sluicegate.client import AsyncSluicegateClient
+    from sluicegate.gate import AsyncGate, OutcomeKind
 
-
-async def _client(
-    config: SluicegateConfig | str | None, server_url: str | None, token: str | None
-) -> AsyncSluicegateClient:
+    asked = _Asked.of(kind, summary, inputs, outputs, destination, environment, context, step,
+                      owner, suspend, poll_interval)  # fmt: skip
     if isinstance(config, str):
-        config = await SluicegateConfig.aload(config)
+        config = await SluicegateConfig.aload_cached(config)
+    url, secret = _where(config, server_url, token)
+    async with AsyncSluicegateClient(url, secret) as client:
+        gate = AsyncGate(client)
+        outcome = await gate.open(asked.key, asked.action, asked.requester, timeout=open_timeout)
+        asked.logger.info("Sluicegate: %s %s", outcome.message, outcome.request.review_url or "")
+        if outcome.kind is OutcomeKind.PENDING:
+            outcome = await _waited(
+                asked, gate, client, outcome.request, suspend, poll_interval, resume_grace,
+                timeout_margin,
+            )  # fmt: skip
+    return _passed(outcome, asked.logger)
+
+
+class _Asked:
+    """One gate's question in Prefect's terms: the flow run, the action, who asks, the key."""
+
+    def __init__(
+        self, flow_run: FlowRun, key: str, action: Action, requester: Requester, logger: Any
+    ) -> None:
+        self.flow_run, self.key, self.action = flow_run, key, action
+        self.requester, self.logger = requester, logger
+
+    @classmethod
+    def of(
+        cls,
+        kind: str,
+        summary: str,
+        inputs: Sequence[Any],
+        outputs: Sequence[Any],
+        destination: str | None,
+        environment: str | None,
+        context: Mapping[str, Any] | None,
+        step: str | None,
+        owner: str | None,
+        suspend: bool,
+        poll_interval: int,
+    ) -> _Asked:
+        """Checked arguments and the step read from Prefect's run context; nothing is sent.
+
+        :raises ValueError: a bad argument. :raises RuntimeError: outside a flow run.
+        :raises DatasetError: a dataset that cannot be named.
+        """
+        from sluicegate.model import parse_action
+
+        if not kind or not kind.strip():
+            raise ValueError("approval_gate needs the action's kind (export, write, grant, ...)")
+        if poll_interval < 1:
+            raise ValueError("poll_interval must be at least 1 second")
+        if suspend and TaskRunContext.get() is not None:
+            raise ValueError(
+                "suspend=True works in a flow, not in a task: Prefect cannot suspend from a task"
+            )
+        named_inputs = assets(inputs, where="inputs")
+        named_outputs = assets(outputs, where="outputs")
+        flow_ctx, step, requester = gate_identity(step, owner=owner)
+        action = parse_action(
+            {
+                "kind": kind,
+                "summary": summary or f"{kind} by {requester.job}",
+                "inputs": named_inputs,
+                "outputs": named_outputs,
+                "destination": destination or None,
+                "environment": environment or None,
+                "context": dict(context or {}),
+            }
+        )
+        flow_run = flow_ctx.flow_run
+        assert flow_run is not None  # gate_identity checked it
+        key = idempotency_key(str(flow_run.id), step, action)
+        return cls(flow_run, key, action, requester, get_run_logger())
+
+
+def _where(
+    config: SluicegateConfig | None, server_url: str | None, token: str | None
+) -> tuple[str | None, str | None]:
+    """The server and token: the arguments, else the block's (None: the core's settings)."""
     if config is not None:
         server_url = server_url or config.server_url
         token = token or config.token.get_secret_value()
-    return AsyncSluicegateClient(server_url, token)
+    return server_url, token
+
+
+def _shared_client(server_url: str | None, token: str | None) -> SluicegateClient:
+    """The blocking client this process's sync gates share for this server and token (keyed
+    by the process too: a forked process never shares its parent's sockets). Left to the
+    core's settings, it is keyed by the environment's values of them."""
+    from sluicegate.client import SluicegateClient
+
+    key = (
+        os.getpid(),
+        server_url or os.environ.get("SLUICEGATE_SERVER_URL"),
+        token or os.environ.get("SLUICEGATE_TOKEN"),
+    )
+    with _SHARED_LOCK:
+        client = _SHARED.get(key)
+        if client is None:
+            client = _SHARED[key] = SluicegateClient(server_url, token)
+    return client
+
+
+async def _waited_out(
+    asked: _Asked,
+    answer: RequestOut,
+    server_url: str | None,
+    token: str | None,
+    suspend: bool,
+    poll_interval: int,
+    grace: float,
+    margin: float,
+) -> GateOutcome:
+    """A sync gate's pending request, waited out in the loop Prefect's pause needs."""
+    from sluicegate.client import AsyncSluicegateClient
+    from sluicegate.gate import AsyncGate
+
+    async with AsyncSluicegateClient(server_url, token) as client:
+        gate = AsyncGate(client)
+        return await _waited(asked, gate, client, answer, suspend, poll_interval, grace, margin)
+
+
+async def _waited(
+    asked: _Asked,
+    gate: AsyncGate,
+    client: AsyncSluicegateClient,
+    answer: RequestOut,
+    suspend: bool,
+    poll_interval: int,
+    grace: float,
+    margin: float,
+) -> GateOutcome:
+    """The flow run paused (or suspended) until the request ends (:mod:`.pause`); the
+    server's answer settled."""
+    from prefect_sluicegate.pause import WaitingRun
+
+    run = WaitingRun(gate, client, answer, asked.flow_run, asked.logger, margin)
+    if suspend:
+        ended = await run.suspended()
+    else:
+        ended = await run.paused(poll_interval, grace)
+    return await gate.settle(ended)
 
 
 def _passed(outcome: GateOutcome, logger: Any) -> RequestOut:
     """The request that lets the step go on; else the outcome raised (fail closed: a request
     still pending at the pause's end is no permission)."""
+    from sluicegate.gate import OutcomeKind
+
     answer = outcome.request
     if outcome.proceed:
-        logger.info("Sluicegate: request %s %s; going on", answer.id, answer.status)
+        if outcome.is_request:  # the policy's own allow was logged as it was opened
+            logger.info("Sluicegate: request %s %s; going on", answer.id, answer.status)
         return answer
     if outcome.kind is OutcomeKind.PENDING:
         raise RuntimeError(f"Sluicegate request {answer.id} is still pending")

@@ -35,14 +35,13 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect.assets import Asset
 from prefect.context import FlowRunContext, TaskRunContext
 
-from sluicegate.datasets import to_asset
-from sluicegate.idempotency import action_digest
-from sluicegate.model import Action, ParentRun, Requester
+if TYPE_CHECKING:  # the core's model loads when a gate first asks
+    from sluicegate.model import Action, ParentRun, Requester
 
 __all__ = [
     "assets",
@@ -64,6 +63,8 @@ def idempotency_key(flow_run_id: str, step: str, action: Action | Mapping[str, A
 
     :raises ActionError: ``action`` is not a valid action.
     """
+    from sluicegate.idempotency import action_digest
+
     return f"prefect:{flow_run_id}:{step}:{action_digest(action)}"
 
 
@@ -80,6 +81,8 @@ def lineage_parent(flow_ctx: FlowRunContext, task_ctx: TaskRunContext | None) ->
     "{namespace}.{job}")``, the start time being the run's own, which Prefect keeps in the
     run's context. A run not yet started has no such id: its Prefect id stands in.
     """
+    from sluicegate.model import ParentRun
+
     namespace = os.environ.get("OPENLINEAGE_NAMESPACE") or DEFAULT_NAMESPACE
     if task_ctx is not None:
         run: Any = task_ctx.task_run
@@ -130,6 +133,8 @@ def requester_of(
 ) -> Requester:
     """The requester: the flow (and task), its run, and who triggered it, with the lineage
     parent pointing at the task's (else the flow's) OpenLineage run."""
+    from sluicegate.model import Requester
+
     flow_run = flow_ctx.flow_run
     assert flow_run is not None  # checked by the gate
     flow_name = flow_ctx.flow.name if flow_ctx.flow is not None else flow_run.name
@@ -170,6 +175,8 @@ def assets(items: Sequence[Any] | Any, *, where: str) -> list[dict[str, Any]]:
 
     :raises DatasetError: one of them cannot be named.
     """
+    from sluicegate.datasets import to_asset
+
     if isinstance(items, (str, Mapping, Asset)):
         items = [items]
     return [

@@ -28,18 +28,20 @@ import contextlib
 import math
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import Pause
-from prefect.flow_runs import apause_flow_run, asuspend_flow_run
 
 from prefect_sluicegate.decision import GateDecision
-from sluicegate.client import AsyncSluicegateClient
-from sluicegate.gate import AsyncGate
-from sluicegate.wire import RequestOut
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+
+    from sluicegate.client import AsyncSluicegateClient
+    from sluicegate.gate import AsyncGate
+    from sluicegate.wire import RequestOut
 
 __all__ = ["WaitingRun", "pause_timeout"]
 
@@ -104,6 +106,8 @@ class WaitingRun:
         """Pause the run until the request ends (the server's answer: pending only if the
         gate's deadline passed first), the run resumed by the server or, after ``grace``
         seconds, from here."""
+        from prefect.flow_runs import apause_flow_run
+
         pause = asyncio.create_task(
             apause_flow_run(
                 wait_for_input=GateDecision,
@@ -131,6 +135,8 @@ class WaitingRun:
     async def suspended(self) -> RequestOut:
         """Suspend the run (its process exits: :class:`prefect.exceptions.Pause`); in the
         re-run after its resume, the server's answer."""
+        from prefect.flow_runs import asuspend_flow_run
+
         try:
             given = await asuspend_flow_run(
                 wait_for_input=GateDecision, timeout=self.timeout, key=self.key

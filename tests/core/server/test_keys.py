@@ -3,7 +3,8 @@
 A SQLite server keeps a generated key in a file beside the database (mode 0600); a PostgreSQL
 server refuses to start without ``SLUICEGATE_SECRET_KEY``; a key an older version left in the
 database is deleted and trusted no more; a rotated-out key still verifies what it signed while
-it is listed in ``SLUICEGATE_PREVIOUS_SECRET_KEYS``. Each through a real ``sluicegate serve``.
+it is listed in ``SLUICEGATE_PREVIOUS_SECRET_KEYS``. Each through a real ``sluicegate serve``
+(a PostgreSQL server's refusals: its entry point in this process).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tests.core.support.serverproc import (
     ServerProcess,
     clean_env,
     free_port,
+    refused_serve,
     running,
 )
 
@@ -57,10 +59,14 @@ def link_opens_the_form(server: ServerProcess, request_id: str, link: str) -> bo
     return 'name="verdict"' in r.text
 
 
+def serve_args(db_url: str) -> list[str]:
+    return ["--db", db_url, "--policy", str(POLICY), "--port", str(free_port())]
+
+
 def serve_until_exit(db_url: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """``sluicegate serve`` expected to stop at once; a server that starts instead is stopped
     and reported."""
-    cmd = [SLUICEGATE, "serve", "--db", db_url, "--policy", str(POLICY), "--port", str(free_port())]
+    cmd = [SLUICEGATE, "serve", *serve_args(db_url)]
     proc = subprocess.Popen(
         cmd,
         cwd=cwd,
@@ -155,7 +161,8 @@ def test_a_key_file_that_others_can_read_is_refused(sqlite_url: str, tmp_path: P
 
 @pytest.mark.postgres
 def test_a_postgresql_server_needs_its_key_from_the_settings(pg_url: str, tmp_path: Path) -> None:
-    proc = serve_until_exit(pg_url, tmp_path)
+    # The refusals in this process: a refusal's exit from the script is the key file's, above.
+    proc = refused_serve(*serve_args(pg_url), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == (
         "sluicegate: error: a postgresql database needs a secret key: set SLUICEGATE_SECRET_KEY "
@@ -177,7 +184,7 @@ def test_a_postgresql_server_needs_its_key_from_the_settings(pg_url: str, tmp_pa
         server.start()
         with Store(pg_url) as store, store.read() as conn:
             assert conn.exec_driver_sql("SELECT name FROM server_values").all() == []
-    short = serve_until_exit(pg_url, tmp_path, SLUICEGATE_SECRET_KEY="short")
+    short = refused_serve(*serve_args(pg_url), cwd=tmp_path, env={"SLUICEGATE_SECRET_KEY": "short"})
     assert short.returncode == 2
     assert short.stderr.startswith(
         "sluicegate: error: environment variable SLUICEGATE_SECRET_KEY: a secret key needs at "

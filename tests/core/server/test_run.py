@@ -8,7 +8,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +85,29 @@ def test_token_create_prints_the_token_alone(sqlite_url: str, tmp_path: Path) ->
     assert bad.returncode == 2 and "scope" in bad.stderr
 
 
-def test_serve_and_the_reviewer_cli(
-    sqlite_url: str, tmp_path: Path, start_server: StartServer
-) -> None:
-    pipeline, tokens = tokens_for(sqlite_url, "alice", "bob", "carol")
-    server = start_server(sqlite_url)
+class Served:
+    """One ``sluicegate serve`` (access log on) on a SQLite file, for the module's tests that
+    neither stop nor restart it: each opens requests of its own."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.db_url = f"sqlite:///{tmp}/sluicegate.db"
+        self.server = ServerProcess(self.db_url, POLICY, tmp, name="served", log_level="info")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    s = Served(tmp_path_factory.mktemp("served"))
+    try:
+        s.server.start()
+        yield s
+    finally:
+        s.server.stop()
+        print(f"===== {s.server.name} ({s.server.url}) output =====\n{s.server.stderr()}")
+
+
+def test_serve_and_the_reviewer_cli(served: Served, tmp_path: Path) -> None:
+    pipeline, tokens = tokens_for(served.db_url, "alice", "bob", "carol")
+    server = served.server
     with httpx.Client(base_url=server.url) as c:
         assert c.get("/healthz").json() == {"status": "ok"}
         assert c.get("/readyz").status_code == 200
@@ -131,7 +149,7 @@ def test_serve_and_the_reviewer_cli(
     assert as_json.returncode == 0, as_json.stderr
     assert [r["id"] for r in json.loads(as_json.stdout)["items"]] == [rid]
 
-    with server.client(audit_token(sqlite_url)) as c:
+    with server.client(audit_token(served.db_url)) as c:
         assert c.get("/api/v1/audit/verify").json()["ok"] is True
 
 
@@ -181,13 +199,13 @@ def test_a_restarted_server_keeps_the_request_and_its_decisions(
 
 
 class Replicas:
-    """Two servers on one PostgreSQL schema, with the tokens of everyone involved."""
+    """Two servers on one database, with the tokens of everyone involved."""
 
-    def __init__(self, db_url: str, tmp_path: Path, start: StartServer) -> None:
+    def __init__(self, db_url: str, tmp_path: Path) -> None:
         self.pipeline, self.tokens = tokens_for(db_url, "alice", "bob", "carol")
         self.auditor = audit_token(db_url)
-        self.a = start(db_url, name="replica-A")
-        self.b = start(db_url, name="replica-B")
+        self.a = ServerProcess(db_url, POLICY, tmp_path, name="replica-A")
+        self.b = ServerProcess(db_url, POLICY, tmp_path, name="replica-B")
 
     def post(
         self, server: ServerProcess, who: str, path: str, body: dict[str, Any]
@@ -206,6 +224,30 @@ class Replicas:
         assert r.status_code == 200, r.text
         rows = [json.loads(line) for line in r.text.splitlines()]
         return [row for row in rows if row["request_id"] == request_id]
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def replicas(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Replicas]:
+    """Two replicas on one SQLite file or one PostgreSQL schema, shared by the module's tests
+    of that database (each races on requests of its own); stopped after the module."""
+    tmp = tmp_path_factory.mktemp(f"replicas-{request.param}")
+    if request.param == "sqlite":
+        db_url = f"sqlite:///{tmp}/sluicegate.db"
+    else:
+        db_url = str(request.getfixturevalue("module_pg_url"))
+    rs = Replicas(db_url, tmp)
+    try:
+        rs.a.start()
+        rs.b.start()
+        yield rs
+    finally:
+        for server in (rs.a, rs.b):
+            server.stop()
+            print(f"===== {server.name} ({server.url}) output =====\n{server.stderr()}")
 
 
 def race(*calls: Callable[[], httpx.Response]) -> list[tuple[httpx.Response, float]]:
@@ -265,11 +307,11 @@ def waiting_polls(server: ServerProcess) -> float:
 
 
 def test_two_replicas_count_simultaneous_approvals_once_and_wake_each_other(
-    db_url: str, tmp_path: Path, start_server: StartServer
+    replicas: Replicas,
 ) -> None:
     # On PostgreSQL the replicas hear each other through LISTEN/NOTIFY; on one SQLite file,
     # by following the audit log's tail.
-    rs = Replicas(db_url, tmp_path, start_server)
+    rs = replicas
 
     # A retried task reaching both replicas at once still opens one request.
     body = {
@@ -331,10 +373,9 @@ def test_two_replicas_count_simultaneous_approvals_once_and_wake_each_other(
 
 
 @pytest.mark.postgres
-def test_two_replicas_racing_deny_and_approve_end_the_request_once(
-    pg_url: str, tmp_path: Path, start_server: StartServer
-) -> None:
-    rs = Replicas(pg_url, tmp_path, start_server)
+@pytest.mark.parametrize("replicas", ["postgres"], indirect=True)
+def test_two_replicas_racing_deny_and_approve_end_the_request_once(replicas: Replicas) -> None:
+    rs = replicas
     outcomes = set()
     for _ in range(4):
         # Owner dave is no steward: alice, bob and carol may all decide; carol's approval
@@ -449,20 +490,19 @@ def test_serve_with_workers_is_one_server_on_one_port(
     assert "Traceback" not in server.stderr(), server.stderr()
 
 
-def test_the_access_log_has_one_json_line_per_request(
-    sqlite_url: str, tmp_path: Path, start_server: StartServer
-) -> None:
-    server = start_server(sqlite_url, name="logged", log_level="info")
-    pipeline, _ = tokens_for(sqlite_url)
+def test_the_access_log_has_one_json_line_per_request(served: Served) -> None:
+    server = served.server
+    pipeline, _ = tokens_for(served.db_url)
+    path = f"/api/v1/requests/{uuid.uuid4()}"
     with server.client(pipeline) as c:
-        assert c.get(f"/api/v1/requests/{uuid.uuid4()}").status_code == 404
+        assert c.get(path).status_code == 404
     deadline = time.monotonic() + 5
     lines: list[dict[str, Any]] = []
     while time.monotonic() < deadline and not lines:
         lines = [
             json.loads(line.split(" sluicegate.access ", 1)[1])
             for line in server.stderr().splitlines()
-            if " sluicegate.access " in line and "/api/v1/requests/" in line
+            if " sluicegate.access " in line and path in line
         ]
         time.sleep(0.1)
     assert len(lines) == 1, server.stderr()

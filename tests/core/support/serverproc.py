@@ -92,21 +92,29 @@ def cli(
     )
 
 
-def cli_in_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli_in_process(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``sluicegate ARGS`` through the entry point the script calls (``sluicegate.cli:main``),
     in this process: what :func:`cli` answers, without a Python start and every import per
     call. For a test whose subject is not the script itself (tests/core/cli/test_main.py runs the
     script). It swaps this process's stdout, stderr, environment (no SLUICEGATE_* or
-    OPENLINEAGE* variable) and working folder while it runs: call it from the test's thread
-    only, never while another thread prints."""
+    OPENLINEAGE* variable, plus ``env``) and working folder while it runs: call it from the
+    test's thread only, never while another thread prints."""
     from sluicegate.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    saved = {k: v for k, v in os.environ.items() if k.startswith(("SLUICEGATE_", "OPENLINEAGE"))}
+    env = env or {}
+    saved = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("SLUICEGATE_", "OPENLINEAGE")) or k in env
+    }
     code: object = 0
     try:
         for name in saved:
             del os.environ[name]
+        os.environ.update(env)
         with (
             contextlib.chdir(cwd or os.getcwd()),
             contextlib.redirect_stdout(out),
@@ -116,11 +124,33 @@ def cli_in_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedP
     except SystemExit as ended:  # main() always ends with sys.exit
         code = ended.code
     finally:
+        for name in env:
+            os.environ.pop(name, None)
         os.environ.update(saved)
     returncode = code if isinstance(code, int) else 0 if code is None else 1
     return subprocess.CompletedProcess(
         ["sluicegate", *args], returncode, out.getvalue(), err.getvalue()
     )
+
+
+def refused_serve(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``sluicegate serve ARGS`` in this process (:func:`cli_in_process`), for a setting that
+    ``serve`` must refuse before it serves; where the script's own exit is the subject, run the
+    script. A serve that got past its checks does not serve here: it ends in an internal error
+    (exit 3) naming that, and the test's expected exit 2 fails."""
+    from sluicegate.server import run
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("sluicegate serve started serving: it was expected to refuse")
+
+    saved = run.run_server, run.run_workers
+    run.run_server = run.run_workers = started
+    try:
+        return cli_in_process("serve", *args, cwd=cwd, env=env)
+    finally:
+        run.run_server, run.run_workers = saved
 
 
 def create_token(

@@ -11,16 +11,19 @@ token (``sluicegate token create --principal airflow-prod --scope request``). Fo
 ``airflow connections test sluicegate_default`` (and the UI's Test button, both behind
 Airflow's ``[core] test_connection = Enabled``) checks the URL and the token with
 :meth:`SluicegateHook.test_connection`.
+
+The core's client (and httpx) is imported when a client is made, not with this module: every
+task process of a DAG file that uses the provider imports it while it parses the file.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from sluicegate.client import AsyncSluicegateClient, SluicegateClient
-from sluicegate.exceptions import ClientError, UnreachableError
+if TYPE_CHECKING:
+    from sluicegate.client import AsyncSluicegateClient, SluicegateClient
 
 __all__ = ["SluicegateHook"]
 
@@ -59,11 +62,15 @@ class SluicegateHook(BaseHook):
 
     def get_conn(self) -> SluicegateClient:
         """A blocking client (close it when done)."""
+        from sluicegate.client import SluicegateClient
+
         url, token = self.server()
         return SluicegateClient(url, token)
 
     def get_async_conn(self) -> AsyncSluicegateClient:
         """A non-blocking client, for triggers."""
+        from sluicegate.client import AsyncSluicegateClient
+
         url, token = self.server()
         return AsyncSluicegateClient(url, token)
 
@@ -75,6 +82,9 @@ class SluicegateHook(BaseHook):
         and the token valid, and changes nothing. The message names the server, never the
         token.
         """
+        from sluicegate.client import SluicegateClient
+        from sluicegate.exceptions import ClientError, UnreachableError
+
         try:
             url, token = self.server()
         except ValueError as err:

@@ -47,21 +47,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from sluicegate.exceptions import ActionError, ClientError
-from sluicegate.gate import Gate, GateOutcome, OutcomeKind
-from sluicegate.idempotency import gate_key
-from sluicegate.model import Action, Requester, parse_action, parse_requester
-from sluicegate.wire import RequestOut
 from sluicegate_airflow.hooks.sluicegate import SluicegateHook
-from sluicegate_airflow.triggers.approval import ApprovalTrigger
 from sluicegate_airflow.utils.datasets import assets_of
 from sluicegate_airflow.utils.lineage import operator_lineage, parent_run
 from sluicegate_airflow.utils.outcome import end_unless_proceeds, xcom_result
+
+# The core (its pydantic models, its client) is imported in the methods that ask, not here:
+# every task process parses its DAG file (see the package's docstring).
+if TYPE_CHECKING:
+    from sluicegate.gate import GateOutcome
+    from sluicegate.model import Action, Requester
+    from sluicegate.wire import RequestOut
 
 __all__ = ["ApprovalGateOperator", "idempotency_key"]
 
@@ -78,6 +79,8 @@ OPEN_RETRY_SECONDS = 10.0
 def idempotency_key(context: Context, action: Action | Mapping[str, Any]) -> str:
     """The gate's key for this task instance and ``action``: the same across retries and
     re-runs that ask about the same action, a new one when the action changed."""
+    from sluicegate.idempotency import gate_key
+
     ti = context["ti"]
     return gate_key("airflow", ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), action=action)
 
@@ -193,6 +196,9 @@ class _ActionGate:
         :raises AirflowFailException: a dataset that cannot be named, or an action the server
             would refuse (no retry: a retry would ask about the same action).
         """
+        from sluicegate.exceptions import ActionError
+        from sluicegate.model import parse_action
+
         inputs, outputs = self.datasets()
         templated = self.sluicegate_action
         action: dict[str, Any] = {
@@ -212,6 +218,9 @@ class _ActionGate:
 
     def requester(self, context: Context) -> Requester:
         """Who asks: this task run, its owner and the user who triggered the run."""
+        from sluicegate.exceptions import ActionError
+        from sluicegate.model import parse_requester
+
         ti = context["ti"]
         dag_run = context.get("dag_run")
         triggered_by = getattr(dag_run, "triggering_user_name", None) if dag_run else None
@@ -233,6 +242,9 @@ class _ActionGate:
 
     def _open_or_defer(self, context: Context) -> GateOutcome:
         """The outcome if the step may go on now; raises if refused; defers if it waits."""
+        from sluicegate.exceptions import ActionError, ClientError
+        from sluicegate.gate import Gate, OutcomeKind
+
         action = self.action()
         # Kept for the lineage facet of an older server's policy answer, which names no one.
         self._sluicegate_requester: Requester | None = self.requester(context)
@@ -257,6 +269,8 @@ class _ActionGate:
             return self._ended(outcome)
         expires = request.expires_at
         timeout = expires - datetime.now(timezone.utc) + DEFER_MARGIN if expires else DEFAULT_DEFER
+        from sluicegate_airflow.triggers.approval import ApprovalTrigger  # only a gate that waits
+
         self.defer(  # type: ignore[attr-defined]
             trigger=ApprovalTrigger(
                 request.id,
@@ -274,6 +288,8 @@ class _ActionGate:
         recorded when it let the step go on); raises if refused."""
         if event.get("status") == "error":
             raise AirflowFailException(f"Sluicegate: {event.get('error')}")
+        from sluicegate.gate import Gate
+
         with SluicegateHook(self.sluicegate_conn_id).get_conn() as client:
             outcome = Gate(client).settle(event["request"])
         self.log.info("Sluicegate: %s", outcome.message)

@@ -21,9 +21,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from sluicegate.gate import Gate, GateOutcome, OutcomeKind
 from sluicegate_airflow.hooks.sluicegate import SluicegateHook
-from sluicegate_airflow.triggers.approval import ApprovalTrigger
 from sluicegate_airflow.utils.outcome import end_unless_proceeds
 
 __all__ = ["ApprovalSensor"]
@@ -61,6 +59,8 @@ class ApprovalSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool:
         """True once the request is decided and lets the step go on; raises if it does not."""
+        from sluicegate.gate import Gate, OutcomeKind
+
         with SluicegateHook(self.sluicegate_conn_id).get_conn() as client:
             # timeout=0: the request as it is now; an error is raised at once (Airflow's
             # retries apply), as any sensor's poke raises
@@ -76,6 +76,8 @@ class ApprovalSensor(BaseSensorOperator):
             return super().execute(context)
         if self.poke(context):
             return None
+        from sluicegate_airflow.triggers.approval import ApprovalTrigger
+
         self.defer(
             trigger=ApprovalTrigger(self.request_id, self.sluicegate_conn_id, self.poll_seconds),
             method_name="execute_complete",
@@ -87,4 +89,6 @@ class ApprovalSensor(BaseSensorOperator):
         """Resumed by the trigger: the decision in its event ends the task."""
         if event.get("status") == "error":
             raise AirflowFailException(f"Sluicegate: {event.get('error')}")
+        from sluicegate.gate import GateOutcome
+
         end_unless_proceeds(GateOutcome.of(event["request"]), fail_on_deny=self.fail_on_deny)

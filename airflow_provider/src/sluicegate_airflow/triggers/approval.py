@@ -20,8 +20,6 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from sluicegate.gate import AsyncGate
-
 __all__ = ["ApprovalTrigger"]
 
 #: The default of ``poll_seconds`` (see :class:`ApprovalTrigger`).
@@ -64,6 +62,7 @@ class ApprovalTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from sluicegate.gate import AsyncGate
         from sluicegate_airflow.hooks.sluicegate import SluicegateHook
 
         try:

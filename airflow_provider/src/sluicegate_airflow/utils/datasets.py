@@ -28,9 +28,6 @@ from typing import Any
 from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.exceptions import AirflowFailException
 
-from sluicegate.datasets import to_asset
-from sluicegate.exceptions import DatasetError
-
 __all__ = ["assets_of"]
 
 # Loaded by the OpenLineage provider's listener when OpenLineage is configured for this process.
@@ -44,6 +41,8 @@ def assets_of(items: Sequence[Any], *, where: str) -> list[dict[str, Any]]:
     :raises AirflowFailException: one of them cannot be named (no retry: a retry would not name
         it either).
     """
+    from sluicegate.exceptions import DatasetError  # the core's, imported when a gate asks
+
     try:
         return [_asset(item, f"{where}[{i}]") for i, item in enumerate(items)]
     except DatasetError as err:
@@ -52,6 +51,9 @@ def assets_of(items: Sequence[Any], *, where: str) -> list[dict[str, Any]]:
 
 def _asset(item: Any, where: str) -> dict[str, Any]:
     from airflow.sdk.definitions.asset import AssetNameRef, AssetUriRef
+
+    from sluicegate.datasets import to_asset
+    from sluicegate.exceptions import DatasetError
 
     if isinstance(item, AssetAlias):
         raise DatasetError(
@@ -73,6 +75,9 @@ def _asset(item: Any, where: str) -> dict[str, Any]:
 
 
 def _from_asset(asset: Asset, where: str) -> dict[str, Any]:
+    from sluicegate.datasets import to_asset
+    from sluicegate.exceptions import DatasetError
+
     if "://" not in asset.uri:
         raise DatasetError(
             f"{where}: Asset {asset.uri!r} has no URI, only a name, so nothing says where its "
@@ -100,6 +105,8 @@ def _translated(asset: Asset) -> dict[str, Any] | None:
         )
     except ImportError:
         return None
+    from sluicegate.datasets import to_asset
+
     dataset = translate_airflow_asset(asset, None)
     if dataset is None:
         return None

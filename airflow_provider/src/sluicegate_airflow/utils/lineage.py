@@ -12,12 +12,13 @@ this process, because importing it cold costs seconds and without it no event na
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Context
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
-from sluicegate.model import Requester
-from sluicegate.wire import RequestOut
+    from sluicegate.model import Requester
+    from sluicegate.wire import RequestOut
 
 __all__ = ["PROVIDER_ACTIVE", "operator_lineage", "parent_run"]
 

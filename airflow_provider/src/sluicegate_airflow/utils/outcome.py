@@ -8,11 +8,12 @@ the same way for the same outcome. Whether the step may go on is the core's answ
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from sluicegate.gate import GateOutcome, OutcomeKind
+if TYPE_CHECKING:
+    from sluicegate.gate import GateOutcome
 
 __all__ = ["end_unless_proceeds", "xcom_result"]
 
@@ -29,6 +30,8 @@ def end_unless_proceeds(outcome: GateOutcome, *, fail_on_deny: bool) -> GateOutc
     """
     if outcome.proceed:
         return outcome
+    from sluicegate.gate import OutcomeKind
+
     message = f"Sluicegate: {outcome.message}"  # "request 0197... was denied by bob: ..."
     if outcome.kind is OutcomeKind.DENIED and not fail_on_deny:
         raise AirflowSkipException(message)

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from sluicegate.exceptions import ConfigError, SluicegateError
-from sluicegate.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from sluicegate.client import SluicegateClient
+    from sluicegate.settings import Settings
     from sluicegate.store import Store
 
 __all__ = [
@@ -106,6 +106,9 @@ class SluicegateGroup(click.Group):
 def settings(ctx: click.Context, **overrides: Any) -> Settings:
     """The settings: ``overrides`` (the command's options), then the root ``--config`` file,
     the environment and ``./sluicegate.yaml``."""
+    # Imported here (pydantic-settings, yaml): "--help" and commands without settings skip it.
+    from sluicegate.settings import load_settings
+
     config = ctx.find_root().params.get("config")
     return load_settings(config, **overrides)
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sluicegate.calls import LONG_POLL, ApiCall
 from sluicegate.exceptions import ClientError
 from sluicegate.gate import machine
 from sluicegate.gate.machine import BACKOFF, Clock, Io, Machine, Retry
 from sluicegate.gate.outcome import GateOutcome
-from sluicegate.model import Action, Requester
-from sluicegate.wire import RequestOut
+
+if TYPE_CHECKING:
+    from sluicegate.model import Action, Requester
+    from sluicegate.wire import RequestOut
 
 __all__ = ["AsyncCaller", "AsyncGate", "Caller", "Gate"]
 
@@ -123,6 +125,8 @@ class Gate:
     def settle(self, answer: RequestOut | Mapping[str, Any]) -> GateOutcome:
         """The outcome of an answer obtained elsewhere (a trigger's event, a resumed run),
         with the release recorded when a request let the step go on."""
+        from sluicegate.wire import RequestOut  # by the first gate, not by importing it
+
         if not isinstance(answer, RequestOut):
             answer = RequestOut.model_validate(answer)
         return self.run(machine.settling(answer))
@@ -215,6 +219,8 @@ class AsyncGate:
 
     async def settle(self, answer: RequestOut | Mapping[str, Any]) -> GateOutcome:
         """:meth:`Gate.settle`, awaited."""
+        from sluicegate.wire import RequestOut  # by the first gate, not by importing it
+
         if not isinstance(answer, RequestOut):
             answer = RequestOut.model_validate(answer)
         return await self.run(machine.settling(answer))

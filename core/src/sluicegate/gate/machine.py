@@ -25,14 +25,16 @@ import logging
 import random
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sluicegate import calls
 from sluicegate.calls import ApiCall
 from sluicegate.exceptions import ClientError, ForeignRequestError
 from sluicegate.gate.outcome import GateOutcome, OutcomeKind
-from sluicegate.model import Action, Requester, parse_action, parse_requester
-from sluicegate.wire import RequestOut
+
+if TYPE_CHECKING:
+    from sluicegate.model import Action, Requester
+    from sluicegate.wire import RequestOut
 
 __all__ = [
     "BACKOFF",
@@ -136,6 +138,8 @@ def attaching(
 ) -> Machine[RequestOut]:
     """The request a run carries (a run launched once it was approved), if it is this gate's
     (:func:`check_carried`)."""
+    from sluicegate.model import Action, Requester, parse_action, parse_requester
+
     asked = action if isinstance(action, Action) else parse_action(action)
     who = requester if isinstance(requester, Requester) else parse_requester(dict(requester))
     answer: RequestOut = yield Io(lambda: calls.get(request_id), until)

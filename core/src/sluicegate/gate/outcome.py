@@ -6,10 +6,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sluicegate.model import Verdict, proceeds
-from sluicegate.wire import RequestOut
+if TYPE_CHECKING:
+    from sluicegate.wire import RequestOut
 
 __all__ = ["GateOutcome", "OutcomeKind"]
 
@@ -62,6 +62,10 @@ class GateOutcome:
     def of(cls, answer: RequestOut | Mapping[str, Any]) -> GateOutcome:
         """The outcome an answer stands for (a :class:`RequestOut` or its JSON, as a trigger's
         event carries it), with nothing recorded: see :meth:`sluicegate.gate.Gate.settle`."""
+        # The models are imported here, by the first gate: importing the gate stays cheap.
+        from sluicegate.model import Verdict, proceeds
+        from sluicegate.wire import RequestOut
+
         if not isinstance(answer, RequestOut):
             answer = RequestOut.model_validate(answer)
         kind = OutcomeKind(answer.status)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
 import threading
 import time
@@ -189,7 +190,11 @@ class LineageEmitter:
         Note: with ``OPENLINEAGE_URL`` set, the client copies it into
         ``OPENLINEAGE__TRANSPORT__TRANSPORTS__DEFAULT_HTTP__*`` variables of this process.
         """
-        client, fallback = _client_from_environment()
+        # Where no configuration is to be found, the client would fall back to console: known
+        # without importing openlineage-python (~170 ms, requests), which most servers skip.
+        fallback = not _configuration_present()
+        if not fallback:
+            client, fallback = _client_from_environment()
         if fallback:
             kwargs.setdefault("disabled_reason", "no OpenLineage transport configured")
             return cls(None, **kwargs)
@@ -635,6 +640,17 @@ class _FallbackSeen(logging.Filter):
             self.seen = True
             return False
         return True
+
+
+def _configuration_present() -> bool:
+    """Whether any place OpenLineage's client reads its configuration from holds some: an
+    ``OPENLINEAGE*`` variable (``OPENLINEAGE_URL``, ``OPENLINEAGE_CONFIG``,
+    ``OPENLINEAGE__TRANSPORT__*``, ``OPENLINEAGE_DISABLED``...), ``./openlineage.yml`` or
+    ``~/.openlineage/openlineage.yml`` (its ``_find_yaml_config_path``)."""
+    if any(name.startswith("OPENLINEAGE") for name in os.environ):
+        return True
+    home = os.path.join(os.path.expanduser("~/.openlineage"), "openlineage.yml")
+    return any(os.path.isfile(path) for path in ("openlineage.yml", home))
 
 
 def _client_from_environment() -> tuple[OpenLineageClient, bool]:

@@ -101,7 +101,7 @@ def lifespan_of(
             for task in tasks:
                 task.cancel()
             # Bounded: a background task that will not end must not keep the server up.
-            _, stuck = await asyncio.wait(tasks, timeout=_STOP_TASKS_SECONDS)
+            _ended, stuck = await asyncio.wait(tasks, timeout=_STOP_TASKS_SECONDS)
             for task in stuck:
                 log.warning("%s did not stop within %.0f s", task.get_name(), _STOP_TASKS_SECONDS)
             access_log.flush()

@@ -7,11 +7,21 @@ their input, call one method, and map its answer or its error (the table in
 :mod:`sluicegate.server.errors`, or a page) onto their medium; none of them checks a rule or
 writes by itself. The workflow's methods are plain functions, so the CLI and the tests call
 them directly, without a server.
+
+Listings are the one read here: a page is up to 500 requests with their decisions, milliseconds
+of work where a status read is microseconds, so it always runs in a worker thread, on both
+databases (on SQLite :meth:`Writer.read` runs reads on the event loop, where a listing held up
+every long poll and gate open until it was done).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
+
+import anyio
 
 from sluicegate.exceptions import ConflictError, ForbiddenError
 from sluicegate.lineage.index import LineageIndex
@@ -22,6 +32,13 @@ from sluicegate.store import DecisionOutcome
 from sluicegate.workflow import CONFLICT, GateAnswer, Workflow
 
 __all__ = ["GateService"]
+
+T = TypeVar("T")
+
+#: Listings read at once; more wait their turn. Building a page is Python work that holds
+#: the GIL: four at once in four threads left the event loop and the writer thread a quarter
+#: of it, and a gate opened meanwhile on PostgreSQL waited 0.8 s (p50, bench_inbox.py).
+LISTINGS_AT_ONCE = 1
 
 
 class GateService:
@@ -36,6 +53,7 @@ class GateService:
         #: The dataset graph the gates classify with (what lineage says is the server's to
         #: know, never the pipeline's).
         self.lineage = lineage
+        self._listing: anyio.CapacityLimiter | None = None
 
     async def open(
         self, *, idempotency_key: str, action: Action, requester: Requester
@@ -106,6 +124,32 @@ class GateService:
     async def release(self, request_id: uuid.UUID | str, *, principal: str) -> ApprovalRequest:
         """The gated step went ahead (``gate.released``)."""
         return await self.writer.run(self.workflow.release, request_id, principal=principal)
+
+    async def list_requests(
+        self,
+        render: Callable[[list[ApprovalRequest]], T],
+        *,
+        status: Status | None = None,
+        dataset: str | None = None,
+        job: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> T:
+        """``render(page)``: a page of :meth:`Store.list_requests
+        <sluicegate.store.Store.list_requests>` (newest first, keyset-paged by ``before``)
+        and the caller's rendering of it (JSON, a page), both in a worker thread, never on
+        the event loop."""
+        read = partial(
+            self.workflow.store.list_requests,
+            status=status,
+            dataset=dataset,
+            job=job,
+            limit=limit,
+            before=before,
+        )
+        if self._listing is None:  # made on the loop: anyio's limiters belong to one
+            self._listing = anyio.CapacityLimiter(LISTINGS_AT_ONCE)
+        return await anyio.to_thread.run_sync(lambda: render(read()), limiter=self._listing)
 
     async def expire_due(self) -> list[ApprovalRequest]:
         """End every pending request past its deadline (the expiry sweep)."""

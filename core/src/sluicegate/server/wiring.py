@@ -16,7 +16,6 @@ from datetime import timedelta
 
 from fastapi import Request
 
-from sluicegate.lineage.approval_runs import ApprovalRuns
 from sluicegate.lineage.emitter import LineageEmitter
 from sluicegate.lineage.index import LineageIndex
 from sluicegate.notify.channels import Channels
@@ -108,7 +107,12 @@ class ServerState:
         emitter = LineageEmitter.from_environment(
             on_result=metrics.count_lineage_sent, on_drop=metrics.count_lineage_dropped
         )
-        workflow = Workflow(store, policy, ApprovalRuns(emitter, server_url=settings.server_url))
+        runs = None
+        if emitter.enabled:  # openlineage-python is imported only for lineage that goes out
+            from sluicegate.lineage.approval_runs import ApprovalRuns
+
+            runs = ApprovalRuns(emitter, server_url=settings.server_url)
+        workflow = Workflow(store, policy, runs)
         lineage = LineageIndex(store, policy)
         return cls(
             settings=settings,

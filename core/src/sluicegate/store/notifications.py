@@ -29,7 +29,6 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import aliased
 
 from sluicegate.model import utcnow
 from sluicegate.store import audit
@@ -38,7 +37,7 @@ from sluicegate.store.schema import outbox
 
 __all__ = ["OutboxRow", "OutboxTable"]
 
-_older = aliased(outbox)
+_older = outbox.alias()  # SQLAlchemy Core's alias: the ORM is not needed for one self-join
 #: Names the delivery ids of rows planned before rows carried one (see ``delivery_id``).
 _LEGACY_DELIVERY = uuid.UUID("5b1e4c2a-3f0d-4c7e-9a51-6d2f1e0b8c47")
 

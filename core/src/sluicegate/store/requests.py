@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, select
+from sqlalchemy import Connection, Row, Select, bindparam, func, select
 
 from sluicegate.exceptions import NotFoundError, StoreError
 from sluicegate.model import ApprovalRequest, Status
@@ -46,6 +46,7 @@ __all__ = [
     "list_requests",
     "load",
     "locked",
+    "page_ids",
     "run_hooks",
 ]
 
@@ -203,22 +204,72 @@ def list_requests(
     before: str | None,
 ) -> list[ApprovalRequest]:
     """Newest first, at most ``limit`` (1 to 500); ``before``: the last id of the previous
-    page; ``dataset``: a name, or ``namespace::name``."""
-    stmt = select(requests).order_by(requests.c.id.desc()).limit(max(1, min(limit, 500)))
+    page; ``dataset``: a name, or ``namespace::name``.
+
+    One statement: the page's ids (a range read of an index ending in id: see
+    :func:`page_ids`), joined with their rows and decisions. No OFFSET and no count, so page
+    1,000 costs what page 1 costs.
+    """
+    page = page_ids(
+        status=status, dataset=dataset, job=job, limit=max(1, min(limit, 500)), before=before
+    ).subquery("page")
+    stmt = (
+        select(requests, *_DECISIONS)
+        .select_from(
+            page.join(requests, requests.c.id == page.c.id).outerjoin(
+                decisions, decisions.c.request_id == requests.c.id
+            )
+        )
+        .order_by(requests.c.id.desc(), decisions.c.id)
+    )
+    with tx.read() as conn:
+        rows = conn.execute(stmt).all()
+    grouped: dict[str, list[Row[Any]]] = {}
+    for row in rows:
+        grouped.setdefault(row.id, []).append(row)
+    return [request_with_decisions(group) for group in grouped.values()]
+
+
+def page_ids(
+    *,
+    limit: int,
+    status: Status | None = None,
+    dataset: str | None = None,
+    job: str | None = None,
+    before: str | None = None,
+) -> Select[tuple[str]]:
+    """The ids of one page of a listing, newest first: each combination of filters reads an
+    index whose last column is the id (schema: ``ix_requests_status_id``, ``..._job_id``,
+    ``..._job_status_id``, ``ix_request_datasets_name_request_id``), from ``before`` down."""
+    if not dataset:
+        stmt = select(requests.c.id)
+        if before:
+            stmt = stmt.where(requests.c.id < before)
+        key = requests.c.id
+    else:
+        # Driven by the dataset's index, in request order; a request naming the dataset
+        # twice (as input and output, or in two namespaces) is one entry of the page.
+        ns, sep, name = dataset.partition("::")
+        stmt = select(request_datasets.c.request_id.label("id")).where(
+            request_datasets.c.name == (name if sep else dataset)
+        )
+        if sep:
+            stmt = stmt.where(request_datasets.c.namespace == ns)
+        if before:
+            stmt = stmt.where(request_datasets.c.request_id < before)
+        if status is not None or job:
+            stmt = stmt.join(requests, requests.c.id == request_datasets.c.request_id)
+            if before:
+                # Said of both sides: PostgreSQL does not carry the bound across the join,
+                # and merged it with every request newer than ``before`` (209 ms at 100k).
+                stmt = stmt.where(requests.c.id < before)
+        key = request_datasets.c.request_id
+        stmt = stmt.group_by(key)
     if status is not None:
         stmt = stmt.where(requests.c.status == status.value)
     if job:
         stmt = stmt.where(requests.c.job == job)
-    if before:
-        stmt = stmt.where(requests.c.id < before)
-    if dataset:
-        ns, sep, name = dataset.partition("::")
-        cond = request_datasets.c.name == (name if sep else dataset)
-        if sep:
-            cond = cond & (request_datasets.c.namespace == ns)
-        stmt = stmt.where(requests.c.id.in_(select(request_datasets.c.request_id).where(cond)))
-    with tx.read() as conn:
-        return [load(conn, row) for row in conn.execute(stmt).all()]
+    return stmt.order_by(key.desc()).limit(limit)
 
 
 def ended_among(tx: Transactions, request_ids: Sequence[str]) -> list[str]:

@@ -82,7 +82,7 @@ requests = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("idempotency_key", String(512), nullable=False, unique=True),
-    Column("status", String(16), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
     Column("rule", String(128)),
     Column("required_approvals", Integer, nullable=False),
     Column("required_denials", Integer, nullable=False, default=1),
@@ -93,7 +93,7 @@ requests = Table(
     Column("action", Text, nullable=False),
     Column("requester", Text, nullable=False),
     Column("orchestrator", String(64), nullable=False),
-    Column("job", String(512), nullable=False, index=True),
+    Column("job", String(512), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, index=True),
     Column("decided_at", UTCDateTime),
@@ -103,6 +103,12 @@ requests = Table(
     Column("classifications", Text, nullable=False, default="{}", server_default="{}"),
     # Bumped by every change; a compare-and-set on status also bumps it.
     Column("version", Integer, nullable=False, default=1),
+    # Listings are newest first, paged by id (``before=<id>``): each filter's index ends in
+    # id, so a page is a range read of ``limit`` entries, not a sort of every match
+    # (revision 0006; a status-only index sorted all 100,000 pending requests for each page).
+    Index("ix_requests_status_id", "status", "id"),
+    Index("ix_requests_job_id", "job", "id"),
+    Index("ix_requests_job_status_id", "job", "status", "id"),
 )
 
 request_datasets = Table(
@@ -112,7 +118,8 @@ request_datasets = Table(
     Column("role", String(8), nullable=False),  # input | output
     Column("namespace", String(1024), nullable=False),
     Column("name", String(1024), nullable=False),
-    Index("ix_request_datasets_name", "name"),
+    # A dataset's requests, newest first (the dataset filter of listings; revision 0006).
+    Index("ix_request_datasets_name_request_id", "name", "request_id"),
     Index("ix_request_datasets_request_id", "request_id"),
 )
 

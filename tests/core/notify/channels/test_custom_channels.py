@@ -26,6 +26,7 @@ from tests.core.support.serverproc import (
     ServerProcess,
     clean_env,
     free_port,
+    refused_serve,
     running,
 )
 
@@ -101,37 +102,41 @@ def test_a_custom_channel_switched_on_in_the_settings_receives_the_server_s_noti
         }
 
 
-@pytest.mark.parametrize(
-    ("channel", "named"),
-    [
-        ({"type": "no_such_module.Channel"}, "'no_such_module.Channel' cannot be imported"),
-        ({"type": CHANNEL}, f"notification channel {CHANNEL}: path: Field required"),
-        ({"type": CHANNEL, "path": "x", "colour": "red"}, "colour: Extra inputs"),
-        ({"path": "x"}, "SLUICEGATE_NOTIFY__CHANNELS: channel 0 needs a type"),
-    ],
-    ids=["unimportable", "missing-field", "unknown-field", "no-type"],
-)
-def test_a_custom_channel_that_cannot_load_stops_the_server_with_one_line(
-    tmp_path: Path, channel: dict[str, Any], named: str
-) -> None:
+def _serve_args(tmp_path: Path) -> list[str]:
+    db = f"sqlite:///{tmp_path}/sluicegate.db"
+    return ["--db", db, "--policy", str(POLICY), "--port", str(free_port())]
+
+
+def test_a_custom_channel_that_cannot_load_stops_the_server_with_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [
-            SLUICEGATE,
-            "serve",
-            "--db",
-            f"sqlite:///{tmp_path}/sluicegate.db",
-            "--policy",
-            str(POLICY),
-            "--port",
-            str(free_port()),
-        ],
+        [SLUICEGATE, "serve", *_serve_args(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=tmp_path,
-        env=clean_env(**_env([channel])),
+        env=clean_env(**_env([{"type": "no_such_module.Channel"}])),
         stdin=subprocess.DEVNULL,
     )
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("sluicegate: error: ")
+    assert "'no_such_module.Channel' cannot be imported" in line, line
+
+
+@pytest.mark.parametrize(
+    ("channel", "named"),
+    [
+        ({"type": CHANNEL}, f"notification channel {CHANNEL}: path: Field required"),
+        ({"type": CHANNEL, "path": "x", "colour": "red"}, "colour: Extra inputs"),
+        ({"path": "x"}, "SLUICEGATE_NOTIFY__CHANNELS: channel 0 needs a type"),
+    ],
+    ids=["missing-field", "unknown-field", "no-type"],
+)
+def test_each_way_a_channel_setting_can_be_wrong_is_named_in_serve_s_one_line(
+    tmp_path: Path, channel: dict[str, Any], named: str
+) -> None:
+    # In this process: the test above runs the script itself.
+    proc = refused_serve(*_serve_args(tmp_path), cwd=tmp_path, env=_env([channel]))
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("sluicegate: error: ") and named in line, line

@@ -505,6 +505,67 @@ def test_the_inbox_filters_and_pages(api: Harness) -> None:
     assert page1 + page2 == newest_first and page3 == [] and nxt is None
 
 
+def test_a_request_naming_a_dataset_twice_is_listed_once_and_pages_stay_whole(
+    api: Harness,
+) -> None:
+    """Input and output the same table: one entry, and a page of 2 holds 2 requests."""
+    table = {"namespace": "postgres://prod:5432", "name": "crm.public.customers"}
+    rewrite = {**PII_EXPORT, "kind": "copy", "inputs": [table], "outputs": [table]}
+    opened = [api.pending(action=rewrite)["id"] for _ in range(3)]
+    seen: list[str] = []
+    before = None
+    while True:
+        params = {"dataset": "crm.public.customers", "status": "pending", "limit": 2}
+        r = api.c.get(
+            "/api/v1/requests",
+            params={**params, **({"before": before} if before else {})},
+            headers=api.review("alice"),
+        )
+        assert r.status_code == 200, r.text
+        seen += [i["id"] for i in r.json()["items"]]
+        before = r.json()["next"]
+        if before is None:
+            break
+    assert seen == opened[::-1]
+
+
+def test_a_long_poll_and_a_gate_answer_while_a_listing_runs(
+    api: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing is read in a worker thread: the event loop serves everyone meanwhile."""
+    req = api.pending()
+    listing_started, listing_may_end = threading.Event(), threading.Event()
+    real = api.st.store.list_requests
+
+    def slow_listing(**filters: Any) -> Any:
+        listing_started.set()
+        listing_may_end.wait(timeout=10)  # a listing on the event loop would hold it this long
+        return real(**filters)
+
+    monkeypatch.setattr(api.st.store, "list_requests", slow_listing)
+    listed: dict[str, Any] = {}
+    lister = threading.Thread(
+        target=lambda: listed.update(
+            r=api.c.get("/api/v1/requests", params={"status": "pending"}, headers=api.auth())
+        )
+    )
+    lister.start()
+    try:
+        assert listing_started.wait(timeout=10)
+        wait = api.c.get(
+            f"/api/v1/requests/{req['id']}/wait", params={"timeout": 0}, headers=api.auth()
+        )
+        gate = api.open(action=ROUTINE_READ)
+        answered_meanwhile = not listing_may_end.is_set() and "r" not in listed
+    finally:
+        listing_may_end.set()
+        lister.join(timeout=15)
+    assert wait.status_code == 200 and wait.json()["status"] == "pending"
+    assert gate.status_code == 200 and gate.json()["status"] == "allowed"
+    assert answered_meanwhile, "the long poll and the gate waited for the listing"
+    assert [i["id"] for i in listed["r"].json()["items"]] == [req["id"]]
+
+
 @pytest.mark.parametrize(
     "params",
     [

@@ -28,6 +28,7 @@ from sluicegate import audit
 from sluicegate.links import sign_link, verify_link
 from sluicegate.model import Channel, Status, utcnow
 from sluicegate.server import create_app
+from sluicegate.server.pages import review as review_pages
 from sluicegate.server.pages.auth import SESSION_COOKIE, Viewer, csrf_token, sign_session
 from sluicegate.server.pages.review import review_link
 from sluicegate.server.wiring import ServerState
@@ -409,6 +410,28 @@ def test_sign_in_inbox_and_sign_out(server: Server) -> None:
         r.headers["set-cookie"].lower()
     )
     assert server.client.get("/inbox", follow_redirects=False).status_code == 303
+
+
+def test_the_inbox_pages_by_id_newest_first(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(review_pages, "INBOX_PAGE", 2)
+    oldest, middle, newest = (server.open(f"k{i}") for i in range(3))
+    server.login("alice")
+
+    first = server.client.get("/inbox").text
+    assert [newest, middle] == re.findall(r'href="/r/([^"]+)"', first)
+    older = re.search(r'href="(/inbox\?before=[^"]+)">Older requests', first)
+    assert older is not None, text_of(first)
+    assert older.group(1) == f"/inbox?before={middle}"
+
+    second = server.client.get(older.group(1)).text
+    assert re.findall(r'href="/r/([^"]+)"', second) == [oldest]
+    assert "Older requests" not in second  # the last page
+    assert 'href="/inbox">Newest' in second
+
+    bad = server.client.get("/inbox", params={"before": "not-an-id"})
+    assert bad.status_code == 400
 
 
 @pytest.mark.parametrize("kind", ["request", "unknown", "empty"])

@@ -8,14 +8,14 @@ store read, and answers with JSON; errors are mapped by :mod:`sluicegate.server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
+from starlette.types import Receive, Scope, Send
 
-from sluicegate.model import Channel, Status, uuid7
+from sluicegate.model import ApprovalRequest, Channel, Status, uuid7
 from sluicegate.server.api._answers import gate_out, json_answer, request_out
 from sluicegate.server.auth import Identity, require_any, require_request
 from sluicegate.server.wiring import ServerState, state_dependency
@@ -71,18 +71,24 @@ async def list_requests(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: uuid.UUID | None = None,
 ) -> Response:
-    """The inbox, newest first; filter by status, dataset (name or namespace::name) and job."""
-    items = await st.writer.read(
-        lambda: st.store.list_requests(
-            status=status,
-            dataset=dataset,
-            job=job,
-            limit=limit,
-            before=str(before) if before else None,
-        )
+    """The inbox, newest first; filter by status, dataset (name or namespace::name) and job.
+
+    Paged by id: ``next`` is the ``before`` of the next page (absent on the last page).
+    """
+    # Read and serialised in a worker thread (GateService.list_requests), off the event loop.
+
+    def render(items: list[ApprovalRequest]) -> Response:
+        nxt = str(items[-1].id) if len(items) == limit else None
+        return json_answer(RequestPage(items=[request_out(st, r) for r in items], next=nxt))
+
+    return await st.gates.list_requests(
+        render,
+        status=status,
+        dataset=dataset,
+        job=job,
+        limit=limit,
+        before=str(before) if before else None,
     )
-    nxt = str(items[-1].id) if len(items) == limit else None
-    return json_answer(RequestPage(items=[request_out(st, r) for r in items], next=nxt))
 
 
 @router.get(
@@ -116,24 +122,46 @@ async def wait_request(
     rid = request_key(request_id)
     deadline = time.monotonic() + timeout
     fut = st.hub.register(rid)  # register first, then read: no change can slip between
-    st.metrics.long_polls.inc()
     try:
         req = await st.writer.get(rid)
-        while not req.status.terminal and not st.hub.closed:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(fut), timeout=left)
-            if not fut.done():
-                break  # timed out: answer what we read
-            st.hub.discard(rid, fut)
-            fut = st.hub.register(rid)
-            req = await st.writer.get(rid)
-        return json_answer(request_out(st, req))
-    finally:
+    except BaseException:
         st.hub.discard(rid, fut)
-        st.metrics.long_polls.dec()
+        raise
+    if req.status.terminal or st.hub.closed or timeout <= 0:
+        st.hub.discard(rid, fut)
+        return json_answer(request_out(st, req))
+    # The wait happens in the response, after this function (its dependencies' values and
+    # the request just read with them) has returned: 10,000 waiters each kept ~7 KiB of
+    # them alive for nothing. What it answers is read again when it wakes.
+    return _LongPoll(st, rid, fut, deadline)
+
+
+class _LongPoll(Response):
+    """The answer of a long poll that has to wait: sent once the request ends, the deadline
+    passes, or the server stops. One future (the hub's) and one timer per waiter."""
+
+    def __init__(
+        self, st: ServerState, rid: str, fut: asyncio.Future[None], deadline: float
+    ) -> None:
+        # Response's own fields are set when there is something to send (see __call__).
+        self.background = None
+        self._st, self._rid, self._fut, self._deadline = st, rid, fut, deadline
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        st, rid, fut = self._st, self._rid, self._fut
+        st.metrics.long_polls.inc()
+        try:
+            while True:
+                await st.hub.until_changed(fut, self._deadline - time.monotonic())
+                st.hub.discard(rid, fut)
+                fut = st.hub.register(rid)
+                req = await st.writer.get(rid)
+                if req.status.terminal or st.hub.closed or time.monotonic() >= self._deadline:
+                    break
+        finally:
+            st.hub.discard(rid, fut)
+            st.metrics.long_polls.dec()
+        await json_answer(request_out(st, req))(scope, receive, send)
 
 
 @router.post(

@@ -16,6 +16,7 @@ one: it is counted as ``link.rejected``, with no actor
 
 from __future__ import annotations
 
+import uuid
 from functools import partial
 from typing import Annotated
 from urllib.parse import urlencode
@@ -33,7 +34,7 @@ from sluicegate.server.pages.view import answers_in_html, message, redirect, ren
 from sluicegate.server.wiring import ServerState, state_of
 from sluicegate.workflow import CommentRequiredError, LinkUsedError
 
-__all__ = ["review_link", "router"]
+__all__ = ["INBOX_PAGE", "review_link", "router"]
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(answers_in_html)])
 
@@ -274,28 +275,44 @@ async def _decide(
     )
 
 
+#: Pending requests read for one inbox page (the viewer sees those of them they may decide).
+INBOX_PAGE = 100
+
+
 @router.get("/inbox")
-async def inbox(request: Request) -> Response:
-    """The pending requests the signed-in reviewer may decide, newest first."""
+async def inbox(request: Request, before: str = "") -> Response:
+    """The pending requests the signed-in reviewer may decide, newest first, a page of
+    :data:`INBOX_PAGE` pending requests at a time (``?before=``: the last id of the previous
+    page)."""
     st = state_of(request)
     viewer = await signed_in(request, st)
     if viewer is None:
         return redirect(_login_path("/inbox"))
+    try:
+        cursor = str(uuid.UUID(before)) if before else None
+    except ValueError:
+        return message("Not a request id", f"{before!r} is not a request id.", status=400)
     now = utcnow()
-    pending = await st.writer.read(
-        partial(st.store.list_requests, status=Status.PENDING, limit=500)
-    )
-    mine = [
-        request_view(st, req, now)
-        for req in pending
-        if not req.is_expired(now)
-        and not any(d.reviewer == viewer.reviewer for d in req.decisions)
-        and st.workflow.eligibility(req, viewer.reviewer) is None
-    ]
-    return render(
-        "inbox.html",
-        viewer=viewer,
-        items=mine,
-        reviewer_known=st.policy.reviewer(viewer.reviewer) is not None,
-        capped=len(pending) == 500,
+
+    def page(pending: list[ApprovalRequest]) -> Response:
+        mine = [
+            request_view(st, req, now)
+            for req in pending
+            if not req.is_expired(now)
+            and not any(d.reviewer == viewer.reviewer for d in req.decisions)
+            and st.workflow.eligibility(req, viewer.reviewer) is None
+        ]
+        older = str(pending[-1].id) if len(pending) == INBOX_PAGE else ""
+        return render(
+            "inbox.html",
+            viewer=viewer,
+            items=mine,
+            reviewer_known=st.policy.reviewer(viewer.reviewer) is not None,
+            older=f"/inbox?{urlencode({'before': older})}" if older else "",
+            newest=cursor is not None,
+        )
+
+    # Read and rendered in a worker thread: never on the event loop.
+    return await st.gates.list_requests(
+        page, status=Status.PENDING, limit=INBOX_PAGE, before=cursor
     )
