@@ -138,6 +138,36 @@ def pct(sorted_vals: Sequence[float], p: float) -> float:
     return sorted_vals[k]
 
 
+def say(*parts: object) -> None:
+    """Print at once: a long benchmark shows its progress as it goes."""
+    print(*parts, flush=True)
+
+
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages, for the figures' context."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def row_ms(name: str, values: Sequence[float]) -> str:
+    """One line: ``name``, n, p50, p95 and max of ``values`` (seconds) in milliseconds."""
+    s = sorted(values)
+    return (
+        f"  {name:<44} n {len(s):>3}  p50 {pct(s, 50) * 1e3:8.1f}  p95 {pct(s, 95) * 1e3:8.1f}  "
+        f"max {s[-1] * 1e3:8.1f} ms"
+    )
+
+
+def timed_imports(n: int, env: dict[str, str], script: str) -> list[tuple[float, ...]]:
+    """Run ``script`` in ``n`` fresh interpreters; the seconds each printed on its one line."""
+    out = []
+    for _ in range(n):
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        out.append(tuple(float(x) for x in done.stdout.split()))
+    return out
+
+
 def summary_ms(latencies_s: Sequence[float]) -> str:
     """``p50 / p95 / p99 / max`` in milliseconds."""
     s = sorted(latencies_s)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -41,7 +40,17 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _server import HOST, POLICY, ServerProcess, pct, quiet  # noqa: E402
+from _server import (  # noqa: E402
+    HOST,
+    POLICY,
+    ServerProcess,
+    load_average,
+    pct,
+    quiet,
+    row_ms,
+    say,
+    timed_imports,
+)
 
 GATED = """
 from dagster import Definitions, EnvVar, asset, define_asset_job
@@ -100,22 +109,6 @@ print(t1 - t0, t2 - t1, t3 - t2)
 """
 
 
-def say(*parts: object) -> None:
-    print(*parts, flush=True)
-
-
-def load() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def row(name: str, values: list[float]) -> str:
-    s = sorted(values)
-    return (
-        f"  {name:<44} n {len(s):>3}  p50 {pct(s, 50) * 1e3:8.1f}  p95 {pct(s, 95) * 1e3:8.1f}  "
-        f"max {s[-1] * 1e3:8.1f} ms"
-    )
-
-
 def windows(instance: Any, run_id: str) -> dict[str, float]:
     """The run's one step: seconds of each window (see the module's docstring)."""
     at: dict[str, float] = {}
@@ -137,17 +130,6 @@ def run_once(job: Any, instance: Any) -> dict[str, float]:
         if not result.success:
             raise SystemExit(f"run {result.run_id} failed; see the log in the temp folder")
         return windows(instance, result.run_id)
-
-
-def imports(n: int, env: dict[str, str]) -> list[tuple[float, float, float]]:
-    out = []
-    for _ in range(n):
-        done = subprocess.run(
-            [sys.executable, "-c", IMPORTS], env=env, capture_output=True, text=True, check=True
-        )
-        a, b, c = (float(x) for x in done.stdout.split())
-        out.append((a, b, c))
-    return out
 
 
 def main() -> None:
@@ -176,7 +158,7 @@ def main() -> None:
 
     say("Dagster, an allowed gate in a fresh step process (multiprocess executor, spawn)")
     say(f"dagster {version('dagster')}; adapter from {args.adapter_path or 'the installed tree'}; "
-        f"{os.cpu_count()} CPUs; load average {load()} at start")  # fmt: skip
+        f"{os.cpu_count()} CPUs; load average {load_average()} at start")  # fmt: skip
     from dagster import DagsterInstance, reconstructable
 
     from sluicegate.store import Store
@@ -215,15 +197,15 @@ def main() -> None:
                          ("whole", "process launched -> step done"),
                          ("body", "STEP_START -> step done")):  # fmt: skip
         say(f" {what}")
-        say(row("gated", results[f"gated {window}"]))
-        say(row("plain", results[f"plain {window}"]))
-        say(row("added by the gate (paired)", results[f"added {window}"]))
+        say(row_ms("gated", results[f"gated {window}"]))
+        say(row_ms("plain", results[f"plain {window}"]))
+        say(row_ms("added by the gate (paired)", results[f"added {window}"]))
 
-    timed = imports(args.imports + 1, env)[1:]  # the first writes the bytecode
+    timed = timed_imports(args.imports + 1, env, IMPORTS)[1:]  # the first writes the bytecode
     say(f"\nfresh interpreters ({args.imports}): import times")
-    say(row("import dagster", [a for a, _, _ in timed]))
-    say(row("import dagster_sluicegate beyond it", [b for _, b, _ in timed]))
-    say(row("the core the gate's call imports beyond it", [c for _, _, c in timed]))
+    say(row_ms("import dagster", [a for a, _, _ in timed]))
+    say(row_ms("import dagster_sluicegate beyond it", [b for _, b, _ in timed]))
+    say(row_ms("the core the gate's call imports beyond it", [c for _, _, c in timed]))
     added = sorted(results["added worker"])
     adapter = sorted(b for _, b, _ in timed)
     say("\ngoals (issue 27)")
@@ -231,7 +213,7 @@ def main() -> None:
         f"{'MET' if pct(added, 95) <= 0.005 else 'NOT MET'}")  # fmt: skip
     say(f"  adapter import beyond dagster's, p50 <= 30 ms: {pct(adapter, 50) * 1e3:.1f} ms -> "
         f"{'MET' if pct(adapter, 50) <= 0.030 else 'NOT MET'}")  # fmt: skip
-    say(f"load average {load()} at the end (2 shared cores: other load shows here)")
+    say(f"load average {load_average()} at the end (2 shared cores: other load shows here)")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -44,7 +44,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _server import FreshDatabase, ServerProcess, create_token, pct  # noqa: E402
+from _server import (  # noqa: E402
+    FreshDatabase,
+    ServerProcess,
+    create_token,
+    load_average,
+    pct,
+    row_ms,
+    say,
+    timed_imports,
+)
 
 GATED = """
 from prefect import flow, task
@@ -114,22 +123,6 @@ print(t1 - t0, t2 - t1, t3 - t2)
 DEPLOYMENTS = {"gated": "orders-gated/bench", "plain": "orders-plain/bench"}
 
 
-def say(*parts: object) -> None:
-    print(*parts, flush=True)
-
-
-def load() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def row(name: str, values: list[float]) -> str:
-    s = sorted(values)
-    return (
-        f"  {name:<44} n {len(s):>3}  p50 {pct(s, 50) * 1e3:8.1f}  p95 {pct(s, 95) * 1e3:8.1f}  "
-        f"max {s[-1] * 1e3:8.1f} ms"
-    )
-
-
 def one_run(name: str, block: str, timeout: float = 120.0) -> dict[str, float]:
     """Run deployment ``name`` once, to its end; the run's windows (module docstring)."""
     from prefect.client.orchestration import get_client
@@ -154,17 +147,6 @@ def one_run(name: str, block: str, timeout: float = 120.0) -> dict[str, float]:
         "process": at["COMPLETED"] - at["PENDING"],
         "flow": at["COMPLETED"] - at["RUNNING"],
     }
-
-
-def imports(n: int, env: dict[str, str]) -> list[tuple[float, float, float]]:
-    out = []
-    for _ in range(n):
-        done = subprocess.run(
-            [sys.executable, "-c", IMPORTS], env=env, capture_output=True, text=True, check=True
-        )
-        a, b, c = (float(x) for x in done.stdout.split())
-        out.append((a, b, c))
-    return out
 
 
 def served(work: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -216,7 +198,7 @@ def main() -> None:
 
     say("Prefect, an allowed gate in a fresh flow run process (a runner, python -m prefect.engine)")
     say(f"prefect {prefect.__version__}; adapter from {args.adapter_path or 'the installed tree'}; "
-        f"{os.cpu_count()} CPUs; load average {load()} at start")  # fmt: skip
+        f"{os.cpu_count()} CPUs; load average {load_average()} at start")  # fmt: skip
     results: dict[str, list[float]] = {}
     runner = None
     with (
@@ -259,23 +241,25 @@ def main() -> None:
         ("flow", "Running -> Completed (the flow, the gate's first call)"),
     ):
         say(f" {what}")
-        say(row("gated", results[f"gated {window}"]))
-        say(row("plain", results[f"plain {window}"]))
-        say(row("added by the gate (paired)", results[f"added {window}"]))
+        say(row_ms("gated", results[f"gated {window}"]))
+        say(row_ms("plain", results[f"plain {window}"]))
+        say(row_ms("added by the gate (paired)", results[f"added {window}"]))
 
-    timed = imports(args.imports + 1, env)[1:]  # the first writes the bytecode
+    timed = timed_imports(args.imports + 1, env, IMPORTS)[1:]  # the first writes the bytecode
     say(f"\nfresh interpreters ({args.imports}): import times")
-    say(row("import prefect; from prefect import flow, task", [a for a, _, _ in timed]))
-    say(row("import prefect_sluicegate beyond it", [b for _, b, _ in timed]))
-    say(row("the core the gate's call imports beyond it", [c for _, _, c in timed]))
-    added = sorted(results["added process"])
+    say(row_ms("import prefect; from prefect import flow, task", [a for a, _, _ in timed]))
+    say(row_ms("import prefect_sluicegate beyond it", [b for _, b, _ in timed]))
+    say(row_ms("the core the gate's call imports beyond it", [c for _, _, c in timed]))
+    # Met only if both windows say so: the whole run's (imports included) is mostly process
+    # start's noise, and can come out negative; the flow's holds the gate's first call.
+    added = max(pct(sorted(results[f"added {w}"]), 95) for w in ("process", "flow"))
     adapter = sorted(b for _, b, _ in timed)
     say("\ngoals (issue 27)")
-    say(f"  added per flow run, p95 <= 5 ms: {pct(added, 95) * 1e3:.1f} ms -> "
-        f"{'MET' if pct(added, 95) <= 0.005 else 'NOT MET'}")  # fmt: skip
+    say(f"  added per flow run, p95 <= 5 ms (the larger of the two windows): {added * 1e3:.1f} ms"
+        f" -> {'MET' if added <= 0.005 else 'NOT MET'}")  # fmt: skip
     say(f"  adapter import beyond prefect's, p50 <= 30 ms: {pct(adapter, 50) * 1e3:.1f} ms -> "
         f"{'MET' if pct(adapter, 50) <= 0.030 else 'NOT MET'}")  # fmt: skip
-    say(f"load average {load()} at the end (2 shared cores: other load shows here)")
+    say(f"load average {load_average()} at the end (2 shared cores: other load shows here)")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -34,7 +34,18 @@ LONGEST_FIRST = (
     "core/cli/test_demo.py",
     "core/server/pages/test_sessions.py",
     "core/notify/test_delivery_once.py",
-    "*/test_gate.py",
+    "core/test_gate.py",
+    # The adapters' files whose tests run their orchestrator for real, heaviest first.
+    "airflow/operators/test_approval.py",
+    "airflow/decorators/test_sluicegate.py",
+    "airflow/sensors/test_approval.py",
+    "dagster/test_decorators.py",
+    "dagster/test_sensor.py",
+    "dagster/test_resource.py",
+    "prefect/test_gate.py",
+    "prefect/test_pause.py",
+    "prefect/test_blocks.py",
+    "prefect/test_decision.py",
 )
 
 

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 
 import pytest
+
 from tests.gate_harness import GateHarness, gate_harness
 
 _home = tempfile.mkdtemp(prefix="sluicegate-airflow-home-")
@@ -38,7 +39,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 
 if importlib.util.find_spec("airflow") is None:
-    collect_ignore_glob = ["test_*.py"]
+    collect_ignore_glob = ["test_*.py", "*/test_*.py"]  # and in the folders below
 
 
 @pytest.fixture(scope="session")

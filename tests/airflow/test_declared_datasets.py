@@ -14,7 +14,8 @@ import threading
 from typing import Any
 
 import pytest
-from test_gate import TASK_EVENTS, _dag, states
+
+from tests.airflow.support import TASK_EVENTS, _dag, states
 from tests.gate_harness import GateHarness
 
 CUSTOMERS = ("postgres://prod:5432", "crm.public.customers")

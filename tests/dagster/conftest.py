@@ -12,6 +12,7 @@ import importlib.util
 import os
 
 import pytest
+
 from tests.gate_harness import GateHarness, gate_harness
 
 if importlib.util.find_spec("dagster") is None:

@@ -7,9 +7,9 @@ server and token come from the environment the test module sets (see ``gated_def
 from __future__ import annotations
 
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, StaticPartitionsDefinition, asset
-from gated_defs import mark
 
 from dagster_sluicegate import approval_required
+from tests.dagster.gated_defs import mark
 
 EXPORT = {"sluicegate/action": "export"}
 

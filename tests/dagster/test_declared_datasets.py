@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_gate import materialize
+
+from tests.dagster.support import materialize
 from tests.gate_harness import GateHarness
 
 pytestmark = pytest.mark.usefixtures("fresh_marks")
@@ -26,7 +27,7 @@ def _names(assets: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def _defs() -> Any:
-    import declared_defs
+    from tests.dagster import declared_defs
 
     return declared_defs
 

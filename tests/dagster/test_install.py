@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.adapter_checks import (
     assert_imports_no_other_adapter,
     assert_pinned_to_the_lines_tested_here,

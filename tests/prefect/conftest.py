@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.core.support.serverproc import POLICY, free_port
 from tests.gate_harness import GateHarness, gate_harness
 

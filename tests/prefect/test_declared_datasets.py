@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from prefect import flow
 from prefect.assets import Asset, AssetProperties
-from test_gate import paused_request, start
-from tests.gate_harness import GateHarness
 
 from prefect_sluicegate import ApprovalRefused, approval_gate
+from tests.gate_harness import GateHarness
+from tests.prefect.support import paused_request, start
 
 PARTNER_FILE = "s3://partner-share/exports/customers.csv"
 

@@ -1,72 +1,45 @@
-"""The approval gate in real Prefect: flows run against ``prefect_test_harness`` (a temporary
+"""``approval_gate`` in real Prefect: flows run against ``prefect_test_harness`` (a temporary
 Prefect API server) and the real Sluicegate server as a subprocess, which resumes paused runs
 through that harness's API. A reviewer thread decides through Sluicegate's API the way a
-person would, once the request is pending and Prefect shows the run Paused.
+person would, once the request is pending and Prefect shows the run Paused. Covered: approved,
+denied, expired and allowed gates, a retried task and a re-run flow that reattach, a server
+gone after a gate, what the gate refuses outside a flow, the gates' OpenLineage events under
+openlineage-prefect's runs, and the example flow.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, StateType
-from tests.gate_harness import PATIENCE, GateHarness
 
 from prefect_sluicegate import ApprovalRefused, SluicegateConfig, approval_gate
 from sluicegate.exceptions import DatasetError
+from tests.gate_harness import PATIENCE, GateHarness
+from tests.prefect.support import (
+    BUCKET,
+    CUSTOMERS,
+    ORDERS,
+    _mark,
+    crm_export,
+    export,
+    marks,
+    orders_read,
+    paused_request,
+    start,
+    state_history,
+)
 
-CUSTOMERS = {"namespace": "postgres://prod:5432", "name": "crm.public.customers"}
-ORDERS = {"namespace": "postgres://prod:5432", "name": "sales.public.orders"}
-BUCKET = "s3://partner-share/exports/customers.csv"
-
-# ---- the flows under test: extract, gate, export (each step leaves a mark)
-
-MARKS: list[tuple[str, str]] = []  # (flow run id, step), appended as steps run
-
-
-def _mark(step: str) -> None:
-    from prefect.runtime import flow_run
-
-    MARKS.append((str(flow_run.id), step))
-
-
-@task
-def extract() -> int:
-    _mark("extract")
-    return 120_000
-
-
-@task
-def export(rows: int) -> str:
-    _mark("export")
-    return f"exported {rows} rows"
-
-
-@flow(name="crm-export")
-def crm_export(block: str, kind: str = "export") -> dict[str, Any]:
-    rows = extract()
-    answer = approval_gate(
-        kind,
-        summary="Export customers to the partner bucket",
-        inputs=[CUSTOMERS],
-        outputs=[BUCKET],
-        destination=BUCKET,
-        context={"rows": rows},
-        config=block,
-    )
-    return {"result": export(rows), "request": answer.id, "status": answer.status}
+# ---- flows only these tests run
 
 
 @task(retries=1, retry_delay_seconds=0)
@@ -124,40 +97,6 @@ def crm_rerun(block: str) -> str:
 
 
 # ---- helpers
-
-
-def start(fn: Callable[..., Any], **kwargs: Any) -> Future[State]:
-    """Run a flow in a thread (it blocks while paused); its final state."""
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(fn, return_state=True, **kwargs)
-    pool.shutdown(wait=False)
-    return future
-
-
-def flow_run_state(run_id: str) -> StateType | None:
-    with get_client(sync_client=True) as client:
-        state = client.read_flow_run(uuid.UUID(run_id)).state
-    return state.type if state is not None else None
-
-
-def state_history(run_id: str) -> list[StateType]:
-    with get_client(sync_client=True) as client:
-        return [s.type for s in client.read_flow_run_states(uuid.UUID(run_id))]
-
-
-def paused_request(sg: GateHarness, job: str, timeout: float = PATIENCE) -> dict[str, Any]:
-    """The job's pending request once Prefect shows its flow run Paused."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pending = sg.requests(job, "pending")
-        if pending and flow_run_state(pending[0]["requester"]["run_id"]) == StateType.PAUSED:
-            return pending[0]
-        time.sleep(0.1)
-    raise AssertionError(f"no paused flow run with a pending request for {job}")
-
-
-def marks(run_id: str) -> list[str]:
-    return [step for rid, step in MARKS if rid == run_id]
 
 
 def openlineage_prefect_flow_run(flow_run_id: str) -> dict[str, str]:
@@ -357,31 +296,6 @@ def test_an_action_the_policy_allows_goes_on_without_a_pause(sg: GateHarness) ->
     assert StateType.PAUSED not in state_history(run_id)
 
 
-def test_a_resume_without_the_servers_decision_approves_nothing(
-    sg: GateHarness, prefect_api: str
-) -> None:
-    future = start(crm_export, block=sg.name)
-    request = paused_request(sg, "crm-export")
-    run_id = request["requester"]["run_id"]
-    resume = f"{prefect_api}/flow_runs/{run_id}/resume"
-
-    bare = httpx.post(resume, json={}, timeout=30).json()  # Prefect's UI "Resume", no input
-    assert bare["status"] == "REJECT", bare
-    assert flow_run_state(run_id) == StateType.PAUSED
-
-    # A complete but made-up input: Prefect accepts it and the run is Running again, yet the
-    # gate asks the server, which still holds a pending request, and keeps the export waiting.
-    forged = {"run_input": {"request_id": request["id"], "status": "approved"}}
-    assert httpx.post(resume, json=forged, timeout=30).json()["status"] == "ACCEPT"
-    assert flow_run_state(run_id) == StateType.RUNNING
-    sg.decide(request["id"], "alice", "deny", "nobody approved this")
-    state = future.result(timeout=PATIENCE)
-    assert state.is_failed(), state
-    assert marks(run_id) == ["extract"]
-    with pytest.raises(ApprovalRefused, match="denied by alice: nobody approved this"):
-        state.result()
-
-
 def test_a_retried_task_reattaches_to_its_request(sg: GateHarness) -> None:
     future = start(crm_publish, block=sg.name)
     request = paused_request(sg, "crm-publish.gated_publish")
@@ -412,23 +326,6 @@ def test_a_rerun_flow_reattaches_to_its_request(sg: GateHarness) -> None:
     assert len(RERUNS[run_id]) == 2 and RERUNS[run_id][1] > RERUNS[run_id][0], RERUNS
 
 
-def test_when_the_server_cannot_reach_prefect_the_gate_resumes_the_run(deaf: GateHarness) -> None:
-    future = start(crm_export, block=deaf.name)
-    request = paused_request(deaf, "crm-export")
-    for who in ("alice", "bob"):
-        deaf.decide(request["id"], who, "approve")
-    state = future.result(timeout=PATIENCE)
-
-    assert state.is_completed(), state
-    run_id = request["requester"]["run_id"]
-    assert marks(run_id) == ["extract", "export"]
-    history = state_history(run_id)
-    assert history.index(StateType.PAUSED) < len(history) - 1
-    # The server's own resume never got through (it keeps retrying with backoff).
-    (resume,) = [r for r in deaf.outbox(request["id"]) if r["target"] == f"prefect:{run_id}"]
-    assert resume["status"] == "pending" and resume["last_error"]
-
-
 @pytest.mark.parametrize(
     ("kind", "goes_on"), [("deploy", True), ("delete", False)], ids=["allow", "deny"]
 )
@@ -453,42 +350,6 @@ def test_an_expired_request_does_what_the_rule_says(
             state.result()
 
 
-def test_the_config_block_round_trips_and_hides_its_token(sg: GateHarness) -> None:
-    loaded = SluicegateConfig.load(sg.name)
-    assert loaded.server_url == sg.server.url
-    assert loaded.token.get_secret_value() == sg.request_token
-    assert sg.request_token not in repr(loaded)
-    with get_client(sync_client=True) as client:
-        block_type = client.read_block_type_by_slug("sluicegate-config")
-    assert block_type.name == "Sluicegate Config"
-
-
-@flow(name="orders-read")
-def orders_read(block: str, open_timeout: float = 600.0) -> str:
-    """One allowed gate, by the block's name."""
-    return approval_gate("read", inputs=[ORDERS], config=block, open_timeout=open_timeout).status
-
-
-def test_an_edited_block_reaches_the_gates_once_its_cache_time_has_passed(
-    sg: GateHarness, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from prefect_sluicegate import blocks
-
-    name = f"rotating-{uuid.uuid4().hex[:8]}"
-    SluicegateConfig(server_url=sg.url, token=sg.request_token).save(name)
-    assert orders_read(name) == "allowed"
-    # The token is revoked and the block edited: gates already running keep the block they
-    # read for BLOCK_CACHE_SECONDS (no read of Prefect's API per gate) ...
-    SluicegateConfig(server_url=sg.url, token="sgreq_revoked").save(name, overwrite=True)
-    assert orders_read(name) == "allowed"
-    # ... and read the edited block once that time has passed: refused, the flow fails.
-    monkeypatch.setattr(blocks, "BLOCK_CACHE_SECONDS", 0.0)
-    state = orders_read(name, return_state=True)
-    assert state.is_failed()
-    with pytest.raises(Exception, match="HTTP 401"):
-        state.result()
-
-
 def test_a_server_gone_after_a_gate_still_fails_the_next_gate_closed(
     prefect_api: str, tmp_path: Path
 ) -> None:
@@ -503,14 +364,6 @@ def test_a_server_gone_after_a_gate_still_fails_the_next_gate_closed(
     assert state.is_failed()
     with pytest.raises(Exception, match="cannot reach"):
         state.result()
-
-
-def test_the_gates_pause_defaults_are_the_pauses() -> None:
-    from prefect_sluicegate import gate, pause
-
-    assert (gate.POLL_INTERVAL, gate.RESUME_GRACE, gate.TIMEOUT_MARGIN) == (
-        pause.POLL_INTERVAL, pause.RESUME_GRACE, pause.TIMEOUT_MARGIN,
-    )  # fmt: skip
 
 
 def test_the_gate_outside_a_flow_run_and_bad_arguments_are_clear_errors() -> None:
@@ -543,152 +396,3 @@ def test_the_example_flow_pauses_and_exports_once_approved(
     state = future.result(timeout=PATIENCE)
     assert state.is_completed(), state
     assert sg.requests("crm-export", "approved")[0]["id"] == request["id"]
-
-
-# ---- suspend=True: a deployed flow, served by a runner in a subprocess
-
-
-class Served:
-    """The runner serving ``suspend_flows.crm_export_suspended`` as a deployment."""
-
-    deployment = "crm-export-suspended/tests"
-
-    def __init__(self, work: Path) -> None:
-        self.marks_dir, self.log = work / "marks", work / "runner.log"
-
-    def marks(self, run_id: str) -> list[str]:
-        """The steps the flow run went through, in order, over all its runs."""
-        f = self.marks_dir / run_id
-        return f.read_text().splitlines() if f.exists() else []
-
-    def state(self, run_id: str) -> State | None:
-        with get_client(sync_client=True) as client:
-            return client.read_flow_run(uuid.UUID(run_id)).state
-
-    def until(self, what: str, check: Callable[[], Any], timeout: float = PATIENCE) -> Any:
-        """Poll ``check`` until it returns something true; fail with the runner's log."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = check()
-            if got:
-                return got
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}; runner:\n{self.log.read_text()}")
-
-    def suspended(self, run_id: str) -> State:
-        return self.until(
-            "the flow run to be suspended",
-            lambda: (s := self.state(run_id)) is not None and s.is_paused() and s,
-        )
-
-    def final(self, run_id: str) -> State:
-        return self.until(
-            "the flow run to end",
-            lambda: (s := self.state(run_id)) is not None and s.is_final() and s,
-        )
-
-
-@pytest.fixture(scope="module")
-def served(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """A runner in a subprocess (``suspend_flows.py``), polling the harness every second."""
-    import os
-    import subprocess
-
-    served = Served(tmp_path_factory.mktemp("prefect-suspend"))
-    served.marks_dir.mkdir()
-    here = Path(__file__).resolve().parent
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": prefect_api,  # the harness sets it in this process's settings only
-        "SLUICEGATE_TEST_MARKS": str(served.marks_dir),
-    }
-    log = served.log.open("w")
-    proc = subprocess.Popen(
-        [sys.executable, str(here / "suspend_flows.py"), "tests"],
-        cwd=here,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-    def deployed() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"the runner exited:\n{served.log.read_text()}")
-        with get_client(sync_client=True) as client:
-            try:
-                client.read_deployment_by_name(Served.deployment)
-            except Exception:
-                return False
-        return True
-
-    try:
-        served.until("the runner to serve the deployment", deployed)
-        yield served
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _start_deployed(sg: GateHarness, served: Served) -> str:
-    from prefect.deployments import run_deployment
-
-    run = run_deployment(served.deployment, parameters={"block": sg.name}, timeout=0)
-    return str(run.id)
-
-
-def _pending_for(sg: GateHarness, run_id: str) -> dict[str, Any]:
-    pending = sg.requests("crm-export-suspended", "pending")
-    (request,) = [r for r in pending if r["requester"]["run_id"] == run_id]
-    return request
-
-
-def test_a_suspended_run_is_resumed_by_the_server_and_exports_once_approved(
-    sg: GateHarness, served: Served
-) -> None:
-    run_id = _start_deployed(sg, served)
-    state = served.suspended(run_id)
-    assert (state.type, state.name) == (StateType.PAUSED, "Suspended")
-    request = _pending_for(sg, run_id)
-    assert served.marks(run_id) == ["extract"]  # the run's process has exited before export
-
-    sg.decide(request["id"], "alice", "approve")
-    sg.decide(request["id"], "bob", "approve", "partner contract checked")
-    final = served.final(run_id)
-
-    assert final.is_completed(), final
-    # The run went again from the top (extract again: no persisted results), reattached to
-    # the decided request without suspending anew, and exported once.
-    assert served.marks(run_id) == [
-        "extract",
-        "extract",
-        f"passed:{request['id']}:approved",
-        "export",
-    ]
-    mine = [r for r in sg.requests("crm-export-suspended") if r["requester"]["run_id"] == run_id]
-    assert [r["id"] for r in mine] == [request["id"]]
-    assert len(sg.audited("gate.released", request["id"])) == 1
-    history = state_history(run_id)
-    assert history.count(StateType.PAUSED) == 1, history
-    assert history.index(StateType.PAUSED) < history.index(StateType.COMPLETED), history
-    # Nobody else could have resumed it (its process had exited): the server did.
-    (resume,) = [r for r in sg.outbox(request["id"]) if r["target"] == f"prefect:{run_id}"]
-    assert (resume["status"], json.loads(resume["result"])) == ("sent", {"status": "ACCEPT"})
-
-
-def test_a_denied_suspended_run_fails_and_never_exports(sg: GateHarness, served: Served) -> None:
-    run_id = _start_deployed(sg, served)
-    assert served.suspended(run_id).name == "Suspended"
-    request = _pending_for(sg, run_id)
-
-    sg.decide(request["id"], "bob", "deny", "not with this partner")
-    final = served.final(run_id)
-
-    assert final.is_failed(), final
-    assert "was denied by bob: not with this partner" in (final.message or ""), final.message
-    assert served.marks(run_id) == ["extract", "extract"]  # resumed, refused, never exported
-    assert sg.audited("gate.released", request["id"]) == []

@@ -153,6 +153,26 @@ def test_serve_and_the_reviewer_cli(served: Served, tmp_path: Path) -> None:
         assert c.get("/api/v1/audit/verify").json()["ok"] is True
 
 
+def test_the_reviewer_cli_pages_through_a_listing(served: Served, tmp_path: Path) -> None:
+    pipeline, tokens = tokens_for(served.db_url, "alice")
+    job = f"paging.{uuid.uuid4().hex[:8]}"  # this test's own requests, on the shared server
+    opened = [open_gate(served.server, pipeline, job=job)["id"] for _ in range(3)]
+
+    def page(*args: str) -> list[str]:
+        done = cli_in_process(
+            "requests", "list", "--job", job, "--limit", "2", *args,
+            "--server", served.server.url, "--token", tokens["alice"], cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    first = page()
+    assert [line.split()[0] for line in first[:2]] == opened[::-1][:2]  # newest first
+    assert first[2] == f"next page: --before {opened[1]}"
+    second = page("--before", opened[1])
+    assert [line.split()[0] for line in second] == [opened[0]]  # the last page says no more
+
+
 def test_a_restarted_server_keeps_the_request_and_its_decisions(
     sqlite_url: str, tmp_path: Path, start_server: StartServer
 ) -> None:

@@ -32,6 +32,11 @@ def requests() -> None:
 @click.option("--dataset", help="Dataset name, or namespace::name.")
 @click.option("--job", help="Job name.")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option(
+    "--before",
+    metavar="REQUEST_ID",
+    help="The page after this request: the id the previous page printed after 'next page:'.",
+)
 @format_option
 @click.pass_context
 def requests_list(
@@ -42,11 +47,12 @@ def requests_list(
     dataset: str | None,
     job: str | None,
     limit: int,
+    before: str | None,
     fmt: str,
 ) -> None:
-    """Requests, newest first."""
+    """Requests, newest first, a page at a time (``--before`` for the next page)."""
     with make_client(ctx, server, token_value) as client:
-        page = client.list(status=status, dataset=dataset, job=job, limit=limit)
+        page = client.list(status=status, dataset=dataset, job=job, limit=limit, before=before)
     if fmt == "json":
         click.echo(page.model_dump_json(indent=2))
         return
@@ -58,6 +64,8 @@ def requests_list(
             f"{r.id}  {r.status:<9} {r.approvals}/{r.required_approvals}  "
             f"{r.rule or '-':<20} {summary}"
         )
+    if page.next:
+        click.echo(f"next page: --before {page.next}")
 
 
 @requests.command("show")

@@ -1,6 +1,11 @@
-"""The approval gate in real Airflow: ``dag.test()`` on a migrated SQLite AIRFLOW_HOME, against
-the real Sluicegate server as a subprocess. A reviewer thread decides through the API the way
-a person would, once the request shows up; the DAG resumes by itself (the trigger's long poll).
+"""``ApprovalGateOperator`` in real Airflow: ``dag.test()`` on a migrated SQLite AIRFLOW_HOME,
+against the real Sluicegate server as a subprocess (the suite's ``env``). A reviewer thread
+decides through the API the way a person would, once the request shows up; the DAG resumes by
+itself (the trigger's long poll). Covered: approved, denied, skipped and expired gates, the
+owner refused as a reviewer, allowed actions that wait for nothing, templates rendered as
+Airflow renders them (and what ``pre_execute`` changed after), reattaching on a resume or a
+retry, a server unreachable or restarting, the gate's facets in Airflow's OpenLineage events,
+``default_args``, the example DAG and the README's walkthrough through the real CLIs.
 """
 
 from __future__ import annotations
@@ -15,24 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.core.support.serverproc import expiring_server
-from tests.gate_harness import PATIENCE, GateHarness
 
 from sluicegate.store import Store
-
-DAGS = Path(__file__).parent / "dags"
-#: Airflow's OpenLineage provider writes the tasks' events here (see conftest.py).
-TASK_EVENTS = Path(os.environ["AIRFLOW_HOME"]) / "airflow-openlineage.jsonl"
-
-
-def _dag(dag_id: str) -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(str(DAGS)).get_dag(dag_id)
-
-
-def states(dag_run: Any) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+from tests.airflow.support import TASK_EVENTS, _dag, states
+from tests.core.support.serverproc import expiring_server
+from tests.gate_harness import PATIENCE, GateHarness
 
 
 def test_approved_by_two_stewards_the_export_runs(env: GateHarness) -> None:
@@ -320,23 +312,6 @@ def test_a_task_that_fails_before_execute_opens_no_request(env: GateHarness) -> 
     assert env.audit("pii_export_fails_before_execute.approve_export", run.run_id) == []
 
 
-def test_a_gate_whose_server_is_unreachable_fails_closed(
-    env: GateHarness, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
-) -> None:
-    import socket
-
-    with socket.socket() as probe:  # a port where nothing listens
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    conn = {"conn_type": "sluicegate", "host": f"http://127.0.0.1:{port}", "password": "sgreq_x"}
-    monkeypatch.setenv("AIRFLOW_CONN_SLUICEGATE_DOWN", json.dumps(conn))
-    run = _dag("inline_server_down").test()
-    printed = "".join(capfd.readouterr())
-    assert states(run)["export"] == "failed" and states(run)["receipt"] == "upstream_failed"
-    assert not env.ran("inline_server_down.export")
-    assert f"cannot reach http://127.0.0.1:{port}" in printed
-
-
 def test_airflow_tasks_render_shows_the_action_and_opens_no_gate(env: GateHarness) -> None:
     # `airflow tasks render` renders a task's templates outside the task runner: the gate
     # must not ask the server from there.
@@ -362,24 +337,6 @@ def test_the_server_restarting_while_the_task_waits_still_resumes(env: GateHarne
     run = _dag("pii_export").test()
     thread.join(5)
     assert states(run)["export"] == "success"
-
-
-def test_the_sensor_waits_for_an_existing_request(env: GateHarness) -> None:
-    action = {
-        "kind": "export",
-        "summary": "Export customers",
-        "inputs": [{"namespace": "postgres://prod:5432", "name": "crm.public.customers"}],
-    }
-    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "")])  # before it opens
-    r = httpx.post(
-        f"{env.url}/api/v1/requests",
-        json={"idempotency_key": "sensor-1", "action": action, "requester": {"owner": "carol"}},
-        headers=env.auth("airflow-prod"),
-    )
-    assert r.status_code == 201, r.text
-    run = _dag("wait_for_request").test(run_conf={"request_id": r.json()["id"]})
-    thread.join(5)
-    assert states(run) == {"wait": "success", "publish": "success"}
 
 
 class _TI:
@@ -413,33 +370,10 @@ def test_a_retry_of_the_same_task_instance_reattaches_to_its_request(env: GateHa
     assert 24 * 3600 < deferred.value.timeout.total_seconds() <= 24 * 3600 + 6 * 60
 
 
-def test_the_trigger_serializes_to_json_values_that_rebuild_it() -> None:
-    import importlib
-
-    from sluicegate_airflow.triggers import ApprovalTrigger
-
-    trigger = ApprovalTrigger("0193-abc", "sg_conn", 12.5, carry={"review_url": "http://x/r/1"})
-    classpath, kwargs = trigger.serialize()
-    assert json.loads(json.dumps(kwargs)) == kwargs
-    module, _, name = classpath.rpartition(".")
-    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
-    assert rebuilt.serialize() == (classpath, kwargs)
-
-
-def test_the_sluicegate_connection_type_is_registered() -> None:
-    from airflow.providers_manager import ProvidersManager
-
-    hooks = ProvidersManager().hooks
-    assert "sluicegate" in hooks
-    info = hooks["sluicegate"]
-    assert info is not None
-    assert info.hook_class_name == "sluicegate_airflow.hooks.sluicegate.SluicegateHook"
-
-
 def test_the_example_dag_loads_as_documented() -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    folder = Path(__file__).resolve().parents[2] / "examples" / "airflow"
+    folder = Path(__file__).resolve().parents[3] / "examples" / "airflow"
     bag = DagBag(str(folder))
     assert not bag.import_errors, bag.import_errors
     dag = bag.get_dag("crm_export")
@@ -455,7 +389,7 @@ def test_the_readme_walkthrough_ends_in_an_approved_run(env: GateHarness, tmp_pa
     # `sluicegate requests approve`; the export runs and the run succeeds.
     home = tmp_path / "airflow"
     (home / "dags").mkdir(parents=True)
-    example = Path(__file__).resolve().parents[2] / "examples" / "airflow" / "crm_export.py"
+    example = Path(__file__).resolve().parents[3] / "examples" / "airflow" / "crm_export.py"
     (home / "dags" / "crm_export.py").write_text(example.read_text())
     conn = {
         "conn_type": "sluicegate",
@@ -511,56 +445,6 @@ def test_the_readme_walkthrough_ends_in_an_approved_run(env: GateHarness, tmp_pa
     assert "exporting customers to s3://partner-share/exports/customers.csv" in printed
     assert "DagRun Finished: dag_id=crm_export" in printed and "state=success" in printed
     assert req["requester"]["owner"] == "carol"
-
-
-# --------------------------------------------------------------------------- @task.sluicegate
-
-
-def test_a_gated_task_runs_its_body_once_approved_with_its_arguments(env: GateHarness) -> None:
-    thread = env.reviewer([("alice", "approve", ""), ("bob", "approve", "")])
-    run = _dag("inline_pii_export").test()
-    thread.join(5)
-    assert states(run) == {"extract": "success", "export": "success", "receipt": "success"}
-    # the body ran after the resume, with the argument the task was given, and its result
-    # went downstream as any @task's does
-    assert env.ran("inline_pii_export.receipt:exported 120000 rows")
-    req = env.only_request(run.run_id, job="inline_pii_export.export", status="approved")
-    assert [d["reviewer"] for d in req["decisions"]] == ["alice", "bob"]
-    assert req["action"]["summary"].endswith(f"for the partner, run {run.run_id}")
-    assert req["action"]["context"] == {"rows": "120000"}  # the upstream's XCom, rendered
-
-
-def test_a_gated_task_denied_never_runs_its_body(
-    env: GateHarness, capfd: pytest.CaptureFixture[str]
-) -> None:
-    for mark in env.marks.glob("inline_pii_export.*"):
-        mark.unlink()
-    thread = env.reviewer([("bob", "deny", "not for this partner")])
-    run = _dag("inline_pii_export").test()
-    thread.join(5)
-    printed = "".join(capfd.readouterr())
-    assert states(run)["export"] == "failed"
-    assert not env.ran("inline_pii_export.export")
-    assert not any(p.name.startswith("inline_pii_export.receipt") for p in env.marks.iterdir())
-    assert "denied by bob: not for this partner" in printed
-
-
-def test_a_gated_task_the_policy_allows_runs_at_once_and_opens_no_request(env: GateHarness) -> None:
-    before = env.requests()
-    run = _dag("inline_routine_read").test()
-    assert states(run) == {"extract": "success", "export": "success", "receipt": "success"}
-    assert env.ran("inline_routine_read.receipt:exported 120000 rows")
-    assert env.requests() == before
-
-
-def test_the_provider_registers_task_sluicegate() -> None:
-    from airflow.providers_manager import ProvidersManager
-
-    decorators = ProvidersManager().taskflow_decorators
-    assert "sluicegate" in decorators
-    from sluicegate_airflow.decorators import sluicegate_task
-
-    assert decorators["sluicegate"] is sluicegate_task
 
 
 def test_default_args_reach_the_gate_arguments_of_both_forms() -> None:

@@ -1,6 +1,7 @@
-"""``SluicegateHook.test_connection``: what ``airflow connections test`` (and the UI's Test
-button) reports for a Sluicegate connection, through Airflow's own CLI in a fresh AIRFLOW_HOME
-against the real server as a subprocess.
+"""``SluicegateHook``: the ``sluicegate`` connection type Airflow registers from the provider,
+and ``test_connection``: what ``airflow connections test`` (and the UI's Test button) reports
+for a Sluicegate connection, through Airflow's own CLI in a fresh AIRFLOW_HOME against the real
+server as a subprocess.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.core.support.serverproc import POLICY, ServerProcess, free_port
 
 from sluicegate.store import Store
+from tests.core.support.serverproc import POLICY, ServerProcess, free_port
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +88,13 @@ def test_a_server_nobody_runs_and_a_connection_without_token_fail_with_the_reaso
         False,
         "connection 'sluicegate_bare' has no password: set it to a request-scoped Sluicegate token",
     )
+
+
+def test_the_sluicegate_connection_type_is_registered() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    hooks = ProvidersManager().hooks
+    assert "sluicegate" in hooks
+    info = hooks["sluicegate"]
+    assert info is not None
+    assert info.hook_class_name == "sluicegate_airflow.hooks.sluicegate.SluicegateHook"
