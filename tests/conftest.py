@@ -25,6 +25,8 @@ LONGEST_FIRST = (
     "*/test_demo_with.py",
     "core/test_fresh_clone.py",
     "core/server/test_run.py",
+    "core/server/test_replicas.py",
+    "core/server/test_stop_and_workers.py",
     "core/test_demo.py",
     # Few tests each, but each starts servers or CLIs (measured per file, CPU seconds).
     "core/server/test_keys.py",

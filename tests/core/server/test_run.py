@@ -1,67 +1,35 @@
-"""The server as a user runs it: ``sluicegate serve`` in a subprocess, the reviewer CLI, restarts,
-and two replicas on one PostgreSQL schema racing each other.
+"""The server as a user runs it: ``sluicegate serve`` in a subprocess, the reviewer CLI against
+it, its access log, and a restart that keeps what was decided. Replicas racing each other are
+in ``test_replicas.py``; stopping and ``--workers`` in ``test_stop_and_workers.py``.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from sluicegate.store import Store
+from tests.core.support.served import (
+    REQUESTER,
+    audit_token,
+    one_line_error,
+    open_gate,
+    tokens_for,
+)
 from tests.core.support.serverproc import (
     PII_EXPORT,
     POLICY,
-    TLS,
     ServerProcess,
     StartServer,
     cli,
     cli_in_process,
 )
-
-REQUESTER = {"orchestrator": "airflow", "job": "crm_export.export_customers", "owner": "carol"}
-
-
-def open_gate(server: ServerProcess, token: str, **requester: Any) -> dict[str, Any]:
-    body = {
-        "idempotency_key": f"airflow:crm:{uuid.uuid4().hex}:export",
-        "action": PII_EXPORT,
-        "requester": {**REQUESTER, **requester},
-    }
-    with server.client(token) as c:
-        r = c.post("/api/v1/requests", json=body)
-    assert r.status_code == 201, r.text
-    opened: dict[str, Any] = r.json()
-    return opened
-
-
-def tokens_for(db_url: str, *reviewers: str) -> tuple[str, dict[str, str]]:
-    """A pipeline's request token and review tokens (made in process: the CLI is tested above)."""
-    with Store(db_url) as store:
-        return store.create_token("airflow-prod", "request"), {
-            name: store.create_token(name, "review") for name in reviewers
-        }
-
-
-def audit_token(db_url: str) -> str:
-    """A token of the ``audit`` scope, the only one that reads the audit log."""
-    with Store(db_url) as store:
-        return store.create_token("internal-audit", "audit")
-
-
-def one_line_error(proc: Any, fragment: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    assert proc.stderr.startswith("sluicegate: error: "), proc.stderr
-    assert proc.stderr.count("\n") == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert fragment in proc.stderr, proc.stderr
 
 
 def test_token_create_prints_the_token_alone(sqlite_url: str, tmp_path: Path) -> None:
@@ -213,301 +181,6 @@ def test_a_restarted_server_keeps_the_request_and_its_decisions(
         )
     with again.client(audit_token(sqlite_url)) as c:
         assert c.get("/api/v1/audit/verify").json()["ok"] is True
-
-
-# ----------------------------------------------------------------------------- two replicas
-
-
-class Replicas:
-    """Two servers on one database, with the tokens of everyone involved."""
-
-    def __init__(self, db_url: str, tmp_path: Path) -> None:
-        self.pipeline, self.tokens = tokens_for(db_url, "alice", "bob", "carol")
-        self.auditor = audit_token(db_url)
-        self.a = ServerProcess(db_url, POLICY, tmp_path, name="replica-A")
-        self.b = ServerProcess(db_url, POLICY, tmp_path, name="replica-B")
-
-    def post(
-        self, server: ServerProcess, who: str, path: str, body: dict[str, Any]
-    ) -> httpx.Response:
-        with server.client(self.tokens[who]) as c:
-            return c.post(path, json=body)
-
-    def get(self, server: ServerProcess, path: str, **params: Any) -> httpx.Response:
-        # The audit log is read with the audit token; everything else as a reviewer.
-        token = self.auditor if path.startswith("/api/v1/audit") else self.tokens["alice"]
-        with server.client(token) as c:
-            return c.get(path, params=params)
-
-    def audit_of(self, server: ServerProcess, request_id: str) -> list[dict[str, Any]]:
-        r = self.get(server, "/api/v1/audit")
-        assert r.status_code == 200, r.text
-        rows = [json.loads(line) for line in r.text.splitlines()]
-        return [row for row in rows if row["request_id"] == request_id]
-
-
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
-def replicas(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Replicas]:
-    """Two replicas on one SQLite file or one PostgreSQL schema, shared by the module's tests
-    of that database (each races on requests of its own); stopped after the module."""
-    tmp = tmp_path_factory.mktemp(f"replicas-{request.param}")
-    if request.param == "sqlite":
-        db_url = f"sqlite:///{tmp}/sluicegate.db"
-    else:
-        db_url = str(request.getfixturevalue("module_pg_url"))
-    rs = Replicas(db_url, tmp)
-    try:
-        rs.a.start()
-        rs.b.start()
-        yield rs
-    finally:
-        for server in (rs.a, rs.b):
-            server.stop()
-            print(f"===== {server.name} ({server.url}) output =====\n{server.stderr()}")
-
-
-def race(*calls: Callable[[], httpx.Response]) -> list[tuple[httpx.Response, float]]:
-    """Run the calls at the same moment (threads + barrier); each response with when it came."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int, call: Callable[[], httpx.Response]) -> None:
-        barrier.wait(timeout=10)
-        try:
-            results[i] = (call(), time.monotonic())
-        except BaseException as err:  # reported below
-            results[i] = err
-
-    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    for r in results:
-        if not isinstance(r, tuple):
-            raise AssertionError(f"a racing call failed: {r!r}")
-    return results
-
-
-class LongPoll(threading.Thread):
-    """``GET /wait?timeout=20`` on one replica, in the background."""
-
-    def __init__(
-        self, server: ServerProcess, token: str, request_id: str, timeout: float = 20
-    ) -> None:
-        super().__init__(daemon=True)
-        self.server, self.token, self.request_id = server, token, request_id
-        self.timeout = timeout
-        self.status: str | None = None
-        self.at: float | None = None
-
-    def run(self) -> None:
-        with self.server.client(self.token) as c:
-            try:
-                r = c.get(
-                    f"/api/v1/requests/{self.request_id}/wait", params={"timeout": self.timeout}
-                )
-            except httpx.TransportError as err:
-                self.status = f"transport error: {err!r}"
-                return
-        self.at = time.monotonic()
-        self.status = r.json().get("status") if r.status_code == 200 else f"HTTP {r.status_code}"
-
-
-def waiting_polls(server: ServerProcess) -> float:
-    text = httpx.get(f"{server.url}/metrics", timeout=5, verify=TLS).text
-    for line in text.splitlines():
-        if line.startswith("sluicegate_long_polls_waiting "):
-            return float(line.split()[1])
-    raise AssertionError("no sluicegate_long_polls_waiting in /metrics")
-
-
-def test_two_replicas_count_simultaneous_approvals_once_and_wake_each_other(
-    replicas: Replicas,
-) -> None:
-    # On PostgreSQL the replicas hear each other through LISTEN/NOTIFY; on one SQLite file,
-    # by following the audit log's tail.
-    rs = replicas
-
-    # A retried task reaching both replicas at once still opens one request.
-    body = {
-        "idempotency_key": "airflow:crm:race:export",
-        "action": PII_EXPORT,
-        "requester": REQUESTER,
-    }
-
-    def open_on(server: ServerProcess) -> httpx.Response:
-        with server.client(rs.pipeline) as c:
-            return c.post("/api/v1/requests", json=body)
-
-    (oa, _), (ob, _) = race(lambda: open_on(rs.a), lambda: open_on(rs.b))
-    assert sorted([oa.status_code, ob.status_code]) == [200, 201], (oa.text, ob.text)
-    assert oa.json()["id"] == ob.json()["id"]
-    created = [r for r in rs.audit_of(rs.a, oa.json()["id"]) if r["kind"] == "request.created"]
-    assert len(created) == 1
-
-    for _ in range(3):  # a few rounds: each a real race on a fresh request
-        req = open_gate(rs.a, rs.pipeline)
-        rid = req["id"]
-        polls = [LongPoll(rs.a, rs.pipeline, rid), LongPoll(rs.b, rs.pipeline, rid)]
-        for p in polls:
-            p.start()
-        deadline = time.monotonic() + 10
-        while not (waiting_polls(rs.a) >= 1 and waiting_polls(rs.b) >= 1):
-            assert time.monotonic() < deadline, "the long polls never started waiting"
-            time.sleep(0.02)
-
-        path = f"/api/v1/requests/{rid}/decisions"
-        (ra, ta), (rb, tb) = race(
-            lambda p=path: rs.post(rs.a, "alice", p, {"verdict": "approve"}),
-            lambda p=path: rs.post(rs.b, "bob", p, {"verdict": "approve"}),
-        )
-        assert ra.status_code == 200 and rb.status_code == 200, (ra.text, rb.text)
-        statuses = sorted([ra.json()["status"], rb.json()["status"]])
-        assert statuses == ["approved", "pending"], statuses  # counted together, ended once
-        ender, ended_at = (rs.a, ta) if ra.json()["status"] == "approved" else (rs.b, tb)
-
-        for p in polls:
-            p.join(timeout=25)
-            assert p.status == "approved", p.status
-        other = polls[1] if ender is rs.a else polls[0]
-        assert other.at is not None
-        # The replica that did not end it heard it at once (NOTIFY, or the SQLite follower),
-        # not through the 5 s re-check.
-        assert other.at - ended_at < 1.0, other.at - ended_at
-
-        for server in (rs.a, rs.b):
-            got = rs.get(server, f"/api/v1/requests/{rid}").json()
-            assert got["status"] == "approved" and got["approvals"] == 2
-        kinds = [row["kind"] for row in rs.audit_of(rs.a, rid)]
-        assert kinds.count("decision.recorded") == 2
-        assert kinds.count("request.approved") == 1
-        assert kinds.count("request.denied") == 0
-    for server in (rs.a, rs.b):
-        verified = rs.get(server, "/api/v1/audit/verify").json()
-        assert verified["ok"] is True, verified
-
-
-@pytest.mark.postgres
-@pytest.mark.parametrize("replicas", ["postgres"], indirect=True)
-def test_two_replicas_racing_deny_and_approve_end_the_request_once(replicas: Replicas) -> None:
-    rs = replicas
-    outcomes = set()
-    for _ in range(4):
-        # Owner dave is no steward: alice, bob and carol may all decide; carol's approval
-        # leaves one to go, so bob's approval and alice's deny would each end the request.
-        rid = open_gate(rs.a, rs.pipeline, owner="dave")["id"]
-        path = f"/api/v1/requests/{rid}/decisions"
-        first = rs.post(rs.b, "carol", path, {"verdict": "approve"})
-        assert first.status_code == 200 and first.json()["status"] == "pending", first.text
-
-        (deny, _), (approve, _) = race(
-            lambda p=path: rs.post(rs.a, "alice", p, {"verdict": "deny", "comment": "no"}),
-            lambda p=path: rs.post(rs.b, "bob", p, {"verdict": "approve"}),
-        )
-        codes = sorted([deny.status_code, approve.status_code])
-        assert codes == [200, 409], (deny.text, approve.text)
-        winner = deny if deny.status_code == 200 else approve
-        final = winner.json()["status"]
-        assert final == ("denied" if winner is deny else "approved")
-        loser = approve if winner is deny else deny
-        assert set(loser.json()) == {"error", "detail"} and loser.json()["error"] == "conflict"
-        outcomes.add(final)
-
-        for server in (rs.a, rs.b):
-            got = rs.get(server, f"/api/v1/requests/{rid}").json()
-            assert got["status"] == final
-            assert len(got["decisions"]) == 2  # carol's and the winner's
-        kinds = [row["kind"] for row in rs.audit_of(rs.b, rid)]
-        assert kinds.count("request.approved") + kinds.count("request.denied") == 1
-        assert kinds.count("decision.recorded") == 2
-    for server in (rs.a, rs.b):
-        assert rs.get(server, "/api/v1/audit/verify").json()["ok"] is True
-    print(f"outcomes seen: {sorted(outcomes)}")
-
-
-@pytest.mark.postgres
-def test_a_server_on_postgresql_stops_promptly_when_asked(
-    pg_url: str, tmp_path: Path, start_server: StartServer
-) -> None:
-    """SIGTERM (what systemd, Docker and Ctrl-C send) ends it, LISTEN connection and all."""
-    server = start_server(pg_url, name="stopping")
-    pipeline, _ = tokens_for(pg_url)
-    open_gate(server, pipeline)
-    assert sigterm(server, within=10) in (0, -15)
-
-
-def test_an_open_long_poll_does_not_hold_up_a_stop(
-    sqlite_url: str, tmp_path: Path, start_server: StartServer
-) -> None:
-    server = start_server(sqlite_url, name="stopping")
-    pipeline, _ = tokens_for(sqlite_url)
-    rid = open_gate(server, pipeline)["id"]
-    poll = LongPoll(server, pipeline, rid, timeout=4)
-    poll.start()
-    deadline = time.monotonic() + 10
-    while waiting_polls(server) < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    try:
-        sigterm(server, within=2)
-    finally:
-        poll.join(timeout=10)
-
-
-def sigterm(server: ServerProcess, within: float) -> int:
-    """Send SIGTERM and return the exit code; fail if the process is still there after
-    ``within`` seconds (it is killed by the fixture's finalizer)."""
-    proc = server.proc
-    assert proc is not None
-    proc.terminate()
-    try:
-        return proc.wait(timeout=within)
-    except Exception:
-        pytest.fail(f"the server did not stop within {within} s of SIGTERM:\n{server.stderr()}")
-
-
-def test_serve_with_workers_is_one_server_on_one_port(
-    db_url: str, tmp_path: Path, start_server: StartServer
-) -> None:
-    """``serve --workers 2``: two processes, one port; a decision taken through one process
-    wakes the long polls held by the other at once, and a stop ends them all."""
-    pipeline, tokens = tokens_for(db_url, "alice", "bob")
-    server = start_server(db_url, name="workers", workers=2)
-    req = open_gate(server, pipeline)
-    # Each poll is its own connection; the kernel spreads connections over the two processes
-    # (SO_REUSEPORT), so with eight of them both processes hold some (all but 1 in 128).
-    polls = [LongPoll(server, pipeline, req["id"]) for _ in range(8)]
-    for p in polls:
-        p.start()
-    # Every poll waits in its process before the decision (the whole server's gauge, which
-    # every process reports): one that missed the decision would hold its polls until the
-    # 5 s safety sweep.
-    deadline = time.monotonic() + 10
-    while waiting_polls(server) < len(polls):
-        assert time.monotonic() < deadline, "the long polls never all started waiting"
-        time.sleep(0.02)
-    for reviewer in ("alice", "bob"):
-        with server.client(tokens[reviewer]) as c:
-            r = c.post(f"/api/v1/requests/{req['id']}/decisions", json={"verdict": "approve"})
-        assert r.status_code == 200, r.text
-    decided_at = time.monotonic()
-    assert r.json()["status"] == "approved"
-    for p in polls:
-        p.join(timeout=25)
-        assert p.status == "approved", p.status
-        assert p.at is not None and p.at - decided_at < 1.0, p.at - decided_at
-    proc = server.proc
-    assert proc is not None
-    started = time.monotonic()
-    proc.terminate()
-    assert proc.wait(timeout=15) == 0
-    assert time.monotonic() - started < 10
-    assert "Traceback" not in server.stderr(), server.stderr()
 
 
 def test_the_access_log_has_one_json_line_per_request(served: Served) -> None:
